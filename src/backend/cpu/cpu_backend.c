@@ -1,0 +1,57 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_ops.h"
+#include "core/error.h"
+
+static void *cpu_alloc(asa_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0) asa_fatal("out of memory allocating %zu bytes", bytes);
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_free(asa_backend *be, void *p) { free(p); }
+static void cpu_zero(asa_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_copy(asa_backend *be, void *dst, const void *src, size_t bytes) { if (dst != src) memcpy(dst, src, bytes); }
+static void cpu_sync(asa_backend *be) {}
+static void cpu_destroy(asa_backend *be) { free(be); }
+
+asa_backend *asa_backend_cpu_new(void) {
+    asa_backend *be = asa_calloc(1, sizeof *be);
+    be->name = "cpu";
+    be->destroy = cpu_destroy;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->zero = cpu_zero;
+    be->to_device = cpu_copy;
+    be->to_host = cpu_copy;
+    be->sync = cpu_sync;
+    be->gemm = cpu_gemm;
+    be->embedding_fwd = cpu_embedding_fwd;
+    be->embedding_bwd = cpu_embedding_bwd;
+    be->rmsnorm_fwd = cpu_rmsnorm_fwd;
+    be->rmsnorm_bwd = cpu_rmsnorm_bwd;
+    be->rope_fwd = cpu_rope_fwd;
+    be->rope_bwd = cpu_rope_bwd;
+    be->swiglu_fwd = cpu_swiglu_fwd;
+    be->swiglu_bwd = cpu_swiglu_bwd;
+    be->copy_heads = cpu_copy_heads;
+    be->xent_fwd_bwd = cpu_xent_fwd_bwd;
+    be->gate_fwd = cpu_gate_fwd;
+    be->gate_bwd = cpu_gate_bwd;
+    be->attn_fwd = cpu_attn_fwd;
+    be->attn_bwd = cpu_attn_bwd;
+    be->compress_fwd = cpu_compress_fwd;
+    be->compress_bwd = cpu_compress_bwd;
+    be->attn_cmp_fwd = cpu_attn_cmp_fwd;
+    be->attn_cmp_bwd = cpu_attn_cmp_bwd;
+    be->select_topk = cpu_select_topk;
+    be->attn_slc_fwd = cpu_attn_slc_fwd;
+    be->attn_slc_bwd = cpu_attn_slc_bwd;
+    be->adamw = cpu_adamw;
+    be->sum_squares = cpu_sum_squares;
+    be->scale = cpu_scale;
+    be->add = cpu_add;
+    return be;
+}

@@ -1,0 +1,35 @@
+// CPU backend: one function per op of asa_backend (src/backend/backend.h documents each one).
+// Files: gemm.c, elementwise ops in their own files, attention ops in attn_*.c.
+#ifndef ASA_BACKEND_CPU_OPS_H
+#define ASA_BACKEND_CPU_OPS_H
+
+#include "backend/backend.h"
+
+void cpu_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc, long strideC, int batch);
+void cpu_embedding_fwd(asa_backend *be, float *out, const int32_t *tokens, const float *E, int N, int D);
+void cpu_embedding_bwd(asa_backend *be, float *dE, const float *dout, const int32_t *tokens, int N, int D);
+void cpu_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, const float *w, int N, int groups, int C, float eps);
+void cpu_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int N, int groups, int C);
+void cpu_rope_fwd(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
+void cpu_rope_bwd(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
+void cpu_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float *up, int N, int I);
+void cpu_swiglu_bwd(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N, int I);
+void cpu_copy_heads(asa_backend *be, float *dst, int dst_rs, int dst_hs, const float *src, int src_rs, int src_hs, int rows, int heads, int cols, int accumulate);
+void cpu_xent_fwd_bwd(asa_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss_scale);
+void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h, int dv);
+void cpu_gate_bwd(asa_backend *be, float *dglog, float *const *dbr, const float *dout, const float *glog, const float *const *br, int nbr, int N, int h, int dv);
+void cpu_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, float *o, float *lse);
+void cpu_attn_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
+void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc);
+void cpu_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const float *dxc, float *dx);
+void cpu_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *vc, float *o, float *lse);
+void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *vc, const float *o, const float *lse, const float *dout, float *dq, float *dkc, float *dvc);
+void cpu_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp, int32_t *idx);
+void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, float *o, float *lse);
+void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
+void cpu_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int step, float grad_scale);
+double cpu_sum_squares(asa_backend *be, const float *x, size_t n);
+void cpu_scale(asa_backend *be, float *x, size_t n, float alpha);
+void cpu_add(asa_backend *be, float *y, const float *x, size_t n);
+
+#endif

@@ -1,0 +1,86 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tu_failures = 0;
+int tu_checks = 0;
+
+#define GUARD 64
+static const uint32_t GUARD_BITS = 0x7fc0dead;  // a quiet NaN with a recognisable payload
+
+double tu_rel_err(const float *a, const double *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    if (den < 1e-300) return sqrt(num);
+    return sqrt(num / den);
+}
+
+double tu_rel_err_f(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    if (den < 1e-300) return sqrt(num);
+    return sqrt(num / den);
+}
+
+double tu_max_abs_diff(const float *a, const double *ref, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        double d = fabs((double)a[i] - ref[i]);
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+void tu_fill_normal(float *x, size_t n, asa_rng *r, float stddev) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(stddev * asa_rng_normal(r));
+}
+
+void tu_fill_uniform(float *x, size_t n, asa_rng *r, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * (float)asa_rng_uniform(r);
+}
+
+static void fill_bits(float *p, size_t n, uint32_t bits) {
+    for (size_t i = 0; i < n; i++) memcpy(&p[i], &bits, 4);
+}
+
+float *tu_guarded_new(size_t n) {
+    float *base = malloc((n + 2 * GUARD) * sizeof(float));
+    if (!base) { fprintf(stderr, "out of memory\n"); exit(2); }
+    fill_bits(base, GUARD, GUARD_BITS);
+    fill_bits(base + GUARD + n, GUARD, GUARD_BITS);
+    tu_guarded_poison(base + GUARD, n);
+    return base + GUARD;
+}
+
+void tu_guarded_poison(float *p, size_t n) { for (size_t i = 0; i < n; i++) p[i] = NAN; }
+
+int tu_guard_ok(const float *p, size_t n) {
+    const float *lo = p - GUARD, *hi = p + n;
+    for (int i = 0; i < GUARD; i++) {
+        uint32_t a, b;
+        memcpy(&a, &lo[i], 4);
+        memcpy(&b, &hi[i], 4);
+        if (a != GUARD_BITS || b != GUARD_BITS) return 0;
+    }
+    return 1;
+}
+
+void tu_guarded_free(float *p) { if (p) free(p - GUARD); }
+
+int tu_finish(const char *name) {
+    printf("%s: %d checks, %d failures\n", name, tu_checks, tu_failures);
+    return tu_failures ? 1 : 0;
+}

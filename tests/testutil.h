@@ -1,0 +1,45 @@
+// Small test harness shared by every tests/test_*.c program: checks that count failures and keep going,
+// relative errors against double-precision references, random fills, and guarded buffers that catch
+// writes outside a tensor and elements an op forgot to write.
+#ifndef ASA_TESTUTIL_H
+#define ASA_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/rng.h"
+
+extern int tu_failures;
+extern int tu_checks;
+
+#define TU_CHECK(cond, ...)                                                        \
+    do {                                                                           \
+        tu_checks++;                                                               \
+        if (!(cond)) {                                                             \
+            tu_failures++;                                                         \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
+            fprintf(stderr, __VA_ARGS__);                                          \
+            fputc('\n', stderr);                                                   \
+        }                                                                          \
+    } while (0)
+
+// ||a - ref|| / max(||ref||, tiny); NaN anywhere in a gives +inf.
+double tu_rel_err(const float *a, const double *ref, size_t n);
+double tu_rel_err_f(const float *a, const float *ref, size_t n);
+double tu_max_abs_diff(const float *a, const double *ref, size_t n);
+
+void tu_fill_normal(float *x, size_t n, asa_rng *r, float stddev);
+void tu_fill_uniform(float *x, size_t n, asa_rng *r, float lo, float hi);
+
+// A buffer of n floats between two guard zones, filled with a poison value (NaN) so that an element the
+// op under test does not write is caught, and a write outside [0, n) is caught by tu_guard_ok.
+float *tu_guarded_new(size_t n);
+void tu_guarded_poison(float *p, size_t n);   // refill the body with NaN (before each run)
+int tu_guard_ok(const float *p, size_t n);    // 1 if both guard zones are untouched
+void tu_guarded_free(float *p);
+
+// Prints "name: N checks, M failures" and returns the process exit code.
+int tu_finish(const char *name);
+
+#endif
