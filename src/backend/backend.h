@@ -76,15 +76,16 @@ struct asa_backend {
     // GPT-NeoX RoPE, in place. Row n has `heads` heads; head i's rotated part is the rot_dim values at
     // x + n*row_stride + i*head_stride + offset. Position of row n is pos0 + n % T.
     // rope_bwd applies the inverse rotation (the transpose), turning d(rotated) into d(unrotated).
+    // The rotated parts of different heads must not overlap.
     void (*rope_fwd)(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride,
                      int head_stride, int offset, int rot_dim, float theta);
     void (*rope_bwd)(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride,
                      int head_stride, int offset, int rot_dim, float theta);
 
-    // SwiGLU: out = silu(gate) * up, all [N, I].
-    void (*swiglu_fwd)(asa_backend *be, float *out, const float *gate, const float *up, int N, int I);
+    // SwiGLU: out = silu(gate) * up, all [N, hidden].
+    void (*swiglu_fwd)(asa_backend *be, float *out, const float *gate, const float *up, int N, int hidden);
     void (*swiglu_bwd)(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
-                       const float *up, int N, int I);
+                       const float *up, int N, int hidden);
 
     // Copy `cols` values per (row, head): dst[r*dst_rs + i*dst_hs + c] (+)= src[r*src_rs + i*src_hs + c].
     // A head stride of 0 broadcasts (src) or, with accumulate, sums over heads (dst). Used to assemble

@@ -22,7 +22,13 @@ int asa_err_prefix(const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s%s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n >= sizeof err_buf) n = sizeof err_buf - 1;
+    memcpy(err_buf, prefix, n);
+    size_t rest = strlen(old);
+    if (rest > sizeof err_buf - 1 - n) rest = sizeof err_buf - 1 - n;
+    memcpy(err_buf + n, old, rest);
+    err_buf[n + rest] = 0;
     return ASA_ERR;
 }
 

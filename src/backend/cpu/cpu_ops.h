@@ -12,8 +12,8 @@ void cpu_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, c
 void cpu_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int N, int groups, int C);
 void cpu_rope_fwd(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
 void cpu_rope_bwd(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
-void cpu_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float *up, int N, int I);
-void cpu_swiglu_bwd(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N, int I);
+void cpu_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float *up, int N, int hidden);
+void cpu_swiglu_bwd(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N, int hidden);
 void cpu_copy_heads(asa_backend *be, float *dst, int dst_rs, int dst_hs, const float *src, int src_rs, int src_hs, int rows, int heads, int cols, int accumulate);
 void cpu_xent_fwd_bwd(asa_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss_scale);
 void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h, int dv);

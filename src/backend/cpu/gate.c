@@ -1,0 +1,47 @@
+// CPU sigmoid-gated sum of attention branches (NSA / ASA-global mixing), forward and backward.
+#include <math.h>
+
+#include "backend/cpu/cpu_ops.h"
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h,
+                  int dv) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        for (int i = 0; i < h; i++) {
+            long o = ((long)n * h + i) * dv;
+            float *os = out + o;
+            for (int k = 0; k < dv; k++) os[k] = 0.0f;
+            for (int c = 0; c < nbr; c++) {
+                float g = sigmoidf(glog[((long)n * h + i) * nbr + c]);
+                const float *bs = br[c] + o;
+                for (int k = 0; k < dv; k++) os[k] += g * bs[k];
+            }
+        }
+    }
+}
+
+// d out / d br[c] = sigmoid(l_c); d out / d l_c = sigmoid'(l_c) br[c] with sigmoid' = s (1 - s).
+void cpu_gate_bwd(asa_backend *be, float *dglog, float *const *dbr, const float *dout, const float *glog,
+                  const float *const *br, int nbr, int N, int h, int dv) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        for (int i = 0; i < h; i++) {
+            long o = ((long)n * h + i) * dv;
+            const float *ds = dout + o;
+            for (int c = 0; c < nbr; c++) {
+                long gidx = ((long)n * h + i) * nbr + c;
+                float g = sigmoidf(glog[gidx]);
+                const float *bs = br[c] + o;
+                float *dbs = dbr[c] + o;
+                double dot = 0;
+                for (int k = 0; k < dv; k++) {
+                    dot += (double)ds[k] * bs[k];
+                    dbs[k] += g * ds[k];
+                }
+                dglog[gidx] += (float)(g * (1.0f - g) * dot);
+            }
+        }
+    }
+}

@@ -1,0 +1,546 @@
+// Forward and backward of the whole model (SPEC §1-§4), one function per layer kind, written only in
+// terms of backend ops. Layer kinds and what they compute:
+//   F, W  GQA attention, full or windowed.
+//   N     GQA with three branches (compressed, selected, window) mixed by sigmoid gates.
+//   L     sliding-window MLA, per-head keys [kn_i ; kr] and values materialised from the latent.
+//   G     grouped-latent attention in the absorbed form: W_uk is folded into the query and W_uv into
+//         the output, so each latent group is one shared KV head [c_j ; kr] (values c_j) and the
+//         sparse branches run exactly as for an N layer with g = latent_groups. SPEC §3 allows either
+//         form; this one lets a group's heads share each selected block, as the fast kernels need.
+#include "model/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+// ----------------------------------------------------------------------------
+// per-layer dimensions
+
+typedef struct {
+    char kind;
+    int h, g;      // query heads; KV heads (F/W/N), heads (L), latent groups (G)
+    int dq;        // q head size as projected: d (F/W/N), dn+dr (L/G)
+    int dk, dv;    // attention key / value head dims (G: latent dims dcg+dr, dcg)
+    int dvo;       // per-head size of the o_proj input: d (F/W/N), dv (L/G)
+    int lat;       // latent width (L: dc, G: ng*dcg)
+    int nbr;       // gated branches: N 3, G 2, else 0
+    float scale;
+} layer_dims;
+
+static layer_dims dims_of(const asa_config *c, char kind) {
+    layer_dims d = {0};
+    d.kind = kind;
+    d.h = c->num_heads;
+    if (kind == 'F' || kind == 'W' || kind == 'N') {
+        d.g = c->num_kv_heads;
+        d.dq = d.dk = d.dv = d.dvo = c->head_dim;
+        d.scale = 1.0f / sqrtf((float)c->head_dim);
+        d.nbr = kind == 'N' ? 3 : 0;
+    } else {
+        int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+        d.dq = dn + dr;
+        d.dvo = c->v_head_dim;
+        d.scale = 1.0f / sqrtf((float)(dn + dr));
+        if (kind == 'L') {
+            d.g = d.h;
+            d.dk = dn + dr;
+            d.dv = c->v_head_dim;
+            d.lat = c->kv_lora_rank;
+        } else {
+            d.g = c->latent_groups;
+            d.dk = c->latent_dim + dr;
+            d.dv = c->latent_dim;
+            d.lat = c->latent_groups * c->latent_dim;
+            d.nbr = 2;
+        }
+    }
+    return d;
+}
+
+static asa_attn_shape attn_shape(const asa_config *c, const layer_dims *d, int B, int T) {
+    asa_attn_shape s = {0};
+    s.B = B;
+    s.T = T;
+    s.h = d->h;
+    s.g = d->g;
+    s.dk = d->dk;
+    s.dv = d->dv;
+    s.scale = d->scale;
+    s.window = (d->kind == 'F') ? 0 : c->window_size;
+    s.block_size = c->block_size;
+    s.selection_block_size = c->selection_block_size;
+    s.block_counts = c->block_counts;
+    s.selection_share = c->selection_share;
+    return s;
+}
+
+// ----------------------------------------------------------------------------
+// activation arena: one pass counts, a second assigns (base != NULL)
+
+typedef struct {
+    char *base;
+    size_t off;
+} carver;
+
+static void *take(carver *cv, size_t n_elems) {
+    size_t bytes = (n_elems * 4 + 63) & ~(size_t)63;  // floats and int32 alike, 64-byte aligned
+    void *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += bytes;
+    return p;
+}
+#define TAKEF(cv, n) ((float *)take((cv), (size_t)(n)))
+
+static void carve_layer(const asa_config *c, char kind, int B, int T, carver *cv, asa_layer_acts *a) {
+    memset(a, 0, sizeof *a);
+    layer_dims d = dims_of(c, kind);
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t h = (size_t)d.h, g = (size_t)d.g;
+    a->res_mid = TAKEF(cv, N * D);
+    a->an = TAKEF(cv, N * D);
+    a->an_rstd = TAKEF(cv, N);
+    a->q = TAKEF(cv, N * h * d.dq);
+    a->o = TAKEF(cv, N * h * d.dvo);
+    if (kind == 'F' || kind == 'W' || kind == 'N') {
+        a->k = TAKEF(cv, N * g * d.dk);
+        a->v = TAKEF(cv, N * g * d.dv);
+    } else {
+        int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+        int groups = kind == 'G' ? c->latent_groups : 1;
+        a->cpre = TAKEF(cv, N * d.lat);
+        a->c = TAKEF(cv, N * d.lat);
+        a->c_rstd = TAKEF(cv, N * groups);
+        a->kr = TAKEF(cv, N * dr);
+        if (kind == 'L') {
+            a->kvu = TAKEF(cv, N * h * (dn + c->v_head_dim));
+            a->k = TAKEF(cv, N * h * d.dk);
+            a->v = TAKEF(cv, N * h * d.dv);
+        } else {
+            a->qa = TAKEF(cv, N * h * d.dk);
+            a->kl = TAKEF(cv, N * g * d.dk);
+            a->ol = TAKEF(cv, N * h * d.dv);
+        }
+    }
+    if (kind == 'N' || kind == 'G') {
+        size_t nb = (size_t)(T / c->block_size);
+        size_t na = (size_t)((T + c->selection_share - 1) / c->selection_share);
+        a->glog = TAKEF(cv, N * h * d.nbr);
+        a->kc = TAKEF(cv, B * nb * g * d.dk);
+        a->vc = TAKEF(cv, B * nb * g * d.dv);
+        a->o_cmp = TAKEF(cv, N * h * d.dv);
+        a->lse_cmp = TAKEF(cv, N * h);
+        a->o_slc = TAKEF(cv, N * h * d.dv);
+        a->lse_slc = TAKEF(cv, N * h);
+        a->idx = (int32_t *)take(cv, B * na * g * (size_t)c->block_counts);
+        if (kind == 'N') {
+            a->o_win = TAKEF(cv, N * h * d.dv);
+            a->lse_win = TAKEF(cv, N * h);
+        }
+    } else {
+        a->lse = TAKEF(cv, N * h);
+    }
+    a->mn = TAKEF(cv, N * D);
+    a->mn_rstd = TAKEF(cv, N);
+    a->mg = TAKEF(cv, N * I);
+    a->mu = TAKEF(cv, N * I);
+    a->mh = TAKEF(cv, N * I);
+}
+
+// Top-level buffers plus every layer's saved activations; returns bytes.
+static size_t carve_all(asa_model *m, const asa_config *c, int B, int T, char *base) {
+    carver cv = {base, 0};
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, L = (size_t)c->num_hidden_layers;
+    asa_layer_acts dummy;
+    for (size_t l = 0; l < L; l++) carve_layer(c, c->layer_kinds[l], B, T, &cv, m ? &m->la[l] : &dummy);
+    float *res = TAKEF(&cv, (L + 1) * N * D);
+    float *fn = TAKEF(&cv, N * D), *fn_rstd = TAKEF(&cv, N);
+    float *logits = TAKEF(&cv, N * (size_t)c->vocab_size);
+    float *losses = TAKEF(&cv, N);
+    int32_t *tokens = take(&cv, N), *targets = take(&cv, N);
+    if (m) {
+        m->res = res;
+        m->fn = fn;
+        m->fn_rstd = fn_rstd;
+        m->logits = logits;
+        m->losses = losses;
+        m->tokens = tokens;
+        m->targets = targets;
+    }
+    return cv.off;
+}
+
+// Gradient scratch: one layer's worth (the largest kind in the model) plus two [N, D] buffers.
+static size_t carve_grads(asa_model *m, const asa_config *c, int B, int T, char *base, char kind) {
+    carver cv = {base, 0};
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
+    float *dres = TAKEF(&cv, N * D), *dres2 = TAKEF(&cv, N * D);
+    if (m) {
+        m->dres = dres;
+        m->dres2 = dres2;
+    }
+    size_t start = cv.off, most = 0;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        char k = c->layer_kinds[l];
+        if (kind && k != kind) continue;
+        asa_layer_acts tmp;
+        cv.off = start;
+        carve_layer(c, k, B, T, &cv, m && kind ? &m->gl : &tmp);
+        if (cv.off - start > most) most = cv.off - start;
+        if (kind) break;
+    }
+    return start + most;
+}
+
+size_t asa_model_act_bytes(const asa_config *cfg, int B, int T) {
+    return carve_all(NULL, cfg, B, T, NULL) + carve_grads(NULL, cfg, B, T, NULL, 0);
+}
+
+static void ensure_acts(asa_model *m, int B, int T) {
+    if (m->acts && m->B == B && m->T == T) return;
+    asa_backend *be = m->be;
+    if (m->acts) be->free(be, m->acts);
+    if (m->gacts) be->free(be, m->gacts);
+    m->acts = be->alloc(be, carve_all(NULL, &m->cfg, B, T, NULL));
+    m->gacts = be->alloc(be, carve_grads(NULL, &m->cfg, B, T, NULL, 0));
+    carve_all(m, &m->cfg, B, T, m->acts);
+    carve_grads(m, &m->cfg, B, T, m->gacts, 0);
+    free(m->host_targets);
+    m->host_targets = asa_malloc(sizeof(int32_t) * (size_t)B * T);
+    m->B = B;
+    m->T = T;
+}
+
+// ----------------------------------------------------------------------------
+// helpers
+
+// y[N,out] (+)= x[N,in] W^T
+static void linear_fwd(asa_backend *be, float *y, const float *x, const float *W, int N, int in, int out, float beta) {
+    be->gemm(be, 0, 1, N, out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0, 1);
+}
+
+// dx[N,in] += dy[N,out] W ; dW[out,in] += dy^T x
+static void linear_bwd(asa_backend *be, float *dx, float *dW, const float *dy, const float *x, const float *W,
+                       int N, int in, int out) {
+    if (dx) be->gemm(be, 0, 0, N, in, out, 1.0f, dy, out, 0, W, in, 0, 1.0f, dx, in, 0, 1);
+    be->gemm(be, 1, 0, out, in, N, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0, 1);
+}
+
+static void copy_rows(asa_backend *be, float *dst, const float *src, int N, int D) {
+    be->copy_heads(be, dst, D, 0, src, D, 0, N, 1, D, 0);
+}
+
+// ----------------------------------------------------------------------------
+// attention forward, per kind: reads a->an, writes a->o (the o_proj input)
+
+static void attn_gqa_fwd(asa_model *m, const asa_layer_weights *w, asa_layer_acts *a, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, h = d->h, g = d->g, hd = d->dk;
+    float theta = c->rope_theta;
+    linear_fwd(be, a->q, a->an, w->q_proj, N, D, h * hd, 0.0f);
+    linear_fwd(be, a->k, a->an, w->k_proj, N, D, g * hd, 0.0f);
+    linear_fwd(be, a->v, a->an, w->v_proj, N, D, g * hd, 0.0f);
+    be->rope_fwd(be, a->q, N, T, 0, h, h * hd, hd, 0, hd, theta);
+    be->rope_fwd(be, a->k, N, T, 0, g, g * hd, hd, 0, hd, theta);
+    asa_attn_shape s = attn_shape(c, d, B, T);
+    if (d->kind != 'N') {
+        be->attn_fwd(be, &s, a->q, a->k, a->v, a->o, a->lse);
+        return;
+    }
+    linear_fwd(be, a->glog, a->an, w->g_proj, N, D, 3 * h, 0.0f);
+    be->compress_fwd(be, &s, hd, a->k, a->kc);
+    be->compress_fwd(be, &s, hd, a->v, a->vc);
+    be->attn_cmp_fwd(be, &s, a->q, a->kc, a->vc, a->o_cmp, a->lse_cmp);
+    be->select_topk(be, &s, a->q, a->kc, a->lse_cmp, a->idx);
+    be->attn_slc_fwd(be, &s, a->q, a->k, a->v, a->idx, a->o_slc, a->lse_slc);
+    be->attn_fwd(be, &s, a->q, a->k, a->v, a->o_win, a->lse_win);
+    const float *br[3] = {a->o_cmp, a->o_slc, a->o_win};
+    be->gate_fwd(be, a->o, a->glog, br, 3, N, h, hd);
+}
+
+// Shared by L and G: q (RoPE on the last dr of each head), the latent c = RMSNorm(x W_dkv^T) per group,
+// and the shared RoPE key kr.
+static void latent_common_fwd(asa_model *m, const asa_layer_weights *w, asa_layer_acts *a, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, h = d->h, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+    int groups = d->kind == 'G' ? c->latent_groups : 1;
+    linear_fwd(be, a->q, a->an, w->q_proj, N, D, h * (dn + dr), 0.0f);
+    be->rope_fwd(be, a->q, N, T, 0, h, h * (dn + dr), dn + dr, dn, dr, c->rope_theta);
+    linear_fwd(be, a->cpre, a->an, w->kv_down, N, D, d->lat, 0.0f);
+    be->rmsnorm_fwd(be, a->c, a->c_rstd, a->cpre, w->kv_norm, N, groups, d->lat / groups, c->norm_eps);
+    linear_fwd(be, a->kr, a->an, w->k_rope, N, D, dr, 0.0f);
+    be->rope_fwd(be, a->kr, N, T, 0, 1, dr, dr, 0, dr, c->rope_theta);
+}
+
+static void attn_local_fwd(asa_model *m, const asa_layer_weights *w, asa_layer_acts *a, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, h = d->h, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+    latent_common_fwd(m, w, a, d, B, T);
+    linear_fwd(be, a->kvu, a->c, w->kv_up, N, d->lat, h * (dn + dv), 0.0f);
+    // k_i = [kn_i ; kr], v_i from the second part of each head's kv_up rows
+    be->copy_heads(be, a->k, h * (dn + dr), dn + dr, a->kvu, h * (dn + dv), dn + dv, N, h, dn, 0);
+    be->copy_heads(be, a->k + dn, h * (dn + dr), dn + dr, a->kr, dr, 0, N, h, dr, 0);
+    be->copy_heads(be, a->v, h * dv, dv, a->kvu + dn, h * (dn + dv), dn + dv, N, h, dv, 0);
+    asa_attn_shape s = attn_shape(c, d, B, T);
+    be->attn_fwd(be, &s, a->q, a->k, a->v, a->o, a->lse);
+}
+
+static void attn_global_fwd(asa_model *m, const asa_layer_weights *w, asa_layer_acts *a, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, h = d->h, ng = d->g;
+    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim, dcg = c->latent_dim;
+    int hs_up = (dn + dv) * dcg;  // floats per head in kv_up: dn rows of W_uk then dv rows of W_uv
+    latent_common_fwd(m, w, a, d, B, T);
+    // qa_i = [q_nope_i W_uk_i ; q_rope_i]: the query in latent space of its group
+    be->gemm(be, 0, 0, N, dcg, dn, 1.0f, a->q, h * (dn + dr), dn + dr, w->kv_up, dcg, hs_up,
+             0.0f, a->qa, h * (dcg + dr), dcg + dr, h);
+    be->copy_heads(be, a->qa + dcg, h * (dcg + dr), dcg + dr, a->q + dn, h * (dn + dr), dn + dr, N, h, dr, 0);
+    // kl_j = [c_j ; kr]; the values are c itself
+    be->copy_heads(be, a->kl, ng * (dcg + dr), dcg + dr, a->c, ng * dcg, dcg, N, ng, dcg, 0);
+    be->copy_heads(be, a->kl + dcg, ng * (dcg + dr), dcg + dr, a->kr, dr, 0, N, ng, dr, 0);
+    linear_fwd(be, a->glog, a->an, w->g_proj, N, D, 2 * h, 0.0f);
+    asa_attn_shape s = attn_shape(c, d, B, T);
+    be->compress_fwd(be, &s, d->dk, a->kl, a->kc);
+    be->compress_fwd(be, &s, d->dv, a->c, a->vc);
+    be->attn_cmp_fwd(be, &s, a->qa, a->kc, a->vc, a->o_cmp, a->lse_cmp);
+    be->select_topk(be, &s, a->qa, a->kc, a->lse_cmp, a->idx);
+    be->attn_slc_fwd(be, &s, a->qa, a->kl, a->c, a->idx, a->o_slc, a->lse_slc);
+    const float *br[2] = {a->o_cmp, a->o_slc};
+    be->gate_fwd(be, a->ol, a->glog, br, 2, N, h, dcg);
+    // o_i = ol_i W_uv_i^T
+    be->gemm(be, 0, 1, N, dv, dcg, 1.0f, a->ol, h * dcg, dcg, w->kv_up + (size_t)dn * dcg, dcg, hs_up,
+             0.0f, a->o, h * dv, dv, h);
+}
+
+// ----------------------------------------------------------------------------
+// attention backward, per kind: reads g->o (d o_proj input), accumulates into g->an and parameter grads
+
+static void attn_gqa_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_weights *gw, asa_layer_acts *a,
+                         asa_layer_acts *g, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, h = d->h, kvh = d->g, hd = d->dk;
+    asa_attn_shape s = attn_shape(c, d, B, T);
+    if (d->kind != 'N') {
+        be->attn_bwd(be, &s, a->q, a->k, a->v, a->o, a->lse, g->o, g->q, g->k, g->v);
+    } else {
+        const float *br[3] = {a->o_cmp, a->o_slc, a->o_win};
+        float *dbr[3] = {g->o_cmp, g->o_slc, g->o_win};
+        be->gate_bwd(be, g->glog, dbr, g->o, a->glog, br, 3, N, h, hd);
+        be->attn_bwd(be, &s, a->q, a->k, a->v, a->o_win, a->lse_win, g->o_win, g->q, g->k, g->v);
+        be->attn_slc_bwd(be, &s, a->q, a->k, a->v, a->idx, a->o_slc, a->lse_slc, g->o_slc, g->q, g->k, g->v);
+        be->attn_cmp_bwd(be, &s, a->q, a->kc, a->vc, a->o_cmp, a->lse_cmp, g->o_cmp, g->q, g->kc, g->vc);
+        be->compress_bwd(be, &s, hd, g->kc, g->k);
+        be->compress_bwd(be, &s, hd, g->vc, g->v);
+        linear_bwd(be, g->an, gw->g_proj, g->glog, a->an, w->g_proj, N, D, 3 * h);
+    }
+    be->rope_bwd(be, g->q, N, T, 0, h, h * hd, hd, 0, hd, c->rope_theta);
+    be->rope_bwd(be, g->k, N, T, 0, kvh, kvh * hd, hd, 0, hd, c->rope_theta);
+    linear_bwd(be, g->an, gw->q_proj, g->q, a->an, w->q_proj, N, D, h * hd);
+    linear_bwd(be, g->an, gw->k_proj, g->k, a->an, w->k_proj, N, D, kvh * hd);
+    linear_bwd(be, g->an, gw->v_proj, g->v, a->an, w->v_proj, N, D, kvh * hd);
+}
+
+// Inverse of latent_common_fwd, from g->q (post-RoPE), g->c and g->kr.
+static void latent_common_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_weights *gw, asa_layer_acts *a,
+                              asa_layer_acts *g, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, h = d->h, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+    int groups = d->kind == 'G' ? c->latent_groups : 1;
+    be->rmsnorm_bwd(be, g->cpre, gw->kv_norm, g->c, a->cpre, w->kv_norm, a->c_rstd, N, groups, d->lat / groups);
+    linear_bwd(be, g->an, gw->kv_down, g->cpre, a->an, w->kv_down, N, D, d->lat);
+    be->rope_bwd(be, g->kr, N, T, 0, 1, dr, dr, 0, dr, c->rope_theta);
+    linear_bwd(be, g->an, gw->k_rope, g->kr, a->an, w->k_rope, N, D, dr);
+    be->rope_bwd(be, g->q, N, T, 0, h, h * (dn + dr), dn + dr, dn, dr, c->rope_theta);
+    linear_bwd(be, g->an, gw->q_proj, g->q, a->an, w->q_proj, N, D, h * (dn + dr));
+}
+
+static void attn_local_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_weights *gw, asa_layer_acts *a,
+                           asa_layer_acts *g, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, h = d->h, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+    asa_attn_shape s = attn_shape(c, d, B, T);
+    be->attn_bwd(be, &s, a->q, a->k, a->v, a->o, a->lse, g->o, g->q, g->k, g->v);
+    be->copy_heads(be, g->kvu, h * (dn + dv), dn + dv, g->k, h * (dn + dr), dn + dr, N, h, dn, 1);
+    be->copy_heads(be, g->kvu + dn, h * (dn + dv), dn + dv, g->v, h * dv, dv, N, h, dv, 1);
+    be->copy_heads(be, g->kr, dr, 0, g->k + dn, h * (dn + dr), dn + dr, N, h, dr, 1);  // sum over heads
+    linear_bwd(be, g->c, gw->kv_up, g->kvu, a->c, w->kv_up, N, d->lat, h * (dn + dv));
+    latent_common_bwd(m, w, gw, a, g, d, B, T);
+}
+
+static void attn_global_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_weights *gw, asa_layer_acts *a,
+                            asa_layer_acts *g, const layer_dims *d, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, h = d->h, ng = d->g;
+    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim, dcg = c->latent_dim;
+    int hs_up = (dn + dv) * dcg;
+    asa_attn_shape s = attn_shape(c, d, B, T);
+    const float *W_uv = w->kv_up + (size_t)dn * dcg;
+    float *gW_uv = gw->kv_up + (size_t)dn * dcg;
+    // o_i = ol_i W_uv_i^T
+    be->gemm(be, 0, 0, N, dcg, dv, 1.0f, g->o, h * dv, dv, W_uv, dcg, hs_up, 1.0f, g->ol, h * dcg, dcg, h);
+    be->gemm(be, 1, 0, dv, dcg, N, 1.0f, g->o, h * dv, dv, a->ol, h * dcg, dcg, 1.0f, gW_uv, dcg, hs_up, h);
+    const float *br[2] = {a->o_cmp, a->o_slc};
+    float *dbr[2] = {g->o_cmp, g->o_slc};
+    be->gate_bwd(be, g->glog, dbr, g->ol, a->glog, br, 2, N, h, dcg);
+    be->attn_slc_bwd(be, &s, a->qa, a->kl, a->c, a->idx, a->o_slc, a->lse_slc, g->o_slc, g->qa, g->kl, g->c);
+    be->attn_cmp_bwd(be, &s, a->qa, a->kc, a->vc, a->o_cmp, a->lse_cmp, g->o_cmp, g->qa, g->kc, g->vc);
+    be->compress_bwd(be, &s, d->dk, g->kc, g->kl);
+    be->compress_bwd(be, &s, d->dv, g->vc, g->c);
+    // kl_j = [c_j ; kr]
+    be->copy_heads(be, g->c, ng * dcg, dcg, g->kl, ng * (dcg + dr), dcg + dr, N, ng, dcg, 1);
+    be->copy_heads(be, g->kr, dr, 0, g->kl + dcg, ng * (dcg + dr), dcg + dr, N, ng, dr, 1);
+    // qa_i = [q_nope_i W_uk_i ; q_rope_i]
+    be->gemm(be, 0, 1, N, dn, dcg, 1.0f, g->qa, h * (dcg + dr), dcg + dr, w->kv_up, dcg, hs_up,
+             1.0f, g->q, h * (dn + dr), dn + dr, h);
+    be->gemm(be, 1, 0, dn, dcg, N, 1.0f, a->q, h * (dn + dr), dn + dr, g->qa, h * (dcg + dr), dcg + dr,
+             1.0f, gw->kv_up, dcg, hs_up, h);
+    be->copy_heads(be, g->q + dn, h * (dn + dr), dn + dr, g->qa + dcg, h * (dcg + dr), dcg + dr, N, h, dr, 1);
+    linear_bwd(be, g->an, gw->g_proj, g->glog, a->an, w->g_proj, N, D, 2 * h);
+    latent_common_bwd(m, w, gw, a, g, d, B, T);
+}
+
+// ----------------------------------------------------------------------------
+// whole model
+
+void asa_model_init(asa_model *m, const asa_config *cfg, asa_backend *be, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    m->la = asa_calloc((size_t)cfg->num_hidden_layers, sizeof(asa_layer_acts));
+    asa_layout_build(cfg, &m->layout);
+    size_t bytes = m->layout.total * sizeof(float);
+    m->params = be->alloc(be, bytes);
+    m->grads = be->alloc(be, bytes);
+    float *host = asa_calloc(m->layout.total, sizeof(float));
+    asa_weights_init(&m->layout, cfg, host, seed);
+    be->to_device(be, m->params, host, bytes);
+    free(host);
+    asa_weights_bind(&m->layout, m->params, &m->w);
+    asa_weights_bind(&m->layout, m->grads, &m->gw);
+}
+
+void asa_model_free(asa_model *m) {
+    asa_backend *be = m->be;
+    if (!be) return;
+    be->free(be, m->params);
+    be->free(be, m->grads);
+    if (m->acts) be->free(be, m->acts);
+    if (m->gacts) be->free(be, m->gacts);
+    free(m->la);
+    free(m->host_targets);
+    asa_layout_free(&m->layout);
+    memset(m, 0, sizeof *m);
+}
+
+void asa_model_set_params(asa_model *m, const float *host) {
+    m->be->to_device(m->be, m->params, host, m->layout.total * sizeof(float));
+}
+
+void asa_model_get_params(asa_model *m, float *host) {
+    m->be->to_host(m->be, host, m->params, m->layout.total * sizeof(float));
+}
+
+void asa_model_zero_grad(asa_model *m) { m->be->zero(m->be, m->grads, m->layout.total * sizeof(float)); }
+
+float asa_model_forward(asa_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    ensure_acts(m, B, T);
+    m->cur_B = B;
+    m->cur_T = T;
+    int N = B * T, D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    be->to_device(be, m->tokens, tokens, sizeof(int32_t) * (size_t)N);
+    be->embedding_fwd(be, m->res, m->tokens, m->w.embed, N, D);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const asa_layer_weights *w = &m->w.layer[l];
+        asa_layer_acts *a = &m->la[l];
+        layer_dims d = dims_of(c, c->layer_kinds[l]);
+        const float *x = m->res + (size_t)l * N * D;
+        float *y = m->res + (size_t)(l + 1) * N * D;
+        be->rmsnorm_fwd(be, a->an, a->an_rstd, x, w->attn_norm, N, 1, D, c->norm_eps);
+        switch (d.kind) {
+        case 'L': attn_local_fwd(m, w, a, &d, B, T); break;
+        case 'G': attn_global_fwd(m, w, a, &d, B, T); break;
+        default: attn_gqa_fwd(m, w, a, &d, B, T); break;
+        }
+        copy_rows(be, a->res_mid, x, N, D);
+        linear_fwd(be, a->res_mid, a->o, w->o_proj, N, d.h * d.dvo, D, 1.0f);
+        be->rmsnorm_fwd(be, a->mn, a->mn_rstd, a->res_mid, w->mlp_norm, N, 1, D, c->norm_eps);
+        linear_fwd(be, a->mg, a->mn, w->gate_proj, N, D, I, 0.0f);
+        linear_fwd(be, a->mu, a->mn, w->up_proj, N, D, I, 0.0f);
+        be->swiglu_fwd(be, a->mh, a->mg, a->mu, N, I);
+        copy_rows(be, y, a->res_mid, N, D);
+        linear_fwd(be, y, a->mh, w->down_proj, N, I, D, 1.0f);
+    }
+    be->rmsnorm_fwd(be, m->fn, m->fn_rstd, m->res + (size_t)c->num_hidden_layers * N * D, m->w.final_norm, N, 1, D,
+                    c->norm_eps);
+    linear_fwd(be, m->logits, m->fn, m->w.lm_head, N, D, V, 0.0f);
+    m->num_valid = 0;
+    m->loss = 0.0f;
+    if (!targets) return 0.0f;
+    memcpy(m->host_targets, targets, sizeof(int32_t) * (size_t)N);
+    be->to_device(be, m->targets, targets, sizeof(int32_t) * (size_t)N);
+    be->xent_fwd_bwd(be, m->losses, NULL, m->logits, m->targets, N, V, 0.0f);
+    float *losses = asa_malloc(sizeof(float) * (size_t)N);
+    be->to_host(be, losses, m->losses, sizeof(float) * (size_t)N);
+    double sum = 0;
+    for (int n = 0; n < N; n++) {
+        if (targets[n] >= 0) {
+            sum += losses[n];
+            m->num_valid++;
+        }
+    }
+    free(losses);
+    m->loss = m->num_valid ? (float)(sum / m->num_valid) : 0.0f;
+    return m->loss;
+}
+
+void asa_model_backward(asa_model *m, float loss_scale) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int B = m->cur_B, T = m->cur_T;
+    ASA_CHECK(m->acts && B > 0);
+    int N = B * T, D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, L = c->num_hidden_layers;
+    size_t ND = (size_t)N * D;
+    // dlogits overwrite the logits (they are not needed again)
+    float scale = m->num_valid ? loss_scale / (float)m->num_valid : 0.0f;
+    be->xent_fwd_bwd(be, m->losses, m->logits, m->logits, m->targets, N, V, scale);
+    be->zero(be, m->dres, ND * sizeof(float));
+    be->zero(be, m->dres2, ND * sizeof(float));
+    linear_bwd(be, m->dres2, m->gw.lm_head, m->logits, m->fn, m->w.lm_head, N, D, V);
+    be->rmsnorm_bwd(be, m->dres, m->gw.final_norm, m->dres2, m->res + (size_t)L * ND, m->w.final_norm, m->fn_rstd,
+                    N, 1, D);
+    for (int l = L - 1; l >= 0; l--) {
+        const asa_layer_weights *w = &m->w.layer[l];
+        asa_layer_weights *gw = &m->gw.layer[l];
+        asa_layer_acts *a = &m->la[l];
+        layer_dims d = dims_of(c, c->layer_kinds[l]);
+        // carve this kind's gradient views and zero them (backward ops accumulate)
+        size_t used = carve_grads(m, c, B, T, m->gacts, d.kind);
+        be->zero(be, (char *)m->gacts + 2 * ((ND * 4 + 63) & ~(size_t)63), used - 2 * ((ND * 4 + 63) & ~(size_t)63));
+        asa_layer_acts *g = &m->gl;
+        // MLP: y = res_mid + swiglu(...) W_down^T ; dres holds dL/dy and becomes dL/dres_mid
+        linear_bwd(be, g->mh, gw->down_proj, m->dres, a->mh, w->down_proj, N, I, D);
+        be->swiglu_bwd(be, g->mg, g->mu, g->mh, a->mg, a->mu, N, I);
+        linear_bwd(be, g->mn, gw->gate_proj, g->mg, a->mn, w->gate_proj, N, D, I);
+        linear_bwd(be, g->mn, gw->up_proj, g->mu, a->mn, w->up_proj, N, D, I);
+        be->rmsnorm_bwd(be, m->dres, gw->mlp_norm, g->mn, a->res_mid, w->mlp_norm, a->mn_rstd, N, 1, D);
+        // attention: res_mid = x + o W_o^T ; dres becomes dL/dx
+        linear_bwd(be, g->o, gw->o_proj, m->dres, a->o, w->o_proj, N, d.h * d.dvo, D);
+        switch (d.kind) {
+        case 'L': attn_local_bwd(m, w, gw, a, g, &d, B, T); break;
+        case 'G': attn_global_bwd(m, w, gw, a, g, &d, B, T); break;
+        default: attn_gqa_bwd(m, w, gw, a, g, &d, B, T); break;
+        }
+        be->rmsnorm_bwd(be, m->dres, gw->attn_norm, g->an, m->res + (size_t)l * ND, w->attn_norm, a->an_rstd, N, 1, D);
+    }
+    be->embedding_bwd(be, m->gw.embed, m->dres, m->tokens, N, D);
+}

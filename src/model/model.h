@@ -1,0 +1,80 @@
+// The model: parameters, gradients and activations in one arena each (backend memory), and the
+// explicit forward and backward pass of SPEC §1-§4 written against the backend op table.
+#ifndef ASA_MODEL_MODEL_H
+#define ASA_MODEL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asa/config.h"
+#include "backend/backend.h"
+#include "model/params.h"
+
+// Saved activations of one layer (pointers into the activation arena). Which fields are used depends
+// on the layer kind; the comments give shapes with N = B*T rows.
+typedef struct {
+    float *res_mid;       // [N, D] residual after the attention block
+    float *an, *an_rstd;  // [N, D], [N]  attention pre-norm output and 1/rms
+    float *q;             // [N, h*dq] after RoPE (dq = d for F/W/N, dn+dr for L/G)
+    float *k, *v;         // F/W/N: [N, g*d] (k after RoPE); L: [N, h*(dn+dr)], [N, h*dv] per-head keys/values
+    float *o;             // [N, h*dv_out] the input of o_proj (dv_out = d or dv)
+    float *lse;           // [N, h] (F/W/L: the single branch)
+    // latent layers
+    float *cpre, *c, *c_rstd;  // [N, lat] kv_down output, normalised latent, [N, groups] 1/rms
+    float *kr;                 // [N, dr] shared RoPE key, after RoPE
+    float *kvu;                // L: [N, h*(dn+dv)] kv_up output
+    float *qa;                 // G: [N, h, dcg+dr] absorbed query (W_uk folded in)
+    float *kl;                 // G: [N, ng, dcg+dr] latent keys [c_j ; kr]
+    float *ol;                 // G: [N, h, dcg] gated output in latent space
+    // sparse kinds (N, G)
+    float *glog;               // [N, h*nbr] gate logits
+    float *kc, *vc;            // [B, nb, g, dk], [B, nb, g, dv]
+    float *o_cmp, *lse_cmp, *o_slc, *lse_slc, *o_win, *lse_win;
+    int32_t *idx;              // [B, na, g, n]
+    // MLP
+    float *mn, *mn_rstd;       // [N, D], [N]
+    float *mg, *mu, *mh;       // [N, I] gate, up, silu(gate)*up
+} asa_layer_acts;
+
+typedef struct {
+    asa_config cfg;
+    asa_backend *be;
+    asa_param_layout layout;
+    float *params, *grads;     // layout.total floats each (backend memory)
+    asa_weights w, gw;         // views into params and grads
+
+    // activations for the current batch shape
+    int B, T;                  // capacity the arena was carved for
+    void *acts, *gacts;        // arena of saved activations, scratch arena for their gradients
+    asa_layer_acts *la;        // [num_hidden_layers]
+    asa_layer_acts gl;         // gradient views (one layer's worth, reused layer by layer)
+    float *res;                // [L+1, N, D] residual stream: res[l] = input of layer l, res[L] = output
+    float *fn, *fn_rstd;       // [N, D], [N] final norm
+    float *logits;             // [N, V]
+    float *losses;             // [N]
+    float *dres, *dres2;       // [N, D] residual gradients
+    int32_t *tokens, *targets; // [N] backend copies
+    int32_t *host_targets;     // [N] host copy, for counting valid targets
+    int cur_B, cur_T;          // shape of the last forward
+    float loss;                // mean loss of the last forward with targets
+    int num_valid;             // targets >= 0 in the last forward
+} asa_model;
+
+// Allocates and initialises parameters (SPEC §1 init with `seed`) and zeroes gradients.
+void asa_model_init(asa_model *m, const asa_config *cfg, asa_backend *be, uint64_t seed);
+void asa_model_free(asa_model *m);
+// Copies host parameters (layout order, layout.total floats) in or out.
+void asa_model_set_params(asa_model *m, const float *host);
+void asa_model_get_params(asa_model *m, float *host);
+// Bytes of activation memory for a batch of B sequences of T tokens (for messages and `asa info`).
+size_t asa_model_act_bytes(const asa_config *cfg, int B, int T);
+// Forward pass over tokens [B, T] (host, validated 0 <= token < V by the caller). With targets
+// (host, [B, T], < 0 = ignored) it computes the mean loss and returns it; without, it returns 0.
+// Logits stay in m->logits ([B*T, V], backend memory).
+float asa_model_forward(asa_model *m, const int32_t *tokens, const int32_t *targets, int B, int T);
+// Backward pass of the last forward (which must have had targets): ACCUMULATES into m->grads, scaled by
+// `loss_scale` (1 for one micro-batch; 1/k when averaging k accumulated micro-batches).
+void asa_model_backward(asa_model *m, float loss_scale);
+void asa_model_zero_grad(asa_model *m);
+
+#endif
