@@ -36,7 +36,7 @@ static asa_config tiny_config(const char *pattern, int R) {
     c.window_size = 6;
     c.block_size = 4;
     c.selection_block_size = 8;
-    c.block_counts = 3;
+    c.block_counts = 4;
     c.selection_share = R;
     strcpy(c.compress, "mean");
     if (asa_config_validate(&c, "tiny") != ASA_OK) {
@@ -69,16 +69,17 @@ static size_t snapshot_idx(asa_model *m, int32_t *out) {
 }
 
 // For every parameter tensor: the directional derivative along a random direction confined to that
-// tensor, from backward, against a central difference of the fp32 loss. fp32 loss rounding (~1e-7 of
-// a loss near 4) over a step of 2*eps*|v| = 2e-2 bounds the difference error near 1e-4 absolute, hence
-// the tolerance 2e-2 relative + 2e-4 absolute. Directions whose perturbation flips a block selection
+// tensor, from backward, against a central difference of the fp32 loss. fp32 loss rounding (~5e-7 of
+// a loss near 5) over a step of 2*eps*|v| = 6e-3 puts the difference's error near 2e-4 absolute, and
+// the O(eps^2) truncation term is below 1% for these smooth functions: hence 2e-2 relative + 5e-4
+// absolute. Directions whose perturbation flips a block selection
 // (top-k is not differentiable) are redrawn.
 static void check_gradients(const char *pattern, int R) {
     asa_config c = tiny_config(pattern, R);
     asa_backend *be = asa_backend_cpu_new();
     asa_model m;
     asa_model_init(&m, &c, be, 11);
-    const int B = 2, T = 23;
+    const int B = 2, T = 41;
     int32_t tok[B * T], tgt[B * T];
     asa_rng r;
     asa_rng_seed(&r, 5);
@@ -92,7 +93,7 @@ static void check_gradients(const char *pattern, int R) {
     float *p0 = malloc(sizeof(float) * m.layout.total), *grad = malloc(sizeof(float) * m.layout.total);
     memcpy(p0, m.params, sizeof(float) * m.layout.total);
     memcpy(grad, m.grads, sizeof(float) * m.layout.total);
-    const float eps = 1e-2f;
+    const float eps = 3e-3f;
     int worst = -1;
     double worst_err = 0;
     for (int ti = 0; ti < m.layout.count; ti++) {
@@ -123,7 +124,7 @@ static void check_gradients(const char *pattern, int R) {
         }
         TU_CHECK(ok_dir, "%s: every direction flipped a block selection", t->name);
         double err = fabs(analytic - numeric) / (fabs(numeric) + 1e-2);
-        TU_CHECK(fabs(analytic - numeric) <= 2e-2 * fabs(numeric) + 2e-4,
+        TU_CHECK(fabs(analytic - numeric) <= 2e-2 * fabs(numeric) + 5e-4,
                  "pattern %s R=%d %s: backward %.6e vs finite difference %.6e", pattern, R, t->name, analytic, numeric);
         if (err > worst_err) worst_err = err, worst = ti;
         free(v);

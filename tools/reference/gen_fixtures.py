@@ -37,11 +37,11 @@ LATENT = dict(qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, kv_lora_rank
 
 FIXTURES = {
     "f": dict(GQA, layer_pattern="F", tie_word_embeddings=True),
-    "n_r1": dict(NSA, block_counts=3, selection_share=1),
+    "n_r1": dict(NSA, block_counts=4, selection_share=1),
     "n_r4": dict(NSA, block_counts=4, selection_share=4),
-    "gl_r1": dict(LATENT, layer_pattern="GL", block_counts=3, selection_share=1),
+    "gl_r1": dict(LATENT, layer_pattern="GL", block_counts=4, selection_share=1),
     "gl_r4": dict(LATENT, layer_pattern="GL", block_counts=4, selection_share=4),
-    "lg_r1": dict(LATENT, layer_pattern="LG", block_counts=3, selection_share=1),
+    "lg_r1": dict(LATENT, layer_pattern="LG", block_counts=4, selection_share=1),
     "lg_r4": dict(LATENT, layer_pattern="LG", block_counts=4, selection_share=4),
     "n_bs4": dict(GQA, layer_pattern="N", window_size=8, block_size=4, selection_block_size=4,
                   block_counts=4, selection_share=2),

@@ -1,0 +1,56 @@
+// CPU compression branch (SPEC §4): mean pooling of complete blocks (compress_fwd / compress_bwd) and
+// attention over the pooled keys (attn_cmp_fwd / attn_cmp_bwd). The attention is the dense kernel of
+// attn_dense.c run on pooled keys: block m is visible to query t iff (m+1)*b - 1 <= t.
+#include <string.h>
+
+#include "backend/cpu/cpu_ops.h"
+
+// Defined in attn_dense.c. Internal to the CPU backend, so not part of cpu_ops.h (the op table's list).
+void cpu_attn_pooled_fwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
+                         const float *k, const float *v, float *o, float *lse);
+void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
+                         const float *k, const float *v, const float *o, const float *lse, const float *dout,
+                         float *dq, float *dk, float *dv);
+
+void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc) {
+    const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);
+    const float inv = 1.0f / (float)bs;
+#pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int m = 0; m < nb; m++)
+            for (int j = 0; j < g; j++) {
+                float *out = xc + (((long)b * nb + m) * g + j) * d;
+                memset(out, 0, (size_t)d * sizeof(float));
+                for (int u = 0; u < bs; u++) {
+                    const float *xr = x + (((long)b * T + (long)m * bs + u) * g + j) * d;
+                    for (int c = 0; c < d; c++) out[c] += xr[c];
+                }
+                for (int c = 0; c < d; c++) out[c] *= inv;
+            }
+}
+
+// Each token row of a complete block receives its block's gradient / b; a trailing partial block's
+// tokens are never pooled and get nothing.
+void cpu_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const float *dxc, float *dx) {
+    const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);
+    const float inv = 1.0f / (float)bs;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < nb * bs; t++) {
+            const float *src = dxc + ((long)b * nb + t / bs) * g * d;
+            float *dst = dx + ((long)b * T + t) * g * d;
+            for (int c = 0; c < g * d; c++) dst[c] += src[c] * inv;
+        }
+}
+
+void cpu_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc,
+                      const float *vc, float *o, float *lse) {
+    cpu_attn_pooled_fwd(s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse);
+}
+
+void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc,
+                      const float *vc, const float *o, const float *lse, const float *dout, float *dq,
+                      float *dkc, float *dvc) {
+    cpu_attn_pooled_bwd(s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, dq, dkc,
+                        dvc);
+}
