@@ -45,6 +45,7 @@ static double sgemm_gflops(asa_backend *be) {
 
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "cpu") != 0) {
+        if (argc >= 2) fprintf(stderr, "asa bench: unknown target '%s' (only 'cpu' so far)\n", argv[1]);
         fprintf(stderr, "usage: asa bench cpu [--config FILE] [--seq T] [--batch B] [--steps N]\n");
         return 2;
     }

@@ -24,7 +24,7 @@ static void usage(void) {
     printf("usage: asa train --config FILE --synthetic copy [options]\n"
            "  --steps N        optimizer steps (default 300)\n"
            "  --batch B        sequences per step (default 8)\n"
-           "  --seq T          tokens per sequence (default 128)\n"
+           "  --seq T          tokens per sequence (default 256)\n"
            "  --alphabet A     distinct tokens in the copy task (default 32)\n"
            "  --lr X           peak learning rate (default 3e-3)\n"
            "  --warmup N       warmup steps (default 5%% of steps)\n"
@@ -35,7 +35,7 @@ static void usage(void) {
 
 int cmd_train(int argc, char **argv) {
     const char *config_path = NULL, *task = NULL;
-    int steps = 300, B = 8, T = 128, alphabet = 32, warmup = -1, seed = 1, log_every = 10;
+    int steps = 300, B = 8, T = 256, alphabet = 32, warmup = -1, seed = 1, log_every = 10;
     asa_adamw_config oc = asa_adamw_defaults();
     oc.lr = 3e-3f;
     for (int i = 1; i < argc; i++) {

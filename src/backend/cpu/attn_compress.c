@@ -3,14 +3,7 @@
 // attn_dense.c run on pooled keys: block m is visible to query t iff (m+1)*b - 1 <= t.
 #include <string.h>
 
-#include "backend/cpu/cpu_ops.h"
-
-// Defined in attn_dense.c. Internal to the CPU backend, so not part of cpu_ops.h (the op table's list).
-void cpu_attn_pooled_fwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                         const float *k, const float *v, float *o, float *lse);
-void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                         const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                         float *dq, float *dk, float *dv);
+#include "backend/cpu/attn_kernels.h"
 
 void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc) {
     const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);

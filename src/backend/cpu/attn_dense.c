@@ -6,27 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/attn_kernels.h"
 #include "core/error.h"
 
 // Keys folded into the running softmax per step: one max and one rescale per chunk, not per key.
 #define KEY_CHUNK 64
-
-// Eight independent partial sums: the compiler vectorises this without -ffast-math, and the summation
-// order depends only on n, never on where the data sits in memory.
-static inline float dot(const float *a, const float *b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-    float tail = 0;
-    for (; i < n; i++) tail += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
-}
-
-static inline void axpy(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
 
 // Visibility of pooled key m to query t: the key's tokens are complete, (m+1)*span - 1 <= t, and with a
 // window w > 0 also t - w < m (windows are used with span 1 only).

@@ -5,24 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/attn_kernels.h"
 #include "core/error.h"
-
-// Same as attn_dense.c: eight partial sums, vectorisable, with a summation order fixed by n alone, so
-// identical inputs give bit-identical scores (ties in select_topk are real ties).
-static inline float dot(const float *a, const float *b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-    float tail = 0;
-    for (; i < n; i++) tail += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
-}
-
-static inline void axpy(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
 
 static inline int num_sel_blocks(const asa_attn_shape *s) {
     return (s->T + s->selection_block_size - 1) / s->selection_block_size;

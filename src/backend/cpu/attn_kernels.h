@@ -1,0 +1,35 @@
+// Internals shared by the CPU attention files: the pooled-key attention kernels (defined in
+// attn_dense.c, also run by attn_compress.c) and the dot / axpy helpers of all three. Internal to the
+// CPU backend, so not part of cpu_ops.h (the op table's list).
+#ifndef ASA_BACKEND_CPU_ATTN_KERNELS_H
+#define ASA_BACKEND_CPU_ATTN_KERNELS_H
+
+#include "backend/cpu/cpu_ops.h"
+
+// Causal attention over pooled keys: key m summarises tokens [m*span, (m+1)*span) and is visible to
+// query t iff (m+1)*span - 1 <= t (and t - window < m when window > 0). k [B, nkeys, g, dk],
+// v [B, nkeys, g, dv]; `window` replaces s->window. Dense attention is span = 1, nkeys = T.
+void cpu_attn_pooled_fwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
+                         const float *k, const float *v, float *o, float *lse);
+void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
+                         const float *k, const float *v, const float *o, const float *lse, const float *dout,
+                         float *dq, float *dk, float *dv);
+
+// Eight independent partial sums: the compiler vectorises this without -ffast-math, and the summation
+// order depends only on n, never on where the data sits in memory, so identical inputs give
+// bit-identical scores (select_topk's ties are real ties). Do not change the order.
+static inline float dot(const float *a, const float *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+    float tail = 0;
+    for (; i < n; i++) tail += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+static inline void axpy(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#endif

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Checks of the `asa` command as a user meets it: `asa info` numbers for the 340M configs, clean
+# failures (exit code 1..127 and a message naming the problem) on bad input, and a short synthetic
+# training run. Usage, from the repository root: bash tests/test_cli.sh path/to/asa
+set -u
+
+ASA=${1:-}
+fails=0
+checks=0
+
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+
+if [[ -z "$ASA" || ! -x "$ASA" ]]; then
+    echo "test_cli: '$ASA' is not an executable (usage: bash tests/test_cli.sh path/to/asa)"
+    exit 1
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Runs asa with the given arguments; sets $out (stdout and stderr together) and $rc. The timeout turns
+# a hang into a failed check instead of a stuck ctest.
+run() {
+    checks=$((checks + 1))
+    out=$(timeout 60 "$ASA" "$@" 2>&1)
+    rc=$?
+}
+
+# Total KV-cache bytes from the "model total: 58.22 MiB at 8192 tokens" line of `asa info`.
+kv_total_bytes() {
+    awk '/model total:/ {
+        for (i = 1; i < NF; i++) if ($i == "total:") { v = $(i + 1); u = $(i + 2) }
+        m = u == "B" ? 1 : u == "KiB" ? 1024 : u == "MiB" ? 1048576 : u == "GiB" ? 1073741824 : -1
+        if (m > 0) printf "%.0f\n", v * m
+    }' <<<"$1"
+}
+
+# check_info CONFIG KIND...: exit 0, about 340M parameters, a KV-cache row for each layer kind letter.
+# Sets $kv_total to the model's total KV-cache bytes at context 8192 (empty when it cannot be read).
+check_info() {
+    local config=$1
+    shift
+    kv_total=
+    run info --config "$config" --context 8192
+    if ((rc != 0)); then
+        fail "asa info --config $config: exit code $rc: $out"
+        return
+    fi
+    local params
+    params=$(sed -n 's/^parameters .*(\([0-9]*\)).*/\1/p' <<<"$out")
+    if [[ -z "$params" ]]; then
+        fail "asa info --config $config: no 'parameters ... (N)' line"
+    elif ((params < 306000000 || params > 374000000)); then
+        fail "asa info --config $config: $params parameters, not within 10% of 340M"
+    fi
+    # Rows of the KV table only (the parameter table names kinds too): "kind (X)  layers elems tokens".
+    local kv kind
+    kv=$(sed -n '/^KV cache/,$p' <<<"$out")
+    for kind in "$@"; do
+        grep -Eq "\($kind\) +[0-9]+ +[0-9]+ +[0-9]+ " <<<"$kv" ||
+            fail "asa info --config $config: no KV-cache row for kind $kind"
+    done
+    kv_total=$(kv_total_bytes "$out")
+    [[ -n "$kv_total" ]] || fail "asa info --config $config: no parsable 'model total:' line"
+}
+
+check_info configs/asa-340M.json G L
+asa_kv=$kv_total
+check_info configs/nsa-340M.json N
+nsa_kv=$kv_total
+check_info configs/transformer-340M.json F
+if [[ -n "$asa_kv" && -n "$nsa_kv" ]]; then
+    checks=$((checks + 1))
+    ((asa_kv < nsa_kv)) || fail "ASA KV cache at 8192 ($asa_kv B) is not below NSA's ($nsa_kv B)"
+fi
+
+# expect_error PATTERN ARGS...: asa ARGS fails cleanly and its output matches the extended regex PATTERN.
+expect_error() {
+    local pattern=$1
+    shift
+    run "$@"
+    if ((rc == 0)); then
+        fail "asa $*: exit code 0 on bad input"
+    elif ((rc >= 128)); then
+        fail "asa $*: exit code $rc (killed by a signal)"
+    elif ! grep -Eq -- "$pattern" <<<"$out"; then
+        fail "asa $*: message does not match '$pattern': $out"
+    fi
+}
+
+missing="$tmp/no-such-dir/missing.json"
+missing_re=$(sed 's/[][\\.*^$+?(){}|]/\\&/g' <<<"$missing")
+# Valid in every other key, so the loader can only object to the head counts.
+sed -e 's/"num_heads": *[0-9]*/"num_heads": 12/' -e 's/"num_kv_heads": *[0-9]*/"num_kv_heads": 5/' \
+    configs/nsa-340M.json >"$tmp/bad-heads.json"
+grep -q '"num_kv_heads": 5' "$tmp/bad-heads.json" || fail "could not write the bad-key config"
+
+expect_error '--config.*required' info
+expect_error "$missing_re" info --config "$missing"
+expect_error 'num_kv_heads' info --config "$tmp/bad-heads.json"
+expect_error "--context.*abc" info --config configs/asa-340M.json --context abc
+expect_error '--frobnicate' info --config configs/asa-340M.json --frobnicate
+expect_error 'frobnicate' frobnicate
+expect_error '--synthetic' train --config configs/asa-tiny.json --steps 1
+expect_error 'gpu' bench gpu
+
+run train --config configs/asa-tiny.json --synthetic copy --steps 3 --batch 2 --seq 32 --log-every 1
+if ((rc != 0)); then
+    fail "asa train (tiny, 3 steps): exit code $rc: $out"
+else
+    steps=$(grep -c '^step ' <<<"$out")
+    ((steps == 3)) || fail "asa train (tiny, 3 steps, --log-every 1): $steps 'step' lines, expected 3"
+fi
+
+run --help
+((rc == 0)) || fail "asa --help: exit code $rc"
+grep -q 'usage' <<<"$out" || fail "asa --help: no usage text"
+
+echo "test_cli: $checks checks, $fails failures"
+((fails == 0)) || exit 1
