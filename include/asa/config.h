@@ -55,7 +55,8 @@ typedef struct {
 // (asa_err_msg()); never exits.
 int asa_config_load(const char *path, asa_config *cfg);
 int asa_config_parse(const char *json_text, const char *source_name, asa_config *cfg);
-// Checks every cross-key rule (divisibility, block sizes, pattern letters) and fills derived fields.
+// Checks every cross-key rule (divisibility, block sizes, pattern letters) and fills layer_kinds. It
+// applies no defaults (asa_config_parse does): a config built in code must set every field it uses.
 int asa_config_validate(asa_config *cfg, const char *source_name);
 // Writes config.json atomically (temp file, fsync, rename).
 int asa_config_save(const asa_config *cfg, const char *path);
