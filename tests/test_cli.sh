@@ -115,6 +115,37 @@ else
     ((steps == 3)) || fail "asa train (tiny, 3 steps, --log-every 1): $steps 'step' lines, expected 3"
 fi
 
+# Tokenizer training and `asa prepare` on text from this checkout (README and design notes).
+run tokenizer train --vocab-size 600 -o "$tmp/tok.json" README.md docs/design.md
+((rc == 0)) || fail "asa tokenizer train: exit code $rc: $out"
+grep -q 'trained 600 tokens' <<<"$out" || fail "asa tokenizer train: expected 'trained 600 tokens': $out"
+run tokenizer encode --tokenizer "$tmp/tok.json" "sparse attention"
+((rc == 0)) || fail "asa tokenizer encode: exit code $rc: $out"
+run prepare -o "$tmp/data" --tokenizer "$tmp/tok.json" --val-fraction 0.1 README.md docs
+if ((rc != 0)); then
+    fail "asa prepare: exit code $rc: $out"
+else
+    for f in train-00000.shard val-00000.shard tokenizer.json; do
+        [[ -s "$tmp/data/$f" ]] || fail "asa prepare: $tmp/data/$f missing or empty"
+    done
+    grep -Eq 'prepared [0-9]+ files' <<<"$out" || fail "asa prepare: no summary line: $out"
+    # The shards do not depend on the number of threads.
+    checks=$((checks + 1))
+    OMP_NUM_THREADS=1 timeout 60 "$ASA" prepare -o "$tmp/data1" --tokenizer "$tmp/tok.json" --val-fraction 0.1 \
+        README.md docs >/dev/null 2>&1 || fail "asa prepare with 1 thread failed"
+    cmp -s "$tmp/data/train-00000.shard" "$tmp/data1/train-00000.shard" ||
+        fail "asa prepare: train shard differs between 1 and 2 threads"
+fi
+: >"$tmp/empty.txt"
+printf 'abc\0def\n' >"$tmp/binary.txt"
+echo '{"model": {"type": "Unigram"}}' >"$tmp/not-bpe.json"
+expect_error 'empty.txt: empty file' prepare -o "$tmp/out2" --tokenizer "$tmp/tok.json" "$tmp/empty.txt"
+expect_error 'binary.txt: contains NUL' prepare -o "$tmp/out3" --tokenizer "$tmp/tok.json" "$tmp/binary.txt"
+expect_error "$missing_re" prepare -o "$tmp/out4" --tokenizer "$missing" README.md
+expect_error 'not-bpe.json' prepare -o "$tmp/out5" --tokenizer "$tmp/not-bpe.json" README.md
+expect_error 'no-such-input' prepare -o "$tmp/out6" --tokenizer "$tmp/tok.json" "$tmp/no-such-input"
+expect_error '--vocab-size' tokenizer train -o "$tmp/t.json" README.md
+
 run --help
 ((rc == 0)) || fail "asa --help: exit code $rc"
 grep -q 'usage' <<<"$out" || fail "asa --help: no usage text"

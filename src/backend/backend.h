@@ -35,6 +35,17 @@ typedef struct {
     int selection_share; // R: divides b_s
 } asa_attn_shape;
 
+// Keys and values of a KV cache as seen by the decode ops. A key is the concatenation [k1 ; k2] of two
+// parts (k2 may be empty): GQA caches use k1 alone; latent caches keep one row [c_0 .. c_{ng-1} | kr]
+// per token, so a group's key is k1 = its latent c_j (head stride d_c) and k2 = the shared RoPE key
+// (head stride 0), and its value is c_j again (v may alias k1). Element e of head j at row s of batch b:
+//   k1[b*k1_bs + s*k1_rs + j*k1_hs + e], likewise k2 and v.
+typedef struct {
+    const float *k1; long k1_bs, k1_rs, k1_hs; int dk1;
+    const float *k2; long k2_bs, k2_rs, k2_hs; int dk2;
+    const float *v;  long v_bs, v_rs, v_hs; int dv;
+} asa_kv_view;
+
 static inline int asa_attn_num_cmp_blocks(const asa_attn_shape *s) { return s->T / s->block_size; }
 static inline int asa_attn_num_anchors(const asa_attn_shape *s) {
     return (s->T + s->selection_share - 1) / s->selection_share;
@@ -140,6 +151,21 @@ struct asa_backend {
     void (*attn_slc_bwd)(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k,
                          const float *v, const int32_t *idx, const float *o, const float *lse,
                          const float *dout, float *dq, float *dk, float *dv);
+
+    // ---- decoding: one query per sequence, q [B, h, dk1+dk2], o [B, h, dv], lse [B, h] ----
+    // Attention over cache rows s0 <= s < s1 (all visible; callers pass the window or the ring's filled
+    // rows). s1 <= s0 gives o = 0 and lse = -INFINITY (a compression branch with no complete block).
+    void (*attn_decode)(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv,
+                        int s0, int s1, float *o, float *lse);
+    // Block selection for the query at position t (SPEC §4, as select_topk for one anchor): kvc views the
+    // pooled blocks (rows m < (t+1)/b are visible), lse_cmp [B, h] from the compression branch.
+    // idx [B, g, n], ascending, -1 padded.
+    void (*select_decode)(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kvc,
+                          const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts,
+                          int32_t *idx);
+    // Selected branch for the query at position t: keys s <= t of the blocks in idx [B, g, n].
+    void (*attn_slc_decode)(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv,
+                            const int32_t *idx, int t, int selection_block_size, int block_counts, float *o, float *lse);
 
     // ---- optimizer and reductions ----
     // AdamW on n parameters: g is scaled by grad_scale first (clipping); weight decay wd is applied
