@@ -107,7 +107,7 @@ expect_error 'frobnicate' frobnicate
 expect_error '--synthetic' train --config configs/asa-tiny.json --steps 1
 expect_error 'gpu' bench gpu
 
-run train --config configs/asa-tiny.json --synthetic copy --steps 3 --batch 2 --seq 32 --log-every 1
+run train --config configs/asa-tiny.json --synthetic copy --steps 3 --batch 2 --seq 32 --log-every 1 --out "$tmp/run"
 if ((rc != 0)); then
     fail "asa train (tiny, 3 steps): exit code $rc: $out"
 else

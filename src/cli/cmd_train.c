@@ -1,131 +1,180 @@
-// `asa train`: for now the built-in synthetic task on the CPU backend; the data pipeline, checkpoints
-// and resume arrive with the training-pipeline work and plug into this same loop.
-#include <math.h>
+// `asa train`: parses the options into an asa_train_options and hands them to the trainer
+// (src/train/trainer.h), which owns the run directory, checkpoints, resume and the loop.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "asa/config.h"
+#include "asa/tokenizer.h"
 #include "cli/cli.h"
 #include "core/error.h"
-#include "core/rng.h"
-#include "data/synthetic.h"
-#include "model/model.h"
-#include "train/optimizer.h"
+#include "infer/generate.h"
+#include "train/trainer.h"
 
-static double now_sec(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+// Samples printed during training (--sample-every): the same prompt, seed and settings every time, so
+// that successive samples show what the model has learnt. The tokenizer is the run's tokenizer.json.
+typedef struct {
+    const char *run_dir, *prompt;
+    int tokens;
+    asa_tokenizer *tok;
+    int tried;
+} sample_ctx;
+
+static void print_token(void *user, int32_t id) {
+    size_t len;
+    const char *bytes = asa_tokenizer_token(user, id, &len);
+    if (bytes) fwrite(bytes, 1, len, stdout);
+}
+
+static void sample_hook(void *user, asa_model *model, int step) {
+    sample_ctx *c = user;
+    if (!c->tok && !c->tried) {
+        c->tried = 1;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokenizer.json", c->run_dir);
+        if (asa_tokenizer_load(path, &c->tok) != ASA_OK)
+            fprintf(stderr, "asa train: no samples: %s\n", asa_err_msg());
+    }
+    if (!c->tok) return;
+    asa_token_buf ids = {0};
+    asa_tokenizer_encode(c->tok, c->prompt, strlen(c->prompt), 0, &ids);
+    if (ids.n == 0 && asa_tokenizer_eot(c->tok) >= 0) asa_token_buf_push(&ids, asa_tokenizer_eot(c->tok));
+    asa_sampler_config sc = asa_sampler_defaults();
+    sc.temperature = 0.8f;
+    sc.top_k = 40;
+    asa_sampler s;
+    if (ids.n > 0 && asa_sampler_init(&s, &sc, asa_tokenizer_vocab_size(c->tok), 1234) == ASA_OK) {
+        asa_decoder dec;
+        asa_decoder_init(&dec, model, 1, (int)ids.n + c->tokens);
+        printf("sample at step %d: %s", step, c->prompt);
+        asa_generate(&dec, &s, ids.ids, (int)ids.n, c->tokens, asa_tokenizer_eot(c->tok), print_token, c->tok, NULL);
+        printf("\n");
+        fflush(stdout);
+        asa_decoder_free(&dec);
+        asa_sampler_free(&s);
+    }
+    asa_token_buf_free(&ids);
 }
 
 static void usage(void) {
-    printf("usage: asa train --config FILE --synthetic copy [options]\n"
-           "  --steps N        optimizer steps (default 300)\n"
-           "  --batch B        sequences per step (default 8)\n"
-           "  --seq T          tokens per sequence (default 256)\n"
-           "  --alphabet A     distinct tokens in the copy task (default 32)\n"
-           "  --lr X           peak learning rate (default 3e-3)\n"
-           "  --warmup N       warmup steps (default 5%% of steps)\n"
-           "  --weight-decay X (default 0.01)   --clip X (default 1.0)\n"
-           "  --seed S         (default 1)\n"
-           "  --log-every N    (default 10)\n");
+    printf("usage: asa train --config FILE (--data DIR | --synthetic copy) [options]\n"
+           "       asa train --resume --out RUN_DIR [options]\n"
+           "data:\n"
+           "  --data DIR         token shards DIR/train-*.shard and DIR/val-*.shard (from asa prepare);\n"
+           "                     DIR/tokenizer.json, when present, is copied into the run\n"
+           "  --synthetic copy   the built-in copy task   --alphabet A  its symbols (32)\n"
+           "run directory:\n"
+           "  --out RUN_DIR      (default runs/<config name>): config.json, log.jsonl, loss.svg, checkpoints/\n"
+           "  --resume           continue RUN_DIR exactly from its latest checkpoint\n"
+           "  --ckpt-every N     checkpoint every N steps, 0 = only at the end (500)\n"
+           "  --keep K           checkpoints kept (3)\n"
+           "  --exit-after N     stop after N steps of this invocation, with a checkpoint\n"
+           "optimisation:\n"
+           "  --steps N          optimizer steps of the whole run (300)\n"
+           "  --batch B          sequences per micro-batch (8)    --seq T  tokens per sequence (256)\n"
+           "  --batch-tokens N   tokens per optimizer step, a multiple of B*T (B*T): N/(B*T) accumulation steps\n"
+           "  --lr X             peak learning rate (3e-4 on data, 3e-3 on the copy task)\n"
+           "  --schedule S       cosine | wsd | constant (cosine)   --warmup N  (5%% of steps)\n"
+           "  --min-lr-ratio X   decay floor as a fraction of the peak (0.1)\n"
+           "  --decay-frac X     wsd: fraction of the steps spent decaying (0.2)\n"
+           "  --weight-decay X   (0.01)   --clip X  global gradient-norm clip, 0 = off (1.0)\n"
+           "  --seed S           weights, data order and synthetic data (1)\n"
+           "reporting:\n"
+           "  --log-every N      progress line and loss.svg refresh (10)\n"
+           "  --val-every N      validation loss every N steps and at the end (100)\n"
+           "  --val-batches K    micro-batches per validation (10)\n"
+           "  --sample-every N   print a generated sample every N steps (0 = never; needs the run's\n"
+           "                     tokenizer.json)   --sample-prompt TEXT (\"\": from <|endoftext|>)\n"
+           "  --sample-tokens N  tokens per sample (64)\n"
+           "On --resume the training options come from the run; --steps, --log-every, --val-every,\n"
+           "--val-batches, --ckpt-every and --keep may be changed. Ctrl-C writes a checkpoint and exits.\n");
+}
+
+// "runs/<name>" for a config path ".../<name>.json".
+static char *default_run_dir(const char *config_path) {
+    const char *base = strrchr(config_path, '/');
+    base = base ? base + 1 : config_path;
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".json")) n -= 5;
+    char *p = asa_malloc(n + 6);
+    snprintf(p, n + 6, "runs/%.*s", (int)n, base);
+    return p;
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *config_path = NULL, *task = NULL;
-    int steps = 300, B = 8, T = 256, alphabet = 32, warmup = -1, seed = 1, log_every = 10;
-    asa_adamw_config oc = asa_adamw_defaults();
-    oc.lr = 3e-3f;
+    asa_train_options o;
+    asa_train_options_init(&o);
+    sample_ctx sample = {.prompt = "", .tokens = 64};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage();
             return 0;
         }
+        if (!strcmp(a, "--resume")) {
+            o.resume = 1;
+            continue;
+        }
         if (!(v = cli_value("train", argc, argv, &i))) return 2;
         int bad = 0;
-        if (!strcmp(a, "--config")) config_path = v;
-        else if (!strcmp(a, "--synthetic")) task = v;
-        else if (!strcmp(a, "--steps")) bad = cli_parse_int("train", a, v, 1, 100000000, &steps);
-        else if (!strcmp(a, "--batch")) bad = cli_parse_int("train", a, v, 1, 1 << 20, &B);
-        else if (!strcmp(a, "--seq")) bad = cli_parse_int("train", a, v, 2, 1 << 24, &T);
-        else if (!strcmp(a, "--alphabet")) bad = cli_parse_int("train", a, v, 1, 1 << 30, &alphabet);
-        else if (!strcmp(a, "--lr")) bad = cli_parse_float("train", a, v, 0, 10, &oc.lr);
-        else if (!strcmp(a, "--warmup")) bad = cli_parse_int("train", a, v, 0, 100000000, &warmup);
-        else if (!strcmp(a, "--weight-decay")) bad = cli_parse_float("train", a, v, 0, 10, &oc.weight_decay);
-        else if (!strcmp(a, "--clip")) bad = cli_parse_float("train", a, v, 0, 1e9, &oc.clip);
-        else if (!strcmp(a, "--seed")) bad = cli_parse_int("train", a, v, 0, 2147483647, &seed);
-        else if (!strcmp(a, "--log-every")) bad = cli_parse_int("train", a, v, 1, 100000000, &log_every);
-        else {
+        if (!strcmp(a, "--config")) o.config_path = v;
+        else if (!strcmp(a, "--out")) o.run_dir = v;
+        else if (!strcmp(a, "--data")) o.data_dir = v;
+        else if (!strcmp(a, "--synthetic")) o.synthetic = v;
+        else if (!strcmp(a, "--alphabet")) bad = cli_parse_int("train", a, v, 1, 1 << 30, &o.alphabet);
+        else if (!strcmp(a, "--steps")) bad = cli_parse_int("train", a, v, 1, 1000000000, &o.steps);
+        else if (!strcmp(a, "--batch")) bad = cli_parse_int("train", a, v, 1, 1 << 20, &o.batch);
+        else if (!strcmp(a, "--seq")) bad = cli_parse_int("train", a, v, 2, 1 << 24, &o.seq);
+        else if (!strcmp(a, "--batch-tokens")) bad = cli_parse_int("train", a, v, 1, 1 << 30, &o.batch_tokens);
+        else if (!strcmp(a, "--lr")) bad = cli_parse_float("train", a, v, 0, 10, &o.lr);
+        else if (!strcmp(a, "--min-lr-ratio")) bad = cli_parse_float("train", a, v, 0, 1, &o.min_lr_ratio);
+        else if (!strcmp(a, "--warmup")) bad = cli_parse_int("train", a, v, 0, 1000000000, &o.warmup);
+        else if (!strcmp(a, "--decay-frac")) bad = cli_parse_float("train", a, v, 0, 1, &o.decay_frac);
+        else if (!strcmp(a, "--weight-decay")) bad = cli_parse_float("train", a, v, 0, 10, &o.weight_decay);
+        else if (!strcmp(a, "--clip")) bad = cli_parse_float("train", a, v, 0, 1e9, &o.clip);
+        else if (!strcmp(a, "--seed")) bad = cli_parse_int("train", a, v, 0, 2147483647, &o.seed);
+        else if (!strcmp(a, "--log-every")) bad = cli_parse_int("train", a, v, 1, 1000000000, &o.log_every);
+        else if (!strcmp(a, "--val-every")) bad = cli_parse_int("train", a, v, 0, 1000000000, &o.val_every);
+        else if (!strcmp(a, "--val-batches")) bad = cli_parse_int("train", a, v, 0, 1000000, &o.val_batches);
+        else if (!strcmp(a, "--ckpt-every")) bad = cli_parse_int("train", a, v, 0, 1000000000, &o.ckpt_every);
+        else if (!strcmp(a, "--keep")) bad = cli_parse_int("train", a, v, 1, 1000000, &o.keep);
+        else if (!strcmp(a, "--exit-after")) bad = cli_parse_int("train", a, v, 1, 1000000000, &o.exit_after);
+        else if (!strcmp(a, "--sample-every")) bad = cli_parse_int("train", a, v, 0, 1000000000, &o.sample_every);
+        else if (!strcmp(a, "--sample-prompt")) sample.prompt = v;
+        else if (!strcmp(a, "--sample-tokens")) bad = cli_parse_int("train", a, v, 1, 1 << 20, &sample.tokens);
+        else if (!strcmp(a, "--schedule")) {
+            if (!strcmp(v, "cosine")) o.schedule = ASA_SCHED_COSINE;
+            else if (!strcmp(v, "wsd")) o.schedule = ASA_SCHED_WSD;
+            else if (!strcmp(v, "constant")) o.schedule = ASA_SCHED_CONSTANT;
+            else {
+                fprintf(stderr, "asa train: --schedule: '%s' is not one of cosine, wsd, constant\n", v);
+                return 2;
+            }
+        } else {
             fprintf(stderr, "asa train: unknown option '%s' (see asa train --help)\n", a);
             return 2;
         }
         if (bad) return 2;
     }
-    if (!config_path) {
-        fprintf(stderr, "asa train: --config FILE is required\n");
+    if (!o.resume && !o.config_path) {
+        fprintf(stderr, "asa train: --config FILE is required (or --resume --out RUN_DIR)\n");
         return 2;
     }
-    if (!task || strcmp(task, "copy") != 0) {
-        fprintf(stderr, "asa train: --synthetic copy is the only data source so far (got %s)\n", task ? task : "none");
+    if (!o.resume && !o.data_dir == !o.synthetic) {
+        fprintf(stderr, "asa train: give one data source: --data DIR (token shards) or --synthetic copy\n");
         return 2;
     }
-    asa_config cfg;
-    if (asa_config_load(config_path, &cfg) != ASA_OK) {
-        fprintf(stderr, "asa train: %s\n", asa_err_msg());
-        return 1;
-    }
-    if (alphabet >= cfg.vocab_size) {
-        fprintf(stderr, "asa train: --alphabet %d must be below the vocabulary size %d\n", alphabet, cfg.vocab_size);
+    if (o.resume && !o.run_dir && !o.config_path) {
+        fprintf(stderr, "asa train: --resume needs --out RUN_DIR (or the --config whose default run to continue)\n");
         return 2;
     }
-    if (warmup < 0) warmup = steps / 20;
-
-    asa_backend *be = asa_backend_cpu_new();
-    asa_model model;
-    asa_model_init(&model, &cfg, be, (uint64_t)seed);
-    asa_adamw opt;
-    asa_adamw_init(&opt, &model, oc);
-    asa_rng data_rng;
-    asa_rng_seed(&data_rng, (uint64_t)seed * 7919u + 1);
-    int32_t *tokens = asa_malloc(sizeof(int32_t) * (size_t)B * T), *targets = asa_malloc(sizeof(int32_t) * (size_t)B * T);
-    char b1[32];
-    printf("asa train: %s (pattern %s, %s parameters) on the synthetic copy task, batch %d x %d tokens, %d steps\n",
-           config_path, cfg.layer_pattern, cli_human((double)model.layout.total, b1, sizeof b1), B, T, steps);
-    printf("  a random string of %d symbols, then the same string again: the second half is predictable only\n"
-           "  by attending %d positions back; chance level is ln(%d) = %.3f\n", alphabet, T / 2, alphabet, log(alphabet));
-    double t0 = now_sec(), first_loss = 0, last_loss = 0;
-    int status = 0;
-    for (int step = 0; step < steps; step++) {
-        asa_synthetic_copy(&data_rng, tokens, targets, B, T, alphabet);
-        asa_model_zero_grad(&model);
-        float loss = asa_model_forward(&model, tokens, targets, B, T);
-        if (!isfinite(loss)) {
-            fprintf(stderr, "asa train: loss is %f at step %d; stopping\n", loss, step + 1);
-            status = 1;
-            break;
-        }
-        asa_model_backward(&model, 1.0f);
-        float lr = asa_lr_at(ASA_SCHED_COSINE, oc.lr, step, warmup, steps, 0.1f, 0);
-        double norm = asa_adamw_step(&opt, &model, lr);
-        if (step == 0) first_loss = loss;
-        last_loss = loss;
-        if ((step + 1) % log_every == 0 || step == 0 || step + 1 == steps) {
-            double el = now_sec() - t0;
-            printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %7.3f | %6.0f tok/s\n", step + 1, steps, loss, lr, norm,
-                   (double)(step + 1) * B * T / el);
-            fflush(stdout);
-        }
-    }
-    if (!status)
-        printf("done: loss %.4f -> %.4f (%.1f%% lower) in %.1f s\n", first_loss, last_loss,
-               100.0 * (first_loss - last_loss) / first_loss, now_sec() - t0);
-    free(tokens);
-    free(targets);
-    asa_adamw_free(&opt, &model);
-    asa_model_free(&model);
-    asa_backend_free(be);
-    return status;
+    char *run_dir = o.run_dir ? NULL : default_run_dir(o.config_path);
+    if (run_dir) o.run_dir = run_dir;
+    sample.run_dir = o.run_dir;
+    o.sample = sample_hook;
+    o.sample_user = &sample;
+    int rc = asa_train_run(&o);
+    if (rc != ASA_OK) fprintf(stderr, "asa train: %s\n", asa_err_msg());
+    asa_tokenizer_free(sample.tok);
+    free(run_dir);
+    return rc == ASA_OK ? 0 : 1;
 }

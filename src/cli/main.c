@@ -15,6 +15,7 @@ static void usage(FILE *f) {
             "  info    --config FILE [--context T]   parameters and KV-cache bytes of a model config\n"
             "  train   --config FILE --synthetic copy [options]   train on a built-in synthetic task\n"
             "  bench   cpu [--config FILE] [--seq T] [--batch B]  training throughput on the CPU\n"
+            "  generate --model DIR --prompt TEXT [options]     sample text from a model with the KV cache\n"
             "  tokenizer train --vocab-size N -o FILE INPUT...   train a byte-level BPE tokenizer\n"
             "  tokenizer encode --tokenizer FILE TEXT            show how a text encodes\n"
             "  prepare -o OUT --tokenizer FILE INPUT...          text -> train/val token shards\n"
@@ -31,6 +32,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return cmd_prepare(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
     fprintf(stderr, "asa: unknown command '%s'\n\n", cmd);

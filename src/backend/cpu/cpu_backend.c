@@ -49,6 +49,9 @@ asa_backend *asa_backend_cpu_new(void) {
     be->select_topk = cpu_select_topk;
     be->attn_slc_fwd = cpu_attn_slc_fwd;
     be->attn_slc_bwd = cpu_attn_slc_bwd;
+    be->attn_decode = cpu_attn_decode;
+    be->select_decode = cpu_select_decode;
+    be->attn_slc_decode = cpu_attn_slc_decode;
     be->adamw = cpu_adamw;
     be->sum_squares = cpu_sum_squares;
     be->scale = cpu_scale;

@@ -27,6 +27,9 @@ void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
 void cpu_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp, int32_t *idx);
 void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, float *o, float *lse);
 void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
+void cpu_attn_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv, int s0, int s1, float *o, float *lse);
+void cpu_select_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kvc, const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts, int32_t *idx);
+void cpu_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv, const int32_t *idx, int t, int selection_block_size, int block_counts, float *o, float *lse);
 void cpu_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int step, float grad_scale);
 double cpu_sum_squares(asa_backend *be, const float *x, size_t n);
 void cpu_scale(asa_backend *be, float *x, size_t n, float alpha);
