@@ -30,7 +30,7 @@ echo "== corpus: $DATA/moby-dick.txt ($(wc -c <"$DATA/moby-dick.txt") bytes, Her
 
 rm -rf runs/demo
 ./build/asa train --config configs/asa-tiny.json --data "$DATA/tokens" --out runs/demo \
-    --steps 600 --batch 8 --seq 256 --lr 3e-3 --warmup 30 --log-every 25 --val-every 100 --val-batches 8 \
-    --ckpt-every 200 --keep 2 "$@"
+    --steps 1200 --batch 8 --seq 256 --lr 3e-3 --warmup 50 --log-every 50 --val-every 100 --val-batches 16 \
+    --ckpt-every 200 --keep 2 --sample-every 400 --sample-prompt "Call me Ishmael." "$@"
 echo "== loss curve: runs/demo/loss.svg"
 ./build/asa generate --model runs/demo --prompt "Call me Ishmael." --max-tokens 80 --temperature 0.8 --top-k 40 --seed 1

@@ -146,6 +146,20 @@ expect_error 'not-bpe.json' prepare -o "$tmp/out5" --tokenizer "$tmp/not-bpe.jso
 expect_error 'no-such-input' prepare -o "$tmp/out6" --tokenizer "$tmp/tok.json" "$tmp/no-such-input"
 expect_error '--vocab-size' tokenizer train -o "$tmp/t.json" README.md
 
+# End to end on that data: train a few steps, then generate from the run directory.
+if [[ -s "$tmp/data/train-00000.shard" ]]; then
+    run train --config configs/asa-tiny.json --data "$tmp/data" --out "$tmp/e2e" --steps 4 --batch 2 --seq 32 \
+        --log-every 2 --val-every 2 --val-batches 1 --ckpt-every 2
+    ((rc == 0)) || fail "asa train --data: exit code $rc: $out"
+    grep -q 'val loss' <<<"$out" || fail "asa train --data: no val loss printed: $out"
+    [[ -s "$tmp/e2e/loss.svg" && -s "$tmp/e2e/log.jsonl" ]] || fail "asa train --data: loss.svg or log.jsonl missing"
+    run generate --model "$tmp/e2e" --prompt "Sparse attention" --max-tokens 12 --seed 2
+    ((rc == 0)) || fail "asa generate: exit code $rc: $out"
+    grep -Eq 'generation: [0-9]+ tokens, [0-9.]+ tokens/s' <<<"$out" || fail "asa generate: no speed line: $out"
+    expect_error 'data/config.json: no such file' generate --model "$tmp/data" --prompt "x"
+    expect_error '--max-tokens' generate --model "$tmp/e2e" --prompt "x" --max-tokens -3
+fi
+
 run --help
 ((rc == 0)) || fail "asa --help: exit code $rc"
 grep -q 'usage' <<<"$out" || fail "asa --help: no usage text"

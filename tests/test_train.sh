@@ -51,7 +51,7 @@ COMMON=(--config "$tmp/tiny.json" --batch 2 --seq 48 --alphabet 16 --log-every 1
 # Runs asa; sets $out (stdout and stderr together) and $rc. The timeout turns a hang into a failure.
 run() {
     checks=$((checks + 1))
-    out=$(timeout 120 "$ASA" "$@" 2>&1)
+    out=$(timeout 600 "$ASA" "$@" 2>&1)
     rc=$?
 }
 
@@ -162,9 +162,9 @@ long=(--synthetic copy --steps 300 --ckpt-every 5 --val-every 50 --val-batches 2
 lref="$tmp/long-ref"
 expect_ok train "${COMMON[@]}" "${long[@]}" --out "$lref"
 
-# wait_for_ckpt RUN: waits (up to 60 s) until checkpoints/latest names step 10 or later.
+# wait_for_ckpt RUN: waits (up to 300 s, for loaded machines) until checkpoints/latest names step 10 or later.
 wait_for_ckpt() {
-    for _ in $(seq 6000); do
+    for _ in $(seq 30000); do
         local l
         l=$(cat "$1/checkpoints/latest" 2>/dev/null)
         [[ "$l" =~ ^step-([0-9]+)$ ]] && ((10#${BASH_REMATCH[1]} >= 10)) && return 0

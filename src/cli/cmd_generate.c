@@ -79,7 +79,7 @@ static int load_model(const char *dir, asa_backend *be, asa_model *m, asa_tokeni
         *tok = NULL;
         return ASA_ERR;  // the message names the file and the tensor that does not fit the config
     }
-    asa_model_init(m, &cfg, be, 0);
+    asa_model_init_inference(m, &cfg, be);
     asa_model_set_params(m, host);
     free(host);
     return ASA_OK;

@@ -170,7 +170,10 @@ static size_t carve_all(asa_model *m, const asa_config *c, int B, int T, char *b
     return cv.off;
 }
 
-// Gradient scratch: one layer's worth (the largest kind in the model) plus two [N, D] buffers.
+// Gradient scratch: two [N, D] buffers, then one layer's worth of views (the largest kind in the
+// model), which start at grad_views_offset.
+static size_t grad_views_offset(size_t N, size_t D) { return 2 * ((N * D * 4 + 63) & ~(size_t)63); }
+
 static size_t carve_grads(asa_model *m, const asa_config *c, int B, int T, char *base, char kind) {
     carver cv = {base, 0};
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
@@ -201,10 +204,13 @@ static void ensure_acts(asa_model *m, int B, int T) {
     asa_backend *be = m->be;
     if (m->acts) be->free(be, m->acts);
     if (m->gacts) be->free(be, m->gacts);
+    m->gacts = NULL;
     m->acts = be->alloc(be, carve_all(NULL, &m->cfg, B, T, NULL));
-    m->gacts = be->alloc(be, carve_grads(NULL, &m->cfg, B, T, NULL, 0));
     carve_all(m, &m->cfg, B, T, m->acts);
-    carve_grads(m, &m->cfg, B, T, m->gacts, 0);
+    if (m->grads) {  // inference models never run backward
+        m->gacts = be->alloc(be, carve_grads(NULL, &m->cfg, B, T, NULL, 0));
+        carve_grads(m, &m->cfg, B, T, m->gacts, 0);
+    }
     free(m->host_targets);
     m->host_targets = asa_malloc(sizeof(int32_t) * (size_t)B * T);
     m->B = B;
@@ -410,7 +416,7 @@ static void attn_global_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_
 // ----------------------------------------------------------------------------
 // whole model
 
-void asa_model_init(asa_model *m, const asa_config *cfg, asa_backend *be, uint64_t seed) {
+static void model_alloc(asa_model *m, const asa_config *cfg, asa_backend *be, int with_grads) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
@@ -418,20 +424,28 @@ void asa_model_init(asa_model *m, const asa_config *cfg, asa_backend *be, uint64
     asa_layout_build(cfg, &m->layout);
     size_t bytes = m->layout.total * sizeof(float);
     m->params = be->alloc(be, bytes);
-    m->grads = be->alloc(be, bytes);
+    asa_weights_bind(&m->layout, m->params, &m->w);
+    if (with_grads) {
+        m->grads = be->alloc(be, bytes);
+        asa_weights_bind(&m->layout, m->grads, &m->gw);
+    }
+}
+
+void asa_model_init(asa_model *m, const asa_config *cfg, asa_backend *be, uint64_t seed) {
+    model_alloc(m, cfg, be, 1);
     float *host = asa_calloc(m->layout.total, sizeof(float));
     asa_weights_init(&m->layout, cfg, host, seed);
-    be->to_device(be, m->params, host, bytes);
+    be->to_device(be, m->params, host, m->layout.total * sizeof(float));
     free(host);
-    asa_weights_bind(&m->layout, m->params, &m->w);
-    asa_weights_bind(&m->layout, m->grads, &m->gw);
 }
+
+void asa_model_init_inference(asa_model *m, const asa_config *cfg, asa_backend *be) { model_alloc(m, cfg, be, 0); }
 
 void asa_model_free(asa_model *m) {
     asa_backend *be = m->be;
     if (!be) return;
     be->free(be, m->params);
-    be->free(be, m->grads);
+    if (m->grads) be->free(be, m->grads);
     if (m->acts) be->free(be, m->acts);
     if (m->gacts) be->free(be, m->gacts);
     free(m->la);
@@ -448,7 +462,10 @@ void asa_model_get_params(asa_model *m, float *host) {
     m->be->to_host(m->be, host, m->params, m->layout.total * sizeof(float));
 }
 
-void asa_model_zero_grad(asa_model *m) { m->be->zero(m->be, m->grads, m->layout.total * sizeof(float)); }
+void asa_model_zero_grad(asa_model *m) {
+    ASA_CHECK(m->grads);
+    m->be->zero(m->be, m->grads, m->layout.total * sizeof(float));
+}
 
 float asa_model_forward(asa_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
     asa_backend *be = m->be;
@@ -507,7 +524,7 @@ void asa_model_backward(asa_model *m, float loss_scale) {
     asa_backend *be = m->be;
     const asa_config *c = &m->cfg;
     int B = m->cur_B, T = m->cur_T;
-    ASA_CHECK(m->acts && B > 0);
+    ASA_CHECK(m->acts && B > 0 && m->grads);
     int N = B * T, D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, L = c->num_hidden_layers;
     size_t ND = (size_t)N * D;
     // dlogits overwrite the logits (they are not needed again)
@@ -524,8 +541,8 @@ void asa_model_backward(asa_model *m, float loss_scale) {
         asa_layer_acts *a = &m->la[l];
         layer_dims d = dims_of(c, c->layer_kinds[l]);
         // carve this kind's gradient views and zero them (backward ops accumulate)
-        size_t used = carve_grads(m, c, B, T, m->gacts, d.kind);
-        be->zero(be, (char *)m->gacts + 2 * ((ND * 4 + 63) & ~(size_t)63), used - 2 * ((ND * 4 + 63) & ~(size_t)63));
+        size_t used = carve_grads(m, c, B, T, m->gacts, d.kind), start = grad_views_offset((size_t)N, (size_t)D);
+        be->zero(be, (char *)m->gacts + start, used - start);
         asa_layer_acts *g = &m->gl;
         // MLP: y = res_mid + swiglu(...) W_down^T ; dres holds dL/dy and becomes dL/dres_mid
         linear_bwd(be, g->mh, gw->down_proj, m->dres, a->mh, w->down_proj, N, I, D);

@@ -62,6 +62,9 @@ typedef struct {
 
 // Allocates and initialises parameters (SPEC §1 init with `seed`) and zeroes gradients.
 void asa_model_init(asa_model *m, const asa_config *cfg, asa_backend *be, uint64_t seed);
+// For inference: parameters only (zeros, to be set with asa_model_set_params), no gradient arena.
+// asa_model_backward must not be called on such a model.
+void asa_model_init_inference(asa_model *m, const asa_config *cfg, asa_backend *be);
 void asa_model_free(asa_model *m);
 // Copies host parameters (layout order, layout.total floats) in or out.
 void asa_model_set_params(asa_model *m, const float *host);
