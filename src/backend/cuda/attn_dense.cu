@@ -1,0 +1,316 @@
+// CUDA causal attention, full or sliding window (attn_fwd / attn_bwd), FlashAttention style: queries stream
+// over their keys with an online softmax, so nothing T×T is ever stored. As on the CPU, the kernels work
+// on "pooled" keys (key m summarises tokens [m*span, (m+1)*span)) so that the compression branch
+// (attn_compress.cu) runs on the same code; dense attention is span = 1.
+//
+// A block holds ATTN_TILE_ROWS consecutive query rows of one head (forward, dq) or ATTN_TILE_ROWS consecutive key
+// rows of one group (dk/dv), one warp each. The block walks the union of its rows' ranges one tile at a
+// time: up to 32 keys (or query-head pairs) staged in shared memory and shared by all its warps, each
+// warp folding in the part of the tile its own row can see. Rows of scored operands are padded to an odd
+// stride, so the 32 lanes reading 32 different rows hit 32 different banks.
+#include "backend/cuda/attn_kernels.cuh"
+
+
+// Backward's key-major pass aims at this many blocks at least (a few per multiprocessor on current GPUs),
+// splitting each key tile's queries into parts of at least DKDV_MIN_PAIRS (query, head) pairs.
+#define DKDV_TARGET_BLOCKS 512
+#define DKDV_MIN_PAIRS 512
+
+static __device__ __forceinline__ int keys_end(int t, int span, int nkeys) {
+    int e = (t + 1) / span;
+    return e < nkeys ? e : nkeys;
+}
+static __device__ __forceinline__ int keys_begin(int t, int window) {
+    return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
+}
+static __device__ __forceinline__ int queries_begin(int m, int span) { return (m + 1) * span - 1; }
+static __device__ __forceinline__ int queries_end(int m, int window, int T) {
+    return window > 0 && m + window < T ? m + window : T;
+}
+
+// The geometry every kernel here needs, passed by value. tile: rows per shared-memory tile (<= 32);
+// kst, vst: padded row strides of the staged scored operands.
+typedef struct {
+    int B, T, h, g, dk, dv, nkeys, span, window;
+    float scale;
+    int tile, kst, vst;
+} pooled_args;
+
+template <int COLS>
+__global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
+pooled_fwd_kernel(pooled_args a, const float *q, const float *k, const float *v, float *o, float *lse) {
+    extern __shared__ float smem[];
+    float *Ks = smem, *Vs = Ks + a.tile * a.kst, *Qs = Vs + a.tile * a.dv;
+    const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
+    const int ntb = (a.T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+    const int tb = blockIdx.x % ntb, i = blockIdx.x / ntb % a.h, b = blockIdx.x / (ntb * a.h);
+    const int j = i / (a.h / a.g);
+    const int tfirst = tb * ATTN_TILE_ROWS, tlast = min(tfirst + ATTN_TILE_ROWS, a.T) - 1, t = tfirst + wib;
+    const bool active = t < a.T;
+    const long r = ((long)b * a.T + t) * a.h + i;
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const float *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    float *qs = Qs + wib * a.dk;
+    if (active) warp_load(qs, q + r * a.dk, a.dk, lane);
+    const int u0 = keys_begin(tfirst, a.window), u1 = keys_end(tlast, a.span, a.nkeys);
+    const int m0 = active ? keys_begin(t, a.window) : 0, m1 = active ? keys_end(t, a.span, a.nkeys) : 0;
+    float mx = -INFINITY, l = 0.0f, acc[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) acc[c] = 0.0f;
+    for (int c0 = u0; c0 < u1; c0 += a.tile) {
+        const int cn = min(a.tile, u1 - c0);
+        __syncthreads();  // the previous tile is consumed (and, the first time, q is staged)
+        block_stage(Ks, a.kst, kg + c0 * krs, krs, cn, a.dk);
+        block_stage(Vs, a.dv, vg + c0 * vrs, vrs, cn, a.dv);
+        __syncthreads();
+        const int s0 = max(m0, c0), s1 = min(m1, c0 + cn);
+        if (s0 < s1)
+            warp_fold_keys(qs, Ks + (s0 - c0) * a.kst, Vs + (s0 - c0) * a.dv, a.kst, a.dv, a.dk, a.dv, a.scale, 0,
+                           s1 - s0, mx, l, acc, lane);
+    }
+    if (!active) return;
+    float *orow = o + r * a.dv;
+    const float inv = m1 > m0 ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int c = 0; c < COLS; c++)
+        if (lane + 32 * c < a.dv) orow[lane + 32 * c] = acc[c] * inv;
+    if (lane == 0) lse[r] = m1 > m0 ? mx + logf(l) : -INFINITY;
+}
+
+__global__ void rowdot_kernel(const float *dout, const float *o, long rows, int dv, float *D) {
+    const int lane = threadIdx.x % 32;
+    const long r = blockIdx.x * (long)ATTN_WARPS + threadIdx.x / 32;
+    if (r >= rows) return;
+    float acc = 0.0f;
+    for (int c = lane; c < dv; c += 32) acc += dout[r * dv + c] * o[r * dv + c];
+    acc = warp_sum(acc);
+    if (lane == 0) D[r] = acc;
+}
+
+// dq, query-major: the forward's tiling, with both k and v scored (kst, vst padded).
+template <int COLS>
+__global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
+pooled_dq_kernel(pooled_args a, const float *q, const float *k, const float *v, const float *lse, const float *D,
+                 const float *dout, float *dq) {
+    extern __shared__ float smem[];
+    float *Ks = smem, *Vs = Ks + a.tile * a.kst, *Qs = Vs + a.tile * a.vst;
+    const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
+    const int ntb = (a.T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+    const int tb = blockIdx.x % ntb, i = blockIdx.x / ntb % a.h, b = blockIdx.x / (ntb * a.h);
+    const int j = i / (a.h / a.g);
+    const int tfirst = tb * ATTN_TILE_ROWS, tlast = min(tfirst + ATTN_TILE_ROWS, a.T) - 1, t = tfirst + wib;
+    const bool active = t < a.T;
+    const long r = ((long)b * a.T + t) * a.h + i;
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const float *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    float *qs = Qs + wib * (a.dk + a.dv), *dos = qs + a.dk;
+    if (active) {
+        warp_load(qs, q + r * a.dk, a.dk, lane);
+        warp_load(dos, dout + r * a.dv, a.dv, lane);
+    }
+    const float L = active ? lse[r] : 0.0f, Dn = active ? D[r] : 0.0f;
+    const int u0 = keys_begin(tfirst, a.window), u1 = keys_end(tlast, a.span, a.nkeys);
+    const int m0 = active ? keys_begin(t, a.window) : 0, m1 = active ? keys_end(t, a.span, a.nkeys) : 0;
+    float acc[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) acc[c] = 0.0f;
+    for (int c0 = u0; c0 < u1; c0 += a.tile) {
+        const int cn = min(a.tile, u1 - c0);
+        __syncthreads();
+        block_stage(Ks, a.kst, kg + c0 * krs, krs, cn, a.dk);
+        block_stage(Vs, a.vst, vg + c0 * vrs, vrs, cn, a.dv);
+        __syncthreads();
+        const int s0 = max(m0, c0), s1 = min(m1, c0 + cn);
+        if (s0 < s1)
+            warp_dq_keys(qs, dos, L, Dn, Ks + (s0 - c0) * a.kst, Vs + (s0 - c0) * a.vst, a.kst, a.vst, a.dk, a.dv,
+                         a.scale, 0, s1 - s0, acc, lane);
+    }
+    if (!active || m1 <= m0) return;
+    float *dqr = dq + r * a.dk;
+#pragma unroll
+    for (int c = 0; c < COLS; c++)
+        if (lane + 32 * c < a.dk) dqr[lane + 32 * c] += a.scale * acc[c];
+}
+
+// dk / dv, key-major: a block holds ATTN_TILE_ROWS consecutive keys of one group and walks the union of their
+// query ranges as tiles of (query, head) pairs: pair p = (t, i) with t = T0 + p / G, i = j*G + p % G.
+// Each warp adds the pairs of its own range [(t0 - T0)*G, (t1 - T0)*G) in ascending order.
+template <int COLS>
+__global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
+pooled_dkdv_kernel(pooled_args a, int nsplit, const float *q, const float *k, const float *v, const float *lse,
+                   const float *D, const float *dout, float *dk, float *dv, float *part) {
+    extern __shared__ float smem[];
+    float *Qt = smem, *Ot = Qt + a.tile * a.kst, *Lt = Ot + a.tile * a.vst, *Dt = Lt + a.tile;
+    float *KVs = Dt + a.tile;
+    const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
+    const int G = a.h / a.g;
+    const int nmb = (a.nkeys + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+    const int sp = blockIdx.x % nsplit, kb = blockIdx.x / nsplit;
+    const int mb = kb % nmb, j = kb / nmb % a.g, b = kb / (nmb * a.g);
+    const int mfirst = mb * ATTN_TILE_ROWS, mlast = min(mfirst + ATTN_TILE_ROWS, a.nkeys) - 1, m = mfirst + wib;
+    const bool active = m < a.nkeys;
+    const long kr = ((long)b * a.nkeys + m) * a.g + j;  // row of this key head in k [B, nkeys, g, dk]
+    float *ks = KVs + wib * (a.dk + a.dv), *vs = ks + a.dk;
+    if (active) {
+        warp_load(ks, k + kr * a.dk, a.dk, lane);
+        warp_load(vs, v + kr * a.dv, a.dv, lane);
+    }
+    const int T0 = queries_begin(mfirst, a.span), T1 = queries_end(mlast, a.window, a.T);
+    const int p0 = active ? (queries_begin(m, a.span) - T0) * G : 0;
+    const int p1 = active ? max(queries_end(m, a.window, a.T) - T0, 0) * G : 0;
+    const long qb = (long)b * a.T * a.h + (long)T0 * a.h + j * G;  // (token, head) row of pair 0
+    float ak[COLS], av[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) ak[c] = av[c] = 0.0f;
+    const int npairs = max(T1 - T0, 0) * G;
+    const int q0 = (int)((long)npairs * sp / nsplit), q1 = (int)((long)npairs * (sp + 1) / nsplit);
+    for (int c0 = q0; c0 < q1; c0 += a.tile) {
+        const int cn = min(a.tile, q1 - c0);
+        __syncthreads();
+        // pair p's row: qb + (p / G) * h + p % G
+        for (int e = threadIdx.x; e < cn * a.dk; e += blockDim.x) {
+            const int p = c0 + e / a.dk;
+            Qt[(e / a.dk) * a.kst + e % a.dk] = q[(qb + (long)(p / G) * a.h + p % G) * a.dk + e % a.dk];
+        }
+        for (int e = threadIdx.x; e < cn * a.dv; e += blockDim.x) {
+            const int p = c0 + e / a.dv;
+            Ot[(e / a.dv) * a.vst + e % a.dv] = dout[(qb + (long)(p / G) * a.h + p % G) * a.dv + e % a.dv];
+        }
+        for (int e = threadIdx.x; e < cn; e += blockDim.x) {
+            const long pr = qb + (long)((c0 + e) / G) * a.h + (c0 + e) % G;
+            Lt[e] = lse[pr];
+            Dt[e] = D[pr];
+        }
+        __syncthreads();
+        const int s0 = max(p0, c0), s1 = min(p1, c0 + cn);
+        if (s0 >= s1) continue;
+        const int e = s0 - c0 + lane;
+        float p = 0.0f, ds = 0.0f;
+        if (e < s1 - c0) {
+            p = expf(attn_dot(Qt + e * a.kst, ks, a.dk) * a.scale - Lt[e]);
+            ds = p * (attn_dot(Ot + e * a.vst, vs, a.dv) - Dt[e]);
+        }
+        for (int x = 0; x < s1 - s0; x++) {
+            const float pe = __shfl_sync(FULL_MASK, p, x), dse = __shfl_sync(FULL_MASK, ds, x);
+            const float *qr = Qt + (s0 - c0 + x) * a.kst, *dr = Ot + (s0 - c0 + x) * a.vst;
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                if (lane + 32 * c < a.dv) av[c] += pe * dr[lane + 32 * c];
+                if (lane + 32 * c < a.dk) ak[c] += dse * qr[lane + 32 * c];
+            }
+        }
+    }
+    if (!active) return;
+    if (nsplit > 1) {  // partial sums of this split, added up in split order by pooled_split_sum_kernel
+        float *pr = part + ((long)sp * a.B * a.nkeys * a.g + kr) * (a.dk + a.dv);
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            if (lane + 32 * c < a.dk) pr[lane + 32 * c] = ak[c];
+            if (lane + 32 * c < a.dv) pr[a.dk + lane + 32 * c] = av[c];
+        }
+        return;
+    }
+#pragma unroll
+    for (int c = 0; c < COLS; c++) {
+        if (lane + 32 * c < a.dk) dk[kr * a.dk + lane + 32 * c] += a.scale * ak[c];
+        if (lane + 32 * c < a.dv) dv[kr * a.dv + lane + 32 * c] += av[c];
+    }
+}
+
+__global__ void pooled_split_sum_kernel(pooled_args a, int nsplit, const float *part, float *dk, float *dv) {
+    const int w = a.dk + a.dv;
+    const long krows = (long)a.B * a.nkeys * a.g, total = krows * w;
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
+        float acc = 0.0f;
+        for (int sp = 0; sp < nsplit; sp++) acc += part[sp * total + e];
+        const long kr = e / w;
+        const int c = (int)(e % w);
+        if (c < a.dk)
+            dk[kr * a.dk + c] += a.scale * acc;
+        else
+            dv[kr * a.dv + c - a.dk] += acc;
+    }
+}
+
+void cuda_attn_rowdot(const float *dout, const float *o, long rows, int dv, float *D) {
+    rowdot_kernel<<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(dout, o, rows, dv, D);
+    CUDA_LAUNCH_CHECK();
+}
+
+static pooled_args pooled_make(const asa_attn_shape *s, int nkeys, int span, int window) {
+    attn_check_dims(s);
+    pooled_args a = {s->B, s->T, s->h, s->g, s->dk, s->dv, nkeys, span, window, s->scale, 0, attn_odd(s->dk),
+                     attn_odd(s->dv)};
+    return a;
+}
+
+void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
+                          const float *k, const float *v, float *o, float *lse) {
+    pooled_args a = pooled_make(s, nkeys, span, window);
+    const long blocks = (long)s->B * s->h * ((s->T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
+    if (blocks == 0) return;
+    const size_t smem = attn_tile(be, &a.tile, a.kst + a.dv, ATTN_TILE_ROWS * a.dk);
+    ATTN_WITH_COLS(s->dk > s->dv ? s->dk : s->dv, {
+        attn_allow_smem((const void *)pooled_fwd_kernel<COLS>, smem);
+        pooled_fwd_kernel<COLS><<<(unsigned)blocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, o, lse);
+    });
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
+                          const float *k, const float *v, const float *o, const float *lse, const float *dout,
+                          float *dq, float *dk, float *dv) {
+    pooled_args a = pooled_make(s, nkeys, span, window);
+    const long rows = (long)s->B * s->T * s->h;
+    if (rows == 0) return;
+    // Key-major blocks are few when keys are (compressed blocks): the queries of each key tile are then
+    // split over several blocks, whose partial sums a second pass adds in a fixed order. The split depends
+    // on the shape alone, so results are reproducible.
+    const long kblocks = (long)s->B * s->g * ((nkeys + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
+    int nsplit = 1;
+    if (kblocks > 0 && kblocks < DKDV_TARGET_BLOCKS) {
+        const long want = (DKDV_TARGET_BLOCKS + kblocks - 1) / kblocks;
+        const long most = ((long)s->T * (s->h / s->g) + DKDV_MIN_PAIRS - 1) / DKDV_MIN_PAIRS;
+        nsplit = (int)(want < most ? want : most);
+        if (nsplit < 1) nsplit = 1;
+    }
+    const long krows = (long)s->B * nkeys * s->g;
+    const size_t off_part = ((size_t)rows * sizeof(float) + 255) & ~(size_t)255;
+    const size_t part_bytes = nsplit > 1 ? (size_t)nsplit * krows * (s->dk + s->dv) * sizeof(float) : 0;
+    char *scr = (char *)cuda_scratch(be, off_part + part_bytes);
+    float *D = (float *)scr, *part = (float *)(scr + off_part);
+    cuda_attn_rowdot(dout, o, rows, s->dv, D);
+
+    const long qblocks = (long)s->B * s->h * ((s->T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
+    size_t smem = attn_tile(be, &a.tile, a.kst + a.vst, ATTN_TILE_ROWS * (a.dk + a.dv));
+    const int dmax = s->dk > s->dv ? s->dk : s->dv;
+    ATTN_WITH_COLS(dmax, {
+        attn_allow_smem((const void *)pooled_dq_kernel<COLS>, smem);
+        pooled_dq_kernel<COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, D, dout, dq);
+    });
+    CUDA_LAUNCH_CHECK();
+
+    if (kblocks == 0) return;
+    smem = attn_tile(be, &a.tile, a.kst + a.vst + 2, ATTN_TILE_ROWS * (a.dk + a.dv));
+    ATTN_WITH_COLS(dmax, {
+        attn_allow_smem((const void *)pooled_dkdv_kernel<COLS>, smem);
+        pooled_dkdv_kernel<COLS><<<(unsigned)(kblocks * nsplit), ATTN_TILE_ROWS * 32, smem>>>(
+            a, nsplit, q, k, v, lse, D, dout, dk, dv, part);
+    });
+    CUDA_LAUNCH_CHECK();
+    if (nsplit > 1) {
+        pooled_split_sum_kernel<<<cuda_blocks(krows * (s->dk + s->dv), CUDA_THREADS), CUDA_THREADS>>>(a, nsplit, part,
+                                                                                                    dk, dv);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
+void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, float *o,
+                   float *lse) {
+    cuda_attn_pooled_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
+}
+
+void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
+                   const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv) {
+    cuda_attn_pooled_bwd(be, s, s->T, 1, s->window, q, k, v, o, lse, dout, dq, dk, dv);
+}

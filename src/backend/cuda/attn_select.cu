@@ -1,0 +1,404 @@
+// CUDA selection branch (SPEC §4): top-n block selection from the compression branch's probabilities
+// (select_topk) and attention over the selected blocks (attn_slc_fwd / attn_slc_bwd). Work is
+// proportional to the keys each query actually reads; nothing T×T or T×nb is stored.
+#include "backend/cuda/attn_kernels.cuh"
+
+#define TOPK_THREADS 128
+#define SCAN_THREADS 1024
+
+typedef struct {
+    int B, T, h, g, dk, dv, bsz, bsel, n, R, nb, na, nsb;
+    float scale;
+} slc_args;
+
+static slc_args slc_make(const asa_attn_shape *s) {
+    slc_args a = {s->B, s->T, s->h, s->g, s->dk, s->dv, s->block_size, s->selection_block_size, s->block_counts,
+                  s->selection_share, asa_attn_num_cmp_blocks(s), asa_attn_num_anchors(s),
+                  (s->T + s->selection_block_size - 1) / s->selection_block_size, s->scale};
+    return a;
+}
+
+// One block per (b, anchor a, group j). Thread u sums selection block u's score over the group's heads,
+// then over the compression blocks inside it: the CPU's order, so equal inputs give equal sums. The
+// selection itself (forced blocks 0, c-1, c; then descending score, ties to the lower index) is the
+// CPU's loop, run by one thread.
+__global__ void select_topk_kernel(slc_args a, const float *q, const float *kc, const float *lse_cmp, int32_t *idx) {
+    extern __shared__ float score[];  // [nsb] then chosen flags [nsb]
+    unsigned char *chosen = (unsigned char *)(score + a.nsb);
+    const int j = blockIdx.x % a.g, an = blockIdx.x / a.g % a.na, b = blockIdx.x / (a.g * a.na);
+    const int G = a.h / a.g, per = a.bsel / a.bsz;
+    const int t = an * a.R, c = t / a.bsel;
+    const int nm = (t + 1) / a.bsz < a.nb ? (t + 1) / a.bsz : a.nb;  // visible compression blocks
+    const long nq = (long)b * a.T + t;
+    for (int u = threadIdx.x; u <= c; u += TOPK_THREADS) {
+        float sc = 0.0f;
+        const int mb = u * per, me = (u + 1) * per < nm ? (u + 1) * per : nm;
+        for (int i = j * G; i < (j + 1) * G; i++) {
+            const float L = lse_cmp[nq * a.h + i];
+            if (L == -INFINITY) continue;
+            const float *qi = q + (nq * a.h + i) * a.dk;
+            for (int m = mb; m < me; m++)
+                sc += expf(attn_dot(qi, kc + (((long)b * a.nb + m) * a.g + j) * a.dk, a.dk) * a.scale - L);
+        }
+        score[u] = sc;
+        chosen[u] = u == 0 || u == c || u == c - 1;
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    const int nforced = c >= 2 ? 3 : c + 1;
+    const int total = c + 1 < a.n ? c + 1 : a.n;
+    for (int e = nforced; e < total; e++) {
+        int best = -1;
+        for (int u = 1; u < c - 1; u++)
+            if (!chosen[u] && (best < 0 || score[u] > score[best])) best = u;
+        chosen[best] = 1;
+    }
+    int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+    int e = 0;
+    for (int u = 0; u <= c; u++)
+        if (chosen[u]) row[e++] = u;
+    for (; e < a.n; e++) row[e] = -1;
+}
+
+// The forward and dq kernels give a block the rows that share one block list: the R queries of anchor
+// a times the G heads of group j (row rho: t = a*R + rho / G, head j*G + rho % G), at most
+// SLC_MAX_WARPS per block, one warp each. The listed blocks' keys are staged in shared memory tiles once
+// for all of them, and each warp folds in the tokens s <= t of its own query.
+#define SLC_MAX_WARPS 16
+
+typedef struct {
+    int warps, chunks;  // warps per block, blocks per (anchor, group)
+} slc_rows;
+
+static slc_rows slc_rows_of(const slc_args &a) {
+    const int rows = a.R * (a.h / a.g);
+    slc_rows r = {rows < SLC_MAX_WARPS ? rows : SLC_MAX_WARPS, 0};
+    r.chunks = (rows + r.warps - 1) / r.warps;
+    return r;
+}
+
+// Decodes the block's (b, anchor, group) and this warp's query row; false when the warp has no row.
+static __device__ __forceinline__ bool slc_row_of(const slc_args &a, int warps, int chunks, int wib, int &b, int &an,
+                                                 int &j, int &t, long &r) {
+    const int G = a.h / a.g;
+    const int chunk = blockIdx.x % chunks;
+    j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na, b = blockIdx.x / (chunks * a.g * a.na);
+    const int rho = chunk * warps + wib;
+    t = an * a.R + rho / G;
+    r = ((long)b * a.T + t) * a.h + j * G + rho % G;
+    return rho < a.R * G && t < a.T;
+}
+
+template <int COLS>
+__global__ void __launch_bounds__(SLC_MAX_WARPS * 32)
+slc_fwd_kernel(slc_args a, int warps, int chunks, int tile, int kst, const float *q, const float *k, const float *v,
+               const int32_t *idx, float *o, float *lse) {
+    extern __shared__ float smem[];
+    float *Ks = smem, *Vs = Ks + tile * kst, *Qs = Vs + tile * a.dv;
+    const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
+    int b, an, j, t;
+    long r;
+    const bool active = slc_row_of(a, warps, chunks, wib, b, an, j, t, r);
+    const int tmax = min(an * a.R + a.R, a.T) - 1;  // the block's last query
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    float *qs = Qs + wib * a.dk;
+    if (active) warp_load(qs, q + r * a.dk, a.dk, lane);
+    const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+    float mx = -INFINITY, l = 0.0f, acc[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) acc[c] = 0.0f;
+    for (int e = 0; e < a.n; e++) {
+        const int u = row[e];
+        if (u < 0) continue;
+        const int s1 = min((u + 1) * a.bsel, tmax + 1);
+        for (int c0 = u * a.bsel; c0 < s1; c0 += tile) {
+            const int cn = min(tile, s1 - c0);
+            __syncthreads();
+            block_stage(Ks, kst, kg + c0 * krs, krs, cn, a.dk);
+            block_stage(Vs, a.dv, vg + c0 * vrs, vrs, cn, a.dv);
+            __syncthreads();
+            const int w1 = active ? min(c0 + cn, t + 1) : c0;
+            if (c0 < w1)
+                warp_fold_keys(qs, Ks, Vs, kst, a.dv, a.dk, a.dv, a.scale, 0, w1 - c0, mx, l, acc, lane);
+        }
+    }
+    if (!active) return;
+    float *orow = o + r * a.dv;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // an empty list gives o = 0, lse = -inf
+#pragma unroll
+    for (int c = 0; c < COLS; c++)
+        if (lane + 32 * c < a.dv) orow[lane + 32 * c] = acc[c] * inv;
+    if (lane == 0) lse[r] = l > 0.0f ? mx + logf(l) : -INFINITY;
+}
+
+template <int COLS>
+__global__ void __launch_bounds__(SLC_MAX_WARPS * 32)
+slc_dq_kernel(slc_args a, int warps, int chunks, int tile, int kst, int vst, const float *q, const float *k,
+              const float *v, const int32_t *idx, const float *lse, const float *D, const float *dout, float *dq) {
+    extern __shared__ float smem[];
+    float *Ks = smem, *Vs = Ks + tile * kst, *Qs = Vs + tile * vst;
+    const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
+    int b, an, j, t;
+    long r;
+    bool active = slc_row_of(a, warps, chunks, wib, b, an, j, t, r);
+    const float L = active ? lse[r] : 0.0f, Dn = active ? D[r] : 0.0f;
+    active = active && L != -INFINITY;
+    const int tmax = min(an * a.R + a.R, a.T) - 1;
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    float *qs = Qs + wib * (a.dk + a.dv), *dos = qs + a.dk;
+    if (active) {
+        warp_load(qs, q + r * a.dk, a.dk, lane);
+        warp_load(dos, dout + r * a.dv, a.dv, lane);
+    }
+    const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+    float acc[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) acc[c] = 0.0f;
+    for (int e = 0; e < a.n; e++) {
+        const int u = row[e];
+        if (u < 0) continue;
+        const int s1 = min((u + 1) * a.bsel, tmax + 1);
+        for (int c0 = u * a.bsel; c0 < s1; c0 += tile) {
+            const int cn = min(tile, s1 - c0);
+            __syncthreads();
+            block_stage(Ks, kst, kg + c0 * krs, krs, cn, a.dk);
+            block_stage(Vs, vst, vg + c0 * vrs, vrs, cn, a.dv);
+            __syncthreads();
+            const int w1 = active ? min(c0 + cn, t + 1) : c0;
+            if (c0 < w1) warp_dq_keys(qs, dos, L, Dn, Ks, Vs, kst, vst, a.dk, a.dv, a.scale, 0, w1 - c0, acc, lane);
+        }
+    }
+    if (!active) return;
+    float *dqr = dq + r * a.dk;
+#pragma unroll
+    for (int c = 0; c < COLS; c++)
+        if (lane + 32 * c < a.dk) dqr[lane + 32 * c] += a.scale * acc[c];
+}
+
+// Inversion of the block lists into CSR: per list (b, j, u), the ascending anchors that selected block u.
+// Anchor a lists only blocks u <= a*R / b_s, and its queries see no token of a later block, so anchors
+// below ceil(u * b_s / R) are skipped. Count and fill scan the same anchors in the same order: the
+// entries come out ascending and the result is deterministic.
+static __device__ __forceinline__ int slc_first_anchor(const slc_args &a, int u) {
+    return (int)(((long)u * a.bsel + a.R - 1) / a.R);
+}
+static __device__ __forceinline__ bool slc_row_has(const int32_t *row, int n, int u) {
+    for (int e = 0; e < n; e++)
+        if (row[e] == u) return true;
+    return false;
+}
+
+__global__ void slc_csr_count_kernel(slc_args a, const int32_t *idx, int *count) {
+    const long list = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    if (list >= (long)a.B * a.g * a.nsb) return;
+    const int u = (int)(list % a.nsb), j = (int)(list / a.nsb % a.g), b = (int)(list / ((long)a.nsb * a.g));
+    int cnt = 0;
+    for (int an = slc_first_anchor(a, u); an < a.na; an++)
+        cnt += slc_row_has(idx + (((long)b * a.na + an) * a.g + j) * a.n, a.n, u);
+    count[list] = cnt;
+}
+
+// Exclusive prefix sum of count[0, n) into start[0, n] with one block: each thread sums a contiguous
+// segment, thread 0 scans the segment totals, then each thread writes its segment's offsets.
+__global__ void slc_csr_scan_kernel(const int *count, int *start, long n) {
+    __shared__ int seg_total[SCAN_THREADS];
+    const long seg = (n + SCAN_THREADS - 1) / SCAN_THREADS;
+    const long i0 = threadIdx.x * seg < n ? threadIdx.x * seg : n, i1 = i0 + seg < n ? i0 + seg : n;
+    int s = 0;
+    for (long i = i0; i < i1; i++) s += count[i];
+    seg_total[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int run = 0;
+        for (int k = 0; k < SCAN_THREADS; k++) {
+            int c = seg_total[k];
+            seg_total[k] = run;
+            run += c;
+        }
+        start[n] = run;
+    }
+    __syncthreads();
+    int run = seg_total[threadIdx.x];
+    for (long i = i0; i < i1; i++) {
+        start[i] = run;
+        run += count[i];
+    }
+}
+
+__global__ void slc_csr_fill_kernel(slc_args a, const int32_t *idx, const int *start, int *anchors) {
+    const long list = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    if (list >= (long)a.B * a.g * a.nsb) return;
+    const int u = (int)(list % a.nsb), j = (int)(list / a.nsb % a.g), b = (int)(list / ((long)a.nsb * a.g));
+    int pos = start[list];
+    for (int an = slc_first_anchor(a, u); an < a.na; an++)
+        if (slc_row_has(idx + (((long)b * a.na + an) * a.g + j) * a.n, a.n, u)) anchors[pos++] = an;
+}
+
+// dk / dv: a block holds ATTN_TILE_ROWS consecutive tokens p of one selection block u of group j, one
+// warp each; they share u's anchor list. The anchors' (query, head) pairs with t >= the block's first
+// token form one stream, ascending in t (anchors ascending, then t, then head), staged ATTN_TILE_ROWS..32
+// pairs at a time; a warp adds the suffix of each tile with t >= its own p, in stream order.
+template <int COLS>
+__global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
+slc_dkdv_kernel(slc_args a, int nsub, int tile, int kst, int vst, const float *q, const float *k, const float *v,
+                const float *lse, const float *D, const float *dout, const int *start, const int *anchors, float *dk,
+                float *dv) {
+    extern __shared__ float smem[];
+    float *Qt = smem, *Ot = Qt + tile * kst, *Lt = Ot + tile * vst, *Dt = Lt + tile;
+    int *Pt = (int *)(Dt + tile);  // t of each staged pair
+    float *KVs = (float *)(Pt + tile);
+    __shared__ long pair_row[32];
+    __shared__ int cur_e, cur_t, cur_i, tile_n;
+    const int lane = threadIdx.x % 32, wib = threadIdx.x / 32, G = a.h / a.g;
+    const int sub = blockIdx.x % nsub, u = blockIdx.x / nsub % a.nsb, j = blockIdx.x / (nsub * a.nsb) % a.g;
+    const int b = blockIdx.x / (nsub * a.nsb * a.g);
+    const int pfirst = u * a.bsel + sub * ATTN_TILE_ROWS, pend = min((u + 1) * a.bsel, a.T), p = pfirst + wib;
+    if (pfirst >= pend) return;  // the whole block: past the end of the sequence or of block u
+    const bool active = p < pend;
+    const long kr = ((long)b * a.T + p) * a.g + j;
+    float *ks = KVs + wib * (a.dk + a.dv), *vs = ks + a.dk;
+    if (active) {
+        warp_load(ks, k + kr * a.dk, a.dk, lane);
+        warp_load(vs, v + kr * a.dv, a.dv, lane);
+    }
+    const long list = ((long)b * a.g + j) * a.nsb + u;
+    const int e1 = start[list + 1];
+    if (threadIdx.x == 0) {
+        cur_e = start[list];
+        cur_t = cur_e < e1 ? max(anchors[cur_e] * a.R, pfirst) : 0;
+        cur_i = 0;
+    }
+    float ak[COLS], av[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) ak[c] = av[c] = 0.0f;
+    for (;;) {
+        __syncthreads();  // the previous tile is consumed
+        if (threadIdx.x == 0) {
+            int n = 0, e = cur_e, t = cur_t, i = cur_i;
+            while (n < tile && e < e1) {
+                if (t >= min(anchors[e] * a.R + a.R, a.T)) {  // this anchor is done (or had no query >= pfirst)
+                    if (++e < e1) t = max(anchors[e] * a.R, pfirst), i = 0;
+                    continue;
+                }
+                Pt[n] = t;
+                pair_row[n++] = ((long)b * a.T + t) * a.h + j * G + i;
+                if (++i == G) i = 0, t++;
+            }
+            cur_e = e, cur_t = t, cur_i = i, tile_n = n;
+        }
+        __syncthreads();
+        const int cn = tile_n;
+        if (cn == 0) break;
+        for (int e = threadIdx.x; e < cn * a.dk; e += blockDim.x)
+            Qt[(e / a.dk) * kst + e % a.dk] = q[pair_row[e / a.dk] * a.dk + e % a.dk];
+        for (int e = threadIdx.x; e < cn * a.dv; e += blockDim.x)
+            Ot[(e / a.dv) * vst + e % a.dv] = dout[pair_row[e / a.dv] * a.dv + e % a.dv];
+        for (int e = threadIdx.x; e < cn; e += blockDim.x) Lt[e] = lse[pair_row[e]], Dt[e] = D[pair_row[e]];
+        __syncthreads();
+        const unsigned vis = __ballot_sync(FULL_MASK, active && lane < cn && Pt[lane] >= p);
+        if (vis == 0) continue;
+        const int x0 = __ffs(vis) - 1, x = x0 + lane;
+        float pr = 0.0f, ds = 0.0f;
+        if (x < cn) {
+            pr = expf(attn_dot(Qt + x * kst, ks, a.dk) * a.scale - Lt[x]);
+            ds = pr * (attn_dot(Ot + x * vst, vs, a.dv) - Dt[x]);
+        }
+        for (int y = 0; y < cn - x0; y++) {
+            const float pe = __shfl_sync(FULL_MASK, pr, y), dse = __shfl_sync(FULL_MASK, ds, y);
+            const float *qr = Qt + (x0 + y) * kst, *dr = Ot + (x0 + y) * vst;
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                if (lane + 32 * c < a.dv) av[c] += pe * dr[lane + 32 * c];
+                if (lane + 32 * c < a.dk) ak[c] += dse * qr[lane + 32 * c];
+            }
+        }
+    }
+    if (!active) return;
+#pragma unroll
+    for (int c = 0; c < COLS; c++) {
+        if (lane + 32 * c < a.dk) dk[kr * a.dk + lane + 32 * c] += a.scale * ak[c];
+        if (lane + 32 * c < a.dv) dv[kr * a.dv + lane + 32 * c] += av[c];
+    }
+}
+
+void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp,
+                      int32_t *idx) {
+    attn_check_dims(s);
+    ASA_CHECK(s->selection_block_size % s->block_size == 0 && s->block_counts >= 3);
+    slc_args a = slc_make(s);
+    const long blocks = (long)a.B * a.na * a.g;
+    if (blocks == 0) return;
+    const size_t smem = (size_t)a.nsb * (sizeof(float) + 1);
+    if (smem > 48 * 1024) asa_fatal("CUDA select_topk: %d selection blocks exceed shared memory", a.nsb);
+    select_topk_kernel<<<(unsigned)blocks, TOPK_THREADS, smem>>>(a, q, kc, lse_cmp, idx);
+    CUDA_LAUNCH_CHECK();
+}
+
+void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
+                       const int32_t *idx, float *o, float *lse) {
+    attn_check_dims(s);
+    slc_args a = slc_make(s);
+    const slc_rows rw = slc_rows_of(a);
+    const long blocks = (long)a.B * a.na * a.g * rw.chunks;
+    if (blocks == 0) return;
+    int tile;
+    const int kst = attn_odd(a.dk);
+    const size_t smem = attn_tile(be, &tile, kst + a.dv, rw.warps * a.dk);
+    ATTN_WITH_COLS(a.dk > a.dv ? a.dk : a.dv, {
+        attn_allow_smem((const void *)slc_fwd_kernel<COLS>, smem);
+        slc_fwd_kernel<COLS><<<(unsigned)blocks, rw.warps * 32, smem>>>(a, rw.warps, rw.chunks, tile, kst, q, k, v, idx,
+                                                                        o, lse);
+    });
+    CUDA_LAUNCH_CHECK();
+}
+
+static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
+                       const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk,
+                       float *dv) {
+    attn_check_dims(s);
+    slc_args a = slc_make(s);
+    const long rows = (long)a.B * a.T * a.h;
+    if (rows == 0) return;
+    const long nlists = (long)a.B * a.g * a.nsb, nentries = (long)a.B * a.na * a.g * a.n;
+    // Scratch: D [rows] | count [nlists] | start [nlists + 1] | anchors [nentries]
+    const size_t off_count = align_up(rows * sizeof(float)), off_start = off_count + align_up(nlists * sizeof(int));
+    const size_t off_anchors = off_start + align_up((nlists + 1) * sizeof(int));
+    char *scr = (char *)cuda_scratch(be, off_anchors + align_up((nentries + 1) * sizeof(int)));
+    float *D = (float *)scr;
+    int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *anchors = (int *)(scr + off_anchors);
+    const int kst = attn_odd(a.dk), vst = attn_odd(a.dv);
+    int tile;
+
+    cuda_attn_rowdot(dout, o, rows, a.dv, D);
+    const slc_rows rw = slc_rows_of(a);
+    size_t smem = attn_tile(be, &tile, kst + vst, rw.warps * (a.dk + a.dv));
+    const int dmax = a.dk > a.dv ? a.dk : a.dv;
+    ATTN_WITH_COLS(dmax, {
+        attn_allow_smem((const void *)slc_dq_kernel<COLS>, smem);
+        slc_dq_kernel<COLS><<<(unsigned)((long)a.B * a.na * a.g * rw.chunks), rw.warps * 32, smem>>>(
+            a, rw.warps, rw.chunks, tile, kst, vst, q, k, v, idx, lse, D, dout, dq);
+    });
+    CUDA_LAUNCH_CHECK();
+
+    const unsigned lb = (unsigned)((nlists + 127) / 128);
+    slc_csr_count_kernel<<<lb, 128>>>(a, idx, count);
+    CUDA_LAUNCH_CHECK();
+    slc_csr_scan_kernel<<<1, SCAN_THREADS>>>(count, start, nlists);
+    CUDA_LAUNCH_CHECK();
+    slc_csr_fill_kernel<<<lb, 128>>>(a, idx, start, anchors);
+    CUDA_LAUNCH_CHECK();
+
+    const int nsub = (a.bsel + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
+    // tile rows: q and dout rows, lse, D and t per pair
+    smem = attn_tile(be, &tile, kst + vst + 3, ATTN_TILE_ROWS * (a.dk + a.dv));
+    ATTN_WITH_COLS(dmax, {
+        attn_allow_smem((const void *)slc_dkdv_kernel<COLS>, smem);
+        slc_dkdv_kernel<COLS><<<(unsigned)(nlists * nsub), ATTN_TILE_ROWS * 32, smem>>>(
+            a, nsub, tile, kst, vst, q, k, v, lse, D, dout, start, anchors, dk, dv);
+    });
+    CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,119 @@
+// CUDA backend: context (device, cuBLASLt handle, scratch), device memory ops and the op table. Every op
+// runs on the default stream, so ops are ordered and the synchronous copies see finished results.
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+#define LT_WORKSPACE_BYTES (32u << 20)
+
+void *cuda_scratch(asa_backend *be, size_t bytes) {
+    cuda_ctx *cx = cuda_ctx_of(be);
+    if (bytes > cx->scratch_bytes) {
+        // cudaFree waits for the work in flight, which may still read the old buffer.
+        if (cx->scratch) CUDA_CHECK(cudaFree(cx->scratch));
+        size_t grown = bytes + bytes / 2;
+        CUDA_CHECK(cudaMalloc(&cx->scratch, grown));
+        cx->scratch_bytes = grown;
+    }
+    return cx->scratch;
+}
+
+static void *cuda_alloc(asa_backend *be, size_t bytes) {
+    void *p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes ? bytes : 64);  // 256-byte aligned
+    if (err != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        asa_fatal("out of GPU memory allocating %zu bytes (%zu of %zu bytes free): %s", bytes, free_b, total_b,
+                  cudaGetErrorString(err));
+    }
+    CUDA_CHECK(cudaMemset(p, 0, bytes));
+    return p;
+}
+
+static void cuda_free(asa_backend *be, void *p) { CUDA_CHECK(cudaFree(p)); }
+static void cuda_zero(asa_backend *be, void *p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0, bytes)); }
+static void cuda_to_device(asa_backend *be, void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+static void cuda_to_host(asa_backend *be, void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+static void cuda_sync(asa_backend *be) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+static void cuda_destroy(asa_backend *be) {
+    cuda_ctx *cx = cuda_ctx_of(be);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    if (cx->scratch) CUDA_CHECK(cudaFree(cx->scratch));
+    CUDA_CHECK(cudaFree(cx->lt_ws));
+    CUBLAS_CHECK(cublasLtDestroy(cx->lt));
+    free(cx);
+    free(be);
+}
+
+extern "C" asa_backend *asa_backend_cuda_new(int device) {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+        asa_err_set("no CUDA device: %s", cudaGetErrorString(err));
+        return NULL;
+    }
+    if (count == 0) {
+        asa_err_set("no CUDA device");
+        return NULL;
+    }
+    if (device < 0 || device >= count) {
+        asa_err_set("CUDA device %d: only %d device(s) present", device, count);
+        return NULL;
+    }
+    CUDA_CHECK(cudaSetDevice(device));
+    cuda_ctx *cx = (cuda_ctx *)asa_calloc(1, sizeof *cx);
+    cx->device = device;
+    CUDA_CHECK(cudaDeviceGetAttribute(&cx->max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&cx->num_sms, cudaDevAttrMultiProcessorCount, device));
+    CUBLAS_CHECK(cublasLtCreate(&cx->lt));
+    cx->lt_ws_bytes = LT_WORKSPACE_BYTES;
+    CUDA_CHECK(cudaMalloc(&cx->lt_ws, cx->lt_ws_bytes));
+
+    asa_backend *be = (asa_backend *)asa_calloc(1, sizeof *be);
+    be->name = "cuda";
+    be->ctx = cx;
+    be->destroy = cuda_destroy;
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->zero = cuda_zero;
+    be->to_device = cuda_to_device;
+    be->to_host = cuda_to_host;
+    be->sync = cuda_sync;
+    be->gemm = cuda_gemm;
+    be->embedding_fwd = cuda_embedding_fwd;
+    be->embedding_bwd = cuda_embedding_bwd;
+    be->rmsnorm_fwd = cuda_rmsnorm_fwd;
+    be->rmsnorm_bwd = cuda_rmsnorm_bwd;
+    be->rope_fwd = cuda_rope_fwd;
+    be->rope_bwd = cuda_rope_bwd;
+    be->swiglu_fwd = cuda_swiglu_fwd;
+    be->swiglu_bwd = cuda_swiglu_bwd;
+    be->copy_heads = cuda_copy_heads;
+    be->xent_fwd_bwd = cuda_xent_fwd_bwd;
+    be->gate_fwd = cuda_gate_fwd;
+    be->gate_bwd = cuda_gate_bwd;
+    be->attn_fwd = cuda_attn_fwd;
+    be->attn_bwd = cuda_attn_bwd;
+    be->compress_fwd = cuda_compress_fwd;
+    be->compress_bwd = cuda_compress_bwd;
+    be->attn_cmp_fwd = cuda_attn_cmp_fwd;
+    be->attn_cmp_bwd = cuda_attn_cmp_bwd;
+    be->select_topk = cuda_select_topk;
+    be->attn_slc_fwd = cuda_attn_slc_fwd;
+    be->attn_slc_bwd = cuda_attn_slc_bwd;
+    be->attn_decode = cuda_attn_decode;
+    be->select_decode = cuda_select_decode;
+    be->attn_slc_decode = cuda_attn_slc_decode;
+    be->adamw = cuda_adamw;
+    be->sum_squares = cuda_sum_squares;
+    be->scale = cuda_scale;
+    be->add = cuda_add;
+    return be;
+}

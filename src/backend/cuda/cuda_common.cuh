@@ -1,0 +1,106 @@
+// Internals shared by the CUDA backend's files: error checks, the backend context, launch helpers, warp
+// reductions and the declarations of every cuda_* op (one per entry of asa_backend, see backend.h).
+#ifndef ASA_BACKEND_CUDA_COMMON_CUH
+#define ASA_BACKEND_CUDA_COMMON_CUH
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+// error.h is C11: _Noreturn has a C++ spelling.
+#define _Noreturn [[noreturn]]
+extern "C" {
+#include "backend/backend.h"
+#include "core/error.h"
+}
+#undef _Noreturn
+
+#include "backend/cuda/cuda_backend.h"
+
+// Every CUDA runtime / cuBLASLt call is checked; a failure is a broken invariant (or an exhausted GPU)
+// and aborts naming the file and line of the call.
+#define CUDA_CHECK(call)                                                                          \
+    do {                                                                                          \
+        cudaError_t err_ = (call);                                                                \
+        if (err_ != cudaSuccess) asa_fatal_at(__FILE__, __LINE__, "%s: %s", #call, cudaGetErrorString(err_)); \
+    } while (0)
+#define CUBLAS_CHECK(call)                                                                        \
+    do {                                                                                          \
+        cublasStatus_t st_ = (call);                                                              \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                         \
+            asa_fatal_at(__FILE__, __LINE__, "%s: cuBLAS status %d", #call, (int)st_);            \
+    } while (0)
+// After each launch: catches bad launch configurations at once (asynchronous faults surface at the next
+// synchronising call, also checked).
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+typedef struct {
+    int device;
+    int max_smem;         // dynamic shared memory a block may opt in to (bytes)
+    int num_sms;          // multiprocessors
+    cublasLtHandle_t lt;
+    void *lt_ws;          // cuBLASLt workspace
+    size_t lt_ws_bytes;
+    void *scratch;        // grows on demand; ops run in stream order on the default stream, so one op's
+    size_t scratch_bytes; // scratch is free again when the next op starts
+} cuda_ctx;
+
+static inline cuda_ctx *cuda_ctx_of(asa_backend *be) { return (cuda_ctx *)be->ctx; }
+// At least `bytes` of device scratch, valid until the next call (by any op) of cuda_scratch.
+void *cuda_scratch(asa_backend *be, size_t bytes);
+
+#define CUDA_THREADS 256
+// Blocks for a grid-stride loop over n items (capped: the loop covers the rest).
+static inline unsigned cuda_blocks(long n, int threads) {
+    long b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    return (unsigned)(b < 65536L * 16 ? b : 65536L * 16);
+}
+
+#define FULL_MASK 0xffffffffu
+static __device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(FULL_MASK, x, o);
+    return x;
+}
+static __device__ __forceinline__ double warp_sum_d(double x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(FULL_MASK, x, o);
+    return x;
+}
+static __device__ __forceinline__ float warp_max(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(FULL_MASK, x, o));
+    return x;
+}
+static __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void cuda_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc, long strideC, int batch);
+void cuda_embedding_fwd(asa_backend *be, float *out, const int32_t *tokens, const float *E, int N, int D);
+void cuda_embedding_bwd(asa_backend *be, float *dE, const float *dout, const int32_t *tokens, int N, int D);
+void cuda_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, const float *w, int N, int groups, int C, float eps);
+void cuda_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int N, int groups, int C);
+void cuda_rope_fwd(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
+void cuda_rope_bwd(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
+void cuda_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float *up, int N, int hidden);
+void cuda_swiglu_bwd(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N, int hidden);
+void cuda_copy_heads(asa_backend *be, float *dst, int dst_rs, int dst_hs, const float *src, int src_rs, int src_hs, int rows, int heads, int cols, int accumulate);
+void cuda_xent_fwd_bwd(asa_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss_scale);
+void cuda_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h, int dv);
+void cuda_gate_bwd(asa_backend *be, float *dglog, float *const *dbr, const float *dout, const float *glog, const float *const *br, int nbr, int N, int h, int dv);
+void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, float *o, float *lse);
+void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
+void cuda_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc);
+void cuda_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const float *dxc, float *dx);
+void cuda_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *vc, float *o, float *lse);
+void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *vc, const float *o, const float *lse, const float *dout, float *dq, float *dkc, float *dvc);
+void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp, int32_t *idx);
+void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, float *o, float *lse);
+void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
+void cuda_attn_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv, int s0, int s1, float *o, float *lse);
+void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kvc, const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts, int32_t *idx);
+void cuda_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv, const int32_t *idx, int t, int selection_block_size, int block_counts, float *o, float *lse);
+void cuda_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int step, float grad_scale);
+double cuda_sum_squares(asa_backend *be, const float *x, size_t n);
+void cuda_scale(asa_backend *be, float *x, size_t n, float alpha);
+void cuda_add(asa_backend *be, float *y, const float *x, size_t n);
+
+#endif
