@@ -18,5 +18,13 @@ if [ -n "$missing" ]; then
 fi
 
 BUILD_DIR="${BUILD_DIR:-build}"
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+mkdir -p "$BUILD_DIR"
+log="$BUILD_DIR/build.log"
+if ! { cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" ${CMAKE_ARGS:-} &&
+       cmake --build "$BUILD_DIR" -j "$(nproc)"; } >"$log" 2>&1; then
+    cat "$log"
+    echo "setup: build failed (log: $log)" >&2
+    exit 1
+fi
+cuda=$(grep -q "asa: CUDA backend ON" "$log" && echo "with" || echo "without")
+echo "setup: built $BUILD_DIR/asa ($cuda the CUDA backend)"
