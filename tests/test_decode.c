@@ -14,46 +14,9 @@
 #include "model/model.h"
 #include "testutil.h"
 
-// As tests/test_model.c: window 6, block 4, selection block 8, 4 blocks per query; init std 0.3 so
-// that attention is far from uniform and block selections are decisive.
-static asa_config tiny_config(const char *pattern, int R) {
-    asa_config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.model_type, "asa");
-    c.vocab_size = 48;
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_hidden_layers = (int)strlen(pattern) < 2 ? 2 : (int)strlen(pattern);
-    c.max_position_embeddings = 256;
-    c.norm_eps = 1e-6f;
-    c.rope_theta = 10000.0f;
-    c.initializer_range = 0.3f;
-    strcpy(c.layer_pattern, pattern);
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 8;
-    c.qk_nope_head_dim = 8;
-    c.qk_rope_head_dim = 4;
-    c.v_head_dim = 8;
-    c.kv_lora_rank = 16;
-    c.latent_groups = 2;
-    c.latent_dim = 8;
-    c.window_size = 6;
-    c.block_size = 4;
-    c.selection_block_size = 8;
-    c.block_counts = 4;
-    c.selection_share = R;
-    strcpy(c.compress, "mean");
-    if (asa_config_validate(&c, "tiny") != ASA_OK) {
-        fprintf(stderr, "tiny config invalid: %s\n", asa_err_msg());
-        exit(1);
-    }
-    return c;
-}
-
 // asa-tiny's shapes (SPEC §6) at a smaller vocabulary: wider heads, window 64, block 16, R 4.
-static asa_config asa_tiny_config(const char *pattern) {
-    asa_config c = tiny_config(pattern, 4);
+static asa_config asa_tiny_shapes_config(const char *pattern) {
+    asa_config c = tu_tiny_config(pattern, 4);
     c.hidden_size = 128;
     c.intermediate_size = 256;
     c.num_heads = 4;
@@ -91,7 +54,7 @@ static int decode_all(asa_decoder *dec, const int32_t *tokens, int B, int T, int
 // order of sums (gemm shapes, the absorbed latent form, online softmax over other chunks), ~1e-6
 // relative; a wrong mask, position or block list gives errors of order 1.
 static void check_decode(const char *pattern, int R, int T, int max_len, int wide) {
-    asa_config c = wide ? asa_tiny_config(pattern) : tiny_config(pattern, R);
+    asa_config c = wide ? asa_tiny_shapes_config(pattern) : tu_tiny_config(pattern, R);
     asa_backend *be = asa_backend_cpu_new();
     asa_model m;
     asa_model_init(&m, &c, be, 17);
@@ -135,7 +98,7 @@ static void check_decode(const char *pattern, int R, int T, int max_len, int wid
 }
 
 static void check_errors(void) {
-    asa_config c = tiny_config("GL", 4);
+    asa_config c = tu_tiny_config("GL", 4);
     asa_backend *be = asa_backend_cpu_new();
     asa_model m;
     asa_model_init(&m, &c, be, 3);

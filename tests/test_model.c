@@ -11,41 +11,6 @@
 #include "testutil.h"
 #include "train/optimizer.h"
 
-static asa_config tiny_config(const char *pattern, int R) {
-    asa_config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.model_type, "asa");
-    c.vocab_size = 48;
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_hidden_layers = (int)strlen(pattern) < 2 ? 2 : (int)strlen(pattern);
-    c.max_position_embeddings = 256;
-    c.norm_eps = 1e-6f;
-    c.rope_theta = 10000.0f;
-    c.initializer_range = 0.3f;  // far from uniform attention, so block selections are decisive
-    strcpy(c.layer_pattern, pattern);
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 8;
-    c.qk_nope_head_dim = 8;
-    c.qk_rope_head_dim = 4;
-    c.v_head_dim = 8;
-    c.kv_lora_rank = 16;
-    c.latent_groups = 2;
-    c.latent_dim = 8;
-    c.window_size = 6;
-    c.block_size = 4;
-    c.selection_block_size = 8;
-    c.block_counts = 4;
-    c.selection_share = R;
-    strcpy(c.compress, "mean");
-    if (asa_config_validate(&c, "tiny") != ASA_OK) {
-        fprintf(stderr, "tiny config invalid: %s\n", asa_err_msg());
-        exit(1);
-    }
-    return c;
-}
-
 static void random_batch(asa_rng *r, int32_t *tok, int32_t *tgt, int n, int V) {
     for (int i = 0; i < n; i++) {
         tok[i] = (int32_t)asa_rng_below(r, (uint32_t)V);
@@ -75,7 +40,7 @@ static size_t snapshot_idx(asa_model *m, int32_t *out) {
 // absolute. Directions whose perturbation flips a block selection
 // (top-k is not differentiable) are redrawn.
 static void check_gradients(const char *pattern, int R) {
-    asa_config c = tiny_config(pattern, R);
+    asa_config c = tu_tiny_config(pattern, R);
     asa_backend *be = asa_backend_cpu_new();
     asa_model m;
     asa_model_init(&m, &c, be, 11);
@@ -141,7 +106,7 @@ static void check_gradients(const char *pattern, int R) {
 
 // A tiny model memorises one fixed batch: the loss must fall by more than 90%.
 static void check_overfit(const char *pattern, int R) {
-    asa_config c = tiny_config(pattern, R);
+    asa_config c = tu_tiny_config(pattern, R);
     c.initializer_range = 0.02f;
     asa_backend *be = asa_backend_cpu_new();
     asa_model m;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
+
 int tu_failures = 0;
 int tu_checks = 0;
 
@@ -83,4 +85,39 @@ void tu_guarded_free(float *p) { if (p) free(p - GUARD); }
 int tu_finish(const char *name) {
     printf("%s: %d checks, %d failures\n", name, tu_checks, tu_failures);
     return tu_failures ? 1 : 0;
+}
+
+asa_config tu_tiny_config(const char *pattern, int R) {
+    asa_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.model_type, "asa");
+    c.vocab_size = 48;
+    c.hidden_size = 32;
+    c.intermediate_size = 48;
+    c.num_hidden_layers = (int)strlen(pattern) < 2 ? 2 : (int)strlen(pattern);
+    c.max_position_embeddings = 256;
+    c.norm_eps = 1e-6f;
+    c.rope_theta = 10000.0f;
+    c.initializer_range = 0.3f;
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.head_dim = 8;
+    c.qk_nope_head_dim = 8;
+    c.qk_rope_head_dim = 4;
+    c.v_head_dim = 8;
+    c.kv_lora_rank = 16;
+    c.latent_groups = 2;
+    c.latent_dim = 8;
+    c.window_size = 6;
+    c.block_size = 4;
+    c.selection_block_size = 8;
+    c.block_counts = 4;
+    c.selection_share = R;
+    strcpy(c.compress, "mean");
+    if (asa_config_validate(&c, "tiny") != ASA_OK) {
+        fprintf(stderr, "tiny config invalid: %s\n", asa_err_msg());
+        exit(1);
+    }
+    return c;
 }

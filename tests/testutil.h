@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "asa/config.h"
 #include "core/rng.h"
 
 extern int tu_failures;
@@ -38,6 +39,12 @@ float *tu_guarded_new(size_t n);
 void tu_guarded_poison(float *p, size_t n);   // refill the body with NaN (before each run)
 int tu_guard_ok(const float *p, size_t n);    // 1 if both guard zones are untouched
 void tu_guarded_free(float *p);
+
+// A validated tiny config of the given layer pattern (repeated to at least 2 layers) and selection_share
+// R: D 32, 4 heads, GQA g 2 x d 8, latent d_n 8 / d_r 4 / d_v 8, d_c 16, 2 latent groups of 8, window 6,
+// block 4, selection block 8, 4 blocks per query, vocab 48. Init std 0.3, far from uniform attention,
+// so block selections are decisive. Exits the test on an invalid config.
+asa_config tu_tiny_config(const char *pattern, int R);
 
 // Prints "name: N checks, M failures" and returns the process exit code.
 int tu_finish(const char *name);

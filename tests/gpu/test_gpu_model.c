@@ -18,41 +18,6 @@
 
 #define TOL 1e-4
 
-static asa_config tiny_config(const char *pattern, int R) {
-    asa_config c;
-    memset(&c, 0, sizeof c);
-    strcpy(c.model_type, "asa");
-    c.vocab_size = 48;
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_hidden_layers = (int)strlen(pattern) < 2 ? 2 : (int)strlen(pattern);
-    c.max_position_embeddings = 256;
-    c.norm_eps = 1e-6f;
-    c.rope_theta = 10000.0f;
-    c.initializer_range = 0.3f;  // far from uniform attention, so block selections are decisive
-    strcpy(c.layer_pattern, pattern);
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 8;
-    c.qk_nope_head_dim = 8;
-    c.qk_rope_head_dim = 4;
-    c.v_head_dim = 8;
-    c.kv_lora_rank = 16;
-    c.latent_groups = 2;
-    c.latent_dim = 8;
-    c.window_size = 6;
-    c.block_size = 4;
-    c.selection_block_size = 8;
-    c.block_counts = 4;
-    c.selection_share = R;
-    strcpy(c.compress, "mean");
-    if (asa_config_validate(&c, "tiny") != ASA_OK) {
-        fprintf(stderr, "tiny config invalid: %s\n", asa_err_msg());
-        exit(1);
-    }
-    return c;
-}
-
 static float *model_host(asa_model *m, const float *arena, size_t n) {
     float *h = malloc(n * sizeof(float));
     m->be->to_host(m->be, h, arena, n * sizeof(float));
@@ -75,7 +40,7 @@ static size_t model_idx(asa_model *m, int32_t *out) {
 }
 
 static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, int T) {
-    asa_config c = tiny_config(pattern, R);
+    asa_config c = tu_tiny_config(pattern, R);
     asa_backend *cpu = asa_backend_cpu_new();
     asa_model mc, mg;
     asa_model_init(&mc, &c, cpu, 11);
