@@ -4,23 +4,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "asa/config.h"
 #include "asa/tokenizer.h"
 #include "backend/backend.h"
 #include "cli/cli.h"
+#include "cli/device.h"
+#include "cli/model_dir.h"
 #include "core/error.h"
 #include "infer/decode.h"
 #include "infer/generate.h"
 #include "infer/sampler.h"
 #include "model/model.h"
-#include "model/weights_io.h"
-#include "train/trainer.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: asa generate --model DIR --prompt TEXT [--max-tokens N] [--temperature X] [--top-k K]\n"
-               "                    [--top-p P] [--seed S] [--greedy]\n"
+               "                    [--top-p P] [--seed S] [--greedy] [--device D]\n"
                "  DIR holds config.json, model.safetensors and tokenizer.json, or is a run directory of asa train\n"
                "  (its newest checkpoint is used). The prompt is fed through the\n"
                "  KV cache token by token, then tokens are sampled until N of them (default 128) or\n"
@@ -30,59 +28,9 @@ static void usage(FILE *f) {
                "  --top-k K        sample among the K most probable tokens (default 0 = all)\n"
                "  --top-p P        nucleus: the most probable tokens up to probability P (default 1 = all)\n"
                "  --seed S         sampling seed (default 0)\n"
-               "  --greedy         always the most probable token\n");
-}
-
-// path = dir/name, which must be a readable regular file.
-static int model_file(const char *dir, const char *name, char *path, size_t cap) {
-    struct stat st;
-    if ((size_t)snprintf(path, cap, "%s/%s", dir, name) >= cap) return asa_err_set("%s: path too long", dir);
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return asa_err_set("%s: no such file", path);
-    return ASA_OK;
-}
-
-// Config, weights and tokenizer of a model directory, or of the newest checkpoint of a run directory;
-// the model lives on be.
-static int load_model(const char *dir, asa_backend *be, asa_model *m, asa_tokenizer **tok) {
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return asa_err_set("%s: not a directory", dir);
-    char cfg_path[4096], w_path[4096], tok_path[4096], latest_path[4096];
-    snprintf(w_path, sizeof w_path, "%s/model.safetensors", dir);
-    snprintf(latest_path, sizeof latest_path, "%s/checkpoints/latest", dir);
-    if (stat(w_path, &st) != 0 && stat(latest_path, &st) == 0) {  // a run directory
-        char *ckpt = NULL;
-        if (asa_checkpoint_latest(dir, &ckpt) != ASA_OK) return ASA_ERR;
-        int rc = load_model(ckpt, be, m, tok);
-        free(ckpt);
-        return rc;
-    }
-    if (model_file(dir, "config.json", cfg_path, sizeof cfg_path) || model_file(dir, "model.safetensors", w_path, sizeof w_path) ||
-        model_file(dir, "tokenizer.json", tok_path, sizeof tok_path))
-        return ASA_ERR;
-    asa_config cfg;
-    if (asa_config_load(cfg_path, &cfg) != ASA_OK) return ASA_ERR;
-    if (asa_tokenizer_load(tok_path, tok) != ASA_OK) return ASA_ERR;
-    if (asa_tokenizer_vocab_size(*tok) > cfg.vocab_size) {
-        int tv = asa_tokenizer_vocab_size(*tok);
-        asa_tokenizer_free(*tok);
-        *tok = NULL;
-        return asa_err_set("%s: %d tokens do not fit the model's vocab_size %d (%s)", tok_path, tv, cfg.vocab_size, cfg_path);
-    }
-    asa_param_layout layout;
-    asa_layout_build(&cfg, &layout);
-    float *host = asa_malloc(sizeof(float) * layout.total);
-    int rc = asa_weights_load(&layout, host, w_path);
-    asa_layout_free(&layout);
-    if (rc != ASA_OK) {
-        free(host);
-        asa_tokenizer_free(*tok);
-        *tok = NULL;
-        return ASA_ERR;  // the message names the file and the tensor that does not fit the config
-    }
-    asa_model_init_inference(m, &cfg, be);
-    asa_model_set_params(m, host);
-    free(host);
-    return ASA_OK;
+               "  --greedy         always the most probable token\n"
+               "  --device D       cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build\n"
+               "                   has the CUDA backend and a GPU is present, else cpu)\n");
 }
 
 // Writes a token's bytes to stdout at once (the text appears as it is produced).
@@ -95,7 +43,7 @@ static void emit(void *user, int32_t id) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *prompt = NULL;
+    const char *dir = NULL, *prompt = NULL, *device = NULL;
     int max_tokens = 128, seed = 0;
     asa_sampler_config sc = asa_sampler_defaults();
     for (int i = 1; i < argc; i++) {
@@ -107,6 +55,8 @@ int cmd_generate(int argc, char **argv) {
             sc.greedy = 1;
         } else if (!strcmp(a, "--model")) {
             if (!(dir = cli_value("generate", argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--device")) {
+            if (!(device = cli_value("generate", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--prompt")) {
             if (!(prompt = cli_value("generate", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--max-tokens")) {
@@ -131,10 +81,11 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    asa_backend *be = asa_backend_cpu_new();
+    asa_backend *be = cli_backend_new("generate", device);
+    if (!be) return 1;
     asa_model m;
     asa_tokenizer *tok = NULL;
-    if (load_model(dir, be, &m, &tok) != ASA_OK) {
+    if (cli_load_model_dir(dir, be, &m, &tok) != ASA_OK) {
         fprintf(stderr, "asa generate: %s\n", asa_err_msg());
         asa_backend_free(be);
         return 1;

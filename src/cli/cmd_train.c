@@ -6,6 +6,7 @@
 
 #include "asa/tokenizer.h"
 #include "cli/cli.h"
+#include "cli/device.h"
 #include "core/error.h"
 #include "infer/generate.h"
 #include "train/trainer.h"
@@ -85,6 +86,8 @@ static void usage(void) {
            "  --sample-every N   print a generated sample every N steps (0 = never; needs the run's\n"
            "                     tokenizer.json)   --sample-prompt TEXT (\"\": from <|endoftext|>)\n"
            "  --sample-tokens N  tokens per sample (64)\n"
+           "device:\n"
+           CLI_DEVICE_HELP
            "On --resume the training options come from the run; --steps, --log-every, --val-every,\n"
            "--val-batches, --ckpt-every and --keep may be changed. Ctrl-C writes a checkpoint and exits.\n");
 }
@@ -104,6 +107,7 @@ int cmd_train(int argc, char **argv) {
     asa_train_options o;
     asa_train_options_init(&o);
     sample_ctx sample = {.prompt = "", .tokens = 64};
+    const char *device = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -120,6 +124,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out")) o.run_dir = v;
         else if (!strcmp(a, "--data")) o.data_dir = v;
         else if (!strcmp(a, "--synthetic")) o.synthetic = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--alphabet")) bad = cli_parse_int("train", a, v, 1, 1 << 30, &o.alphabet);
         else if (!strcmp(a, "--steps")) bad = cli_parse_int("train", a, v, 1, 1000000000, &o.steps);
         else if (!strcmp(a, "--batch")) bad = cli_parse_int("train", a, v, 1, 1 << 20, &o.batch);
@@ -167,6 +172,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "asa train: --resume needs --out RUN_DIR (or the --config whose default run to continue)\n");
         return 2;
     }
+    if (!(o.backend = cli_backend_new("train", device))) return 2;
     char *run_dir = o.run_dir ? NULL : default_run_dir(o.config_path);
     if (run_dir) o.run_dir = run_dir;
     sample.run_dir = o.run_dir;
@@ -175,6 +181,7 @@ int cmd_train(int argc, char **argv) {
     int rc = asa_train_run(&o);
     if (rc != ASA_OK) fprintf(stderr, "asa train: %s\n", asa_err_msg());
     asa_tokenizer_free(sample.tok);
+    asa_backend_free(o.backend);
     free(run_dir);
     return rc == ASA_OK ? 0 : 1;
 }

@@ -925,14 +925,13 @@ static void trainer_free(trainer *t) {
         asa_adamw_free(&t->opt, &t->model);
         asa_model_free(&t->model);
     }
-    asa_backend_free(t->be);
     curve_free(&t->curve);
     free(t->ckpt_dir);
     free(t->last_ckpt);
 }
 
 static void trainer_model_init(trainer *t) {
-    t->be = asa_backend_cpu_new();
+    t->be = t->given->backend;
     asa_model_init(&t->model, &t->cfg, t->be, (uint64_t)(t->o.seed >= 0 ? t->o.seed : 1));
     asa_adamw_config oc = asa_adamw_defaults();
     asa_adamw_init(&t->opt, &t->model, oc);
@@ -970,6 +969,7 @@ static int trainer_prepare(trainer *t) {
             saved.sample = g->sample;
             saved.sample_user = g->sample_user;
             saved.quiet = g->quiet;
+            saved.backend = g->backend;
             t->o = saved;
         }
         if (!rc && g->synthetic && (!t->st.synthetic[0] || strcmp(g->synthetic, t->st.synthetic)))
@@ -1085,6 +1085,7 @@ static int trainer_checkpoint(trainer *t) {
     t->st.opts.config_path = t->st.opts.run_dir = t->st.opts.data_dir = t->st.opts.synthetic = NULL;
     t->st.opts.sample = NULL;
     t->st.opts.sample_user = NULL;
+    t->st.opts.backend = NULL;
     t->st.train_rng = t->data.rng;
     if (!t->data.synthetic) t->st.train_pos = asa_loader_get_state(&t->data.train);
     char *dir = NULL;
@@ -1224,6 +1225,7 @@ static int trainer_loop(trainer *t) {
 
 int asa_train_run(const asa_train_options *opts) {
     if (!opts->run_dir || !opts->run_dir[0]) return asa_err_set("a run directory (--out) is required");
+    ASA_CHECK(opts->backend != NULL);
     if (!opts->resume && !opts->data_dir == !opts->synthetic)
         return asa_err_set("give exactly one data source: --data DIR or --synthetic copy");
     if (opts->resume && opts->data_dir && opts->synthetic)

@@ -54,6 +54,7 @@ typedef struct {
     asa_train_sample_fn sample;
     void *sample_user;
     int quiet;                // no progress output (tests)
+    asa_backend *backend;     // where the model lives (required; not owned: the caller frees it after the run)
 } asa_train_options;
 
 void asa_train_options_init(asa_train_options *o);
