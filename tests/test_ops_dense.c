@@ -760,12 +760,45 @@ static void test_scale_add(void) {
     }
 }
 
+// The small shapes above run below CPU_PAR_MIN_WORK, on one thread whatever the setting; these shapes
+// are large enough to run threaded, so races and thread-count dependence in the backward ops show.
+static void test_threaded_determinism(void) {
+    const int N = 64, D = 1100, V = 40, groups = 2, C = 550;
+    int32_t *tok = malloc(sizeof(int32_t) * N);
+    for (int n = 0; n < N; n++) tok[n] = (int32_t)asa_rng_below(&rng, V);  // many colliding rows
+    float *W = rand_f((size_t)N * D, 1.0f), *x = rand_f((size_t)N * D, 1.0f), *w = rand_f(D, 1.0f);
+    float *out = guarded_from(NULL, (size_t)N * D), *rstd = guarded_from(NULL, (size_t)N * groups);
+    be->rmsnorm_fwd(be, out, rstd, x, w, N, groups, C, 1e-6f);
+    float *dE[2], *dx[2], *dw[2];
+    int threads = omp_get_max_threads();
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k ? 3 : 1);
+        dE[k] = guarded_from(NULL, (size_t)V * D);
+        dx[k] = guarded_from(NULL, (size_t)N * D);
+        dw[k] = guarded_from(NULL, D);
+        be->embedding_bwd(be, dE[k], W, tok, N, D);
+        be->rmsnorm_bwd(be, dx[k], dw[k], W, x, w, rstd, N, groups, C);
+    }
+    omp_set_num_threads(threads);
+    TU_CHECK(same_bits(dE[0], dE[1], (size_t)V * D), "embedding_bwd %dx%d: 1 and 3 threads differ", N, D);
+    TU_CHECK(same_bits(dx[0], dx[1], (size_t)N * D) && same_bits(dw[0], dw[1], D),
+             "rmsnorm_bwd %dx%d: 1 and 3 threads differ", N, D);
+    for (int k = 0; k < 2; k++) {
+        check_guard("embedding_bwd threaded", dE[k], (size_t)V * D);
+        check_guard("rmsnorm_bwd threaded", dx[k], (size_t)N * D);
+        tu_guarded_free(dE[k]); tu_guarded_free(dx[k]); tu_guarded_free(dw[k]);
+    }
+    free(tok); free(W); free(x); free(w);
+    tu_guarded_free(out); tu_guarded_free(rstd);
+}
+
 int main(void) {
     asa_rng_seed(&rng, 1234);
     be = asa_backend_cpu_new();
     test_gemm();
     test_embedding();
     test_rmsnorm();
+    test_threaded_determinism();
     test_rope();
     test_swiglu();
     test_copy_heads();

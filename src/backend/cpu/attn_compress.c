@@ -8,7 +8,7 @@
 void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc) {
     const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);
     const float inv = 1.0f / (float)bs;
-#pragma omp parallel for collapse(3)
+#pragma omp parallel for collapse(3) if ((long)B * nb * bs * g * d >= CPU_PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int m = 0; m < nb; m++)
             for (int j = 0; j < g; j++) {
@@ -27,7 +27,7 @@ void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const flo
 void cpu_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const float *dxc, float *dx) {
     const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);
     const float inv = 1.0f / (float)bs;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if ((long)B * nb * bs * g * d >= CPU_PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < nb * bs; t++) {
             const float *src = dxc + ((long)b * nb + t / bs) * g * d;

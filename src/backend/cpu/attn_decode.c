@@ -75,7 +75,7 @@ void cpu_attn_decode(asa_backend *be, int B, int h, int g, float scale, const fl
                      int s0, int s1, float *o, float *lse) {
     const int G = h / g, dk = kv->dk1 + kv->dk2, dv = kv->dv;
     ASA_CHECK(h % g == 0);
-#pragma omp parallel
+#pragma omp parallel if ((long)B * h * (s1 - s0) * (dk + dv) >= CPU_PAR_MIN_WORK)
     {
         float *acc = asa_malloc((size_t)dv * sizeof(float));
         float *key = asa_malloc((size_t)dk * sizeof(float));
@@ -104,7 +104,7 @@ void cpu_select_decode(asa_backend *be, int B, int h, int g, float scale, const 
     const int per = selection_block_size / block_size;  // compression blocks per selection block
     const int c = t / selection_block_size, nm = (t + 1) / block_size;
     ASA_CHECK(h % g == 0 && selection_block_size % block_size == 0 && n >= 3);
-#pragma omp parallel
+#pragma omp parallel if ((long)B * h * nm * dk >= CPU_PAR_MIN_WORK)
     {
         float *score = asa_malloc((size_t)(c + 1) * sizeof(float));
         unsigned char *chosen = asa_malloc((size_t)(c + 1));
@@ -149,7 +149,7 @@ void cpu_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, cons
                          float *lse) {
     const int G = h / g, dk = kv->dk1 + kv->dk2, dv = kv->dv, bsel = selection_block_size;
     ASA_CHECK(h % g == 0);
-#pragma omp parallel
+#pragma omp parallel if ((long)B * h * block_counts * bsel * (dk + dv) >= CPU_PAR_MIN_WORK)
     {
         float *acc = asa_malloc((size_t)dv * sizeof(float));
         float *key = asa_malloc((size_t)dk * sizeof(float));

@@ -22,6 +22,13 @@ static inline int keys_begin(int t, int window) { return window > 0 && t - windo
 static inline int queries_begin(int m, int span) { return (m + 1) * span - 1; }
 static inline int queries_end(int m, int window, int T) { return window > 0 && m + window < T ? m + window : T; }
 
+// Multiply-adds of one pass over all (query, visible key) pairs, counting every query as seeing its
+// whole window: the size that decides whether a pass forks threads.
+static long pooled_work(const asa_attn_shape *s, int nkeys, int window) {
+    const int keys = window > 0 && window < nkeys ? window : nkeys;
+    return (long)s->B * s->h * s->T * keys * (s->dk + s->dv);
+}
+
 // Forward over pooled keys: k [B, nkeys, g, dk], v [B, nkeys, g, dv]; `window` replaces s->window (the
 // compression branch of a layer with a window must not inherit it). Rows that see no key get o = 0
 // and lse = -INFINITY.
@@ -30,7 +37,7 @@ void cpu_attn_pooled_fwd(const asa_attn_shape *s, int nkeys, int span, int windo
     const int B = s->B, T = s->T, h = s->h, g = s->g, dk = s->dk, dv = s->dv, G = h / g;
     const float scale = s->scale;
     const long krs = (long)g * dk, vrs = (long)g * dv;  // key / value row strides
-#pragma omp parallel
+#pragma omp parallel if (pooled_work(s, nkeys, window) >= CPU_PAR_MIN_WORK)
     {
         float *acc = asa_malloc((size_t)dv * sizeof(float));
         float sc[KEY_CHUNK];
@@ -88,13 +95,14 @@ void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int windo
     const int B = s->B, T = s->T, h = s->h, g = s->g, dkh = s->dk, dvh = s->dv, G = h / g;
     const float scale = s->scale;
     const long krs = (long)g * dkh, vrs = (long)g * dvh, N = (long)B * T;
+    const int par = pooled_work(s, nkeys, window) >= CPU_PAR_MIN_WORK;
 
     // D[n, i] = dout . o, the softmax-backward correction term: ds = p * (dp - D).
     float *D = asa_malloc((size_t)N * h * sizeof(float));
-#pragma omp parallel for
+#pragma omp parallel for if (N * h * dvh >= CPU_PAR_MIN_WORK)
     for (long r = 0; r < N * h; r++) D[r] = dot(dout + r * dvh, o + r * dvh, dvh);
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *acc = asa_malloc((size_t)dkh * sizeof(float));
 #pragma omp for collapse(3) schedule(dynamic, 16)
@@ -121,7 +129,7 @@ void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int windo
         free(acc);
     }
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *ak = asa_malloc((size_t)dkh * sizeof(float));
         float *av = asa_malloc((size_t)dvh * sizeof(float));

@@ -20,7 +20,7 @@ void cpu_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, c
     const int per = bsel / bsz;  // compression blocks per selection block
     const float scale = s->scale;
     ASA_CHECK(bsel % bsz == 0 && n >= 3);
-#pragma omp parallel
+#pragma omp parallel if ((long)B * na * h * nb * dk >= CPU_PAR_MIN_WORK)
     {
         float *score = asa_malloc((size_t)nsb * sizeof(float));
         unsigned char *chosen = asa_malloc((size_t)nsb);
@@ -77,7 +77,7 @@ void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     const int bsel = s->selection_block_size, n = s->block_counts;
     const float scale = s->scale;
     const long krs = (long)g * dk, vrs = (long)g * dv;
-#pragma omp parallel
+#pragma omp parallel if ((long)B * h * T * n * bsel * (dk + dv) >= CPU_PAR_MIN_WORK)
     {
         float *acc = asa_malloc((size_t)dv * sizeof(float));
         float *sc = asa_malloc((size_t)bsel * sizeof(float));
@@ -143,12 +143,14 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     const int na = asa_attn_num_anchors(s), nsb = num_sel_blocks(s);
     const float scale = s->scale;
     const long krs = (long)g * dkh, vrs = (long)g * dvh, N = (long)B * T;
+    // Multiply-adds of each pass over all (query, selected key) pairs.
+    const int par = N * h * n * bsel * (dkh + dvh) >= CPU_PAR_MIN_WORK;
 
     float *D = asa_malloc((size_t)N * h * sizeof(float));  // dout . o
-#pragma omp parallel for
+#pragma omp parallel for if (N * h * dvh >= CPU_PAR_MIN_WORK)
     for (long r = 0; r < N * h; r++) D[r] = dot(dout + r * dvh, o + r * dvh, dvh);
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *acc = asa_malloc((size_t)dkh * sizeof(float));
 #pragma omp for collapse(3) schedule(dynamic, 16)
@@ -185,7 +187,7 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     int *start = asa_calloc((size_t)nlists + 1, sizeof(int));
     int *fill = asa_malloc((size_t)nlists * sizeof(int));
     int *anchors = asa_malloc(((size_t)B * na * g * n + 1) * sizeof(int));
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if ((long)B * g * na * n >= CPU_PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int j = 0; j < g; j++)
             for (int a = 0; a < na; a++) {
@@ -198,7 +200,7 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
             }
     for (long r = 0; r < nlists; r++) start[r + 1] += start[r];
     memcpy(fill, start, (size_t)nlists * sizeof(int));
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if ((long)B * g * na * n >= CPU_PAR_MIN_WORK)
     for (int b = 0; b < B; b++)
         for (int j = 0; j < g; j++)
             for (int a = 0; a < na; a++) {
@@ -207,7 +209,7 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
                     if (row[e] >= 0) anchors[fill[((long)b * g + j) * nsb + row[e]]++] = a;
             }
 
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *ak = asa_malloc((size_t)dkh * sizeof(float));
         float *av = asa_malloc((size_t)dvh * sizeof(float));

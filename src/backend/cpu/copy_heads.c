@@ -8,7 +8,7 @@ void cpu_copy_heads(asa_backend *be, float *dst, int dst_rs, int dst_hs, const f
                     int rows, int heads, int cols, int accumulate) {
     // A zero destination head stride without accumulation would keep only the last head: a caller bug.
     ASA_CHECK(dst_hs != 0 || accumulate || heads <= 1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)rows * heads * cols >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         for (int i = 0; i < heads; i++) {
             float *d = dst + (long)r * dst_rs + (long)i * dst_hs;

@@ -5,6 +5,16 @@
 
 #include "backend/backend.h"
 
+// Least work (elements touched or multiply-adds) for which an op forks OpenMP threads; below it the
+// op runs on the calling thread (an `if` clause on each parallel region). Decoding one sequence issues
+// dozens of ops per token on a single row each: on idle cores every fork/join costs microseconds,
+// and when another process holds a core each one waits a scheduler time slice for the descheduled
+// thread. 65536 keeps a small model's whole decoding step on one thread (its largest op, attention
+// over a 64-key window, is ~37k multiply-adds, tens of microseconds) while training's ops, on B*T rows,
+// are far above it. Only who runs the iterations changes, never their arithmetic: every op gives the
+// same bits for any thread count, so the same bits with or without the clause.
+#define CPU_PAR_MIN_WORK 65536
+
 void cpu_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc, long strideC, int batch);
 void cpu_embedding_fwd(asa_backend *be, float *out, const int32_t *tokens, const float *E, int N, int D);
 void cpu_embedding_bwd(asa_backend *be, float *dE, const float *dout, const int32_t *tokens, int N, int D);

@@ -7,7 +7,7 @@
 #define EMB_COL_CHUNK 64
 
 void cpu_embedding_fwd(asa_backend *be, float *out, const int32_t *tokens, const float *E, int N, int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * D >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * D, E + (size_t)tokens[n] * D, (size_t)D * sizeof(float));
 }
 
@@ -15,7 +15,7 @@ void cpu_embedding_fwd(asa_backend *be, float *out, const int32_t *tokens, const
 // element of dE then receives its additions in token order whatever the thread count.
 void cpu_embedding_bwd(asa_backend *be, float *dE, const float *dout, const int32_t *tokens, int N, int D) {
     int nchunks = (D + EMB_COL_CHUNK - 1) / EMB_COL_CHUNK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * D >= CPU_PAR_MIN_WORK)
     for (int ch = 0; ch < nchunks; ch++) {
         int j0 = ch * EMB_COL_CHUNK, j1 = j0 + EMB_COL_CHUNK < D ? j0 + EMB_COL_CHUNK : D;
         for (int n = 0; n < N; n++) {

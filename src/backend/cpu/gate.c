@@ -7,7 +7,7 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h,
                   int dv) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * h * nbr * dv >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         for (int i = 0; i < h; i++) {
             long o = ((long)n * h + i) * dv;
@@ -25,7 +25,7 @@ void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *c
 // d out / d br[c] = sigmoid(l_c); d out / d l_c = sigmoid'(l_c) br[c] with sigmoid' = s (1 - s).
 void cpu_gate_bwd(asa_backend *be, float *dglog, float *const *dbr, const float *dout, const float *glog,
                   const float *const *br, int nbr, int N, int h, int dv) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * h * nbr * dv >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         for (int i = 0; i < h; i++) {
             long o = ((long)n * h + i) * dv;

@@ -15,7 +15,7 @@ void cpu_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, si
     float bc1 = (float)(1.0 - pow(beta1, step));
     float bc2 = (float)(1.0 - pow(beta2, step));
     float decay = 1.0f - lr * wd;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * grad_scale;
         float mi = beta1 * m[i] + (1.0f - beta1) * gi;
@@ -29,7 +29,7 @@ void cpu_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, si
 double cpu_sum_squares(asa_backend *be, const float *x, size_t n) {
     double part[SUMSQ_CHUNKS];
     size_t chunk = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
     for (int ch = 0; ch < SUMSQ_CHUNKS; ch++) {
         size_t i0 = ch * chunk < n ? ch * chunk : n;
         size_t i1 = i0 + chunk < n ? i0 + chunk : n;
@@ -51,11 +51,11 @@ double cpu_sum_squares(asa_backend *be, const float *x, size_t n) {
 }
 
 void cpu_scale(asa_backend *be, float *x, size_t n, float alpha) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++) x[i] *= alpha;
 }
 
 void cpu_add(asa_backend *be, float *y, const float *x, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }

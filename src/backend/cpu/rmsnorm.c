@@ -9,7 +9,7 @@
 void cpu_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, const float *w, int N, int groups,
                      int C, float eps) {
     long row = (long)groups * C;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * row >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         for (int gi = 0; gi < groups; gi++) {
             const float *xs = x + n * row + (long)gi * C;
@@ -29,7 +29,7 @@ void cpu_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, c
 void cpu_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, const float *x, const float *w,
                      const float *rstd, int N, int groups, int C) {
     long row = (long)groups * C;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * row >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         for (int gi = 0; gi < groups; gi++) {
             long o = n * row + (long)gi * C;
@@ -44,7 +44,7 @@ void cpu_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, c
     // dw sums over rows: threads own column ranges and add rows in order, which keeps the result
     // free of races and identical for every thread count.
     int nchunks = (int)((row + RMS_COL_CHUNK - 1) / RMS_COL_CHUNK);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * row >= CPU_PAR_MIN_WORK)
     for (int ch = 0; ch < nchunks; ch++) {
         long j0 = (long)ch * RMS_COL_CHUNK, j1 = j0 + RMS_COL_CHUNK < row ? j0 + RMS_COL_CHUNK : row;
         double acc[RMS_COL_CHUNK] = {0};

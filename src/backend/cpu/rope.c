@@ -14,7 +14,8 @@ static void rope_apply(float *x, int N, int T, int pos0, int heads, int row_stri
     ASA_CHECK(rot_dim % 2 == 0 && T > 0);
     int half = rot_dim / 2;
     double step = pow((double)theta, -2.0 / rot_dim);
-#pragma omp parallel for schedule(static)
+    // Work in rotations: a double cos and sin per (row, frequency) cost about 32 of them.
+#pragma omp parallel for schedule(static) if ((long)N * half * (heads + 32) >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         double p = (double)pos0 + n % T;
         float *xr = x + (long)n * row_stride + offset;

@@ -8,7 +8,7 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void cpu_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float *up, int N, int hidden) {
     long n_el = (long)N * hidden;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_el >= CPU_PAR_MIN_WORK)
     for (long i = 0; i < n_el; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
 }
 
@@ -16,7 +16,7 @@ void cpu_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float 
 void cpu_swiglu_bwd(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
                     const float *up, int N, int hidden) {
     long n_el = (long)N * hidden;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_el >= CPU_PAR_MIN_WORK)
     for (long i = 0; i < n_el; i++) {
         float g = gate[i], s = sigmoidf(g);
         dup[i] += dout[i] * g * s;

@@ -8,7 +8,7 @@
 // logit) before overwriting, and then reads and writes element j in the same step.
 void cpu_xent_fwd_bwd(asa_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets,
                       int N, int V, float dloss_scale) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * V >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V;
         float *dx = dlogits ? dlogits + (size_t)n * V : NULL;
