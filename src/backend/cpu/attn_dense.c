@@ -142,16 +142,9 @@ void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int windo
                     const int t0 = queries_begin(m, span), t1 = queries_end(m, window, T);
                     memset(ak, 0, (size_t)dkh * sizeof(float));
                     memset(av, 0, (size_t)dvh * sizeof(float));
-                    for (int t = t0; t < t1; t++) {
-                        const long n = (long)b * T + t;
-                        for (int i = j * G; i < (j + 1) * G; i++) {
-                            const float *qi = q + (n * h + i) * dkh, *doi = dout + (n * h + i) * dvh;
-                            const float p = expf(dot(qi, km, dkh) * scale - lse[n * h + i]);
-                            const float ds = p * (dot(doi, vm, dvh) - D[n * h + i]);
-                            axpy(av, p, doi, dvh);
-                            axpy(ak, ds, qi, dkh);
-                        }
-                    }
+                    for (int t = t0; t < t1; t++)
+                        key_grad_add_query(q, dout, lse, D, (long)b * T + t, h, j * G, (j + 1) * G, dkh, dvh, km, vm,
+                                           scale, ak, av);
                     axpy(dk + kr * krs + (long)j * dkh, scale, ak, dkh);
                     axpy(dv + kr * vrs + (long)j * dvh, 1.0f, av, dvh);
                 }

@@ -4,6 +4,8 @@
 #ifndef ASA_BACKEND_CPU_ATTN_KERNELS_H
 #define ASA_BACKEND_CPU_ATTN_KERNELS_H
 
+#include <math.h>
+
 #include "backend/cpu/cpu_ops.h"
 
 // Causal attention over pooled keys: key m summarises tokens [m*span, (m+1)*span) and is visible to
@@ -30,6 +32,21 @@ static inline float dot(const float *a, const float *b, int n) {
 
 static inline void axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// Key-major backward: adds to one key's accumulators the share of query row n, heads [i0, i1) of
+// q/dout [N, h, d]: p = exp(q_i.k * scale - lse_i), av += p * dout_i, ak += p * (dout_i.v - D_i) * q_i.
+// (The caller scales ak by `scale` once per key.)
+static inline void key_grad_add_query(const float *q, const float *dout, const float *lse, const float *D, long n,
+                                      int h, int i0, int i1, int dkh, int dvh, const float *km, const float *vm,
+                                      float scale, float *ak, float *av) {
+    for (int i = i0; i < i1; i++) {
+        const float *qi = q + (n * h + i) * dkh, *doi = dout + (n * h + i) * dvh;
+        const float p = expf(dot(qi, km, dkh) * scale - lse[n * h + i]);
+        const float ds = p * (dot(doi, vm, dvh) - D[n * h + i]);
+        axpy(av, p, doi, dvh);
+        axpy(ak, ds, qi, dkh);
+    }
 }
 
 #endif

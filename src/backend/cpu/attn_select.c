@@ -227,16 +227,9 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
                         for (int r = start[list]; r < start[list + 1]; r++) {
                             const int a = anchors[r];
                             const int t1 = a * R + R < T ? a * R + R : T;
-                            for (int t = a * R > p ? a * R : p; t < t1; t++) {
-                                const long nq = (long)b * T + t;
-                                for (int i = j * G; i < (j + 1) * G; i++) {
-                                    const float *qi = q + (nq * h + i) * dkh, *doi = dout + (nq * h + i) * dvh;
-                                    const float pr = expf(dot(qi, kp, dkh) * scale - lse[nq * h + i]);
-                                    const float ds = pr * (dot(doi, vp, dvh) - D[nq * h + i]);
-                                    axpy(av, pr, doi, dvh);
-                                    axpy(ak, ds, qi, dkh);
-                                }
-                            }
+                            for (int t = a * R > p ? a * R : p; t < t1; t++)
+                                key_grad_add_query(q, dout, lse, D, (long)b * T + t, h, j * G, (j + 1) * G, dkh, dvh,
+                                                   kp, vp, scale, ak, av);
                         }
                         axpy(dk + kr * krs + (long)j * dkh, scale, ak, dkh);
                         axpy(dv + kr * vrs + (long)j * dvh, 1.0f, av, dvh);
