@@ -97,10 +97,7 @@ void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int windo
     const long krs = (long)g * dkh, vrs = (long)g * dvh, N = (long)B * T;
     const int par = pooled_work(s, nkeys, window) >= CPU_PAR_MIN_WORK;
 
-    // D[n, i] = dout . o, the softmax-backward correction term: ds = p * (dp - D).
-    float *D = asa_malloc((size_t)N * h * sizeof(float));
-#pragma omp parallel for if (N * h * dvh >= CPU_PAR_MIN_WORK)
-    for (long r = 0; r < N * h; r++) D[r] = dot(dout + r * dvh, o + r * dvh, dvh);
+    float *D = attn_delta((long)N * h, dvh, dout, o);
 
 #pragma omp parallel if (par)
     {

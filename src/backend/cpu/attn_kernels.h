@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "backend/cpu/cpu_ops.h"
+#include "core/error.h"
 
 // Causal attention over pooled keys: key m summarises tokens [m*span, (m+1)*span) and is visible to
 // query t iff (m+1)*span - 1 <= t (and t - window < m when window > 0). k [B, nkeys, g, dk],
@@ -32,6 +33,15 @@ static inline float dot(const float *a, const float *b, int n) {
 
 static inline void axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// D[r] = dout_r . o_r for every (token, head) row r < rows: the softmax-backward correction term,
+// ds = p * (dp - D). The caller frees it.
+static inline float *attn_delta(long rows, int dv, const float *dout, const float *o) {
+    float *D = asa_malloc((size_t)rows * sizeof(float));
+#pragma omp parallel for if (rows * dv >= CPU_PAR_MIN_WORK)
+    for (long r = 0; r < rows; r++) D[r] = dot(dout + r * dv, o + r * dv, dv);
+    return D;
 }
 
 // Key-major backward: adds to one key's accumulators the share of query row n, heads [i0, i1) of

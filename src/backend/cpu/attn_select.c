@@ -146,9 +146,7 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     // Multiply-adds of each pass over all (query, selected key) pairs.
     const int par = N * h * n * bsel * (dkh + dvh) >= CPU_PAR_MIN_WORK;
 
-    float *D = asa_malloc((size_t)N * h * sizeof(float));  // dout . o
-#pragma omp parallel for if (N * h * dvh >= CPU_PAR_MIN_WORK)
-    for (long r = 0; r < N * h; r++) D[r] = dot(dout + r * dvh, o + r * dvh, dvh);
+    float *D = attn_delta((long)N * h, dvh, dout, o);
 
 #pragma omp parallel if (par)
     {
