@@ -8,6 +8,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 // Parse a flag's value; on error print "asa <cmd>: --flag: <problem>" and return -1.
 int cli_parse_int(const char *cmd, const char *flag, const char *val, long lo, long hi, int *out);

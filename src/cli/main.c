@@ -19,6 +19,7 @@ static void usage(FILE *f) {
             "  tokenizer train --vocab-size N -o FILE INPUT...   train a byte-level BPE tokenizer\n"
             "  tokenizer encode --tokenizer FILE TEXT            show how a text encodes\n"
             "  prepare -o OUT --tokenizer FILE INPUT...          text -> train/val token shards\n"
+            "  eval TASK --model DIR [--data FILE] [options]     ppl, multiple choice, lambada, S-NIAH\n"
             "\n"
             "run 'asa <command> --help' for the options of one command.\n");
 }
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "prepare")) return cmd_prepare(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "asa: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
