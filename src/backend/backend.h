@@ -51,8 +51,15 @@ static inline int asa_attn_num_anchors(const asa_attn_shape *s) {
     return (s->T + s->selection_share - 1) / s->selection_share;
 }
 
+// Arithmetic of a backend's matrix products; tensors are stored in fp32 either way.
+typedef enum {
+    ASA_PRECISION_FP32 = 0,  // fp32 multiplies and sums
+    ASA_PRECISION_TF32 = 1,  // gemm on the tensor cores with TF32 operands (10-bit mantissa), fp32 sums (CUDA)
+} asa_precision;
+
 struct asa_backend {
     const char *name;
+    asa_precision precision;
     void *ctx;  // backend-private state (threads, handles, scratch)
     void (*destroy)(asa_backend *be);  // frees ctx and be itself
 

@@ -1,7 +1,8 @@
 // `asa bench cpu` and `asa bench train`: training throughput of a config (forward, backward and AdamW on
 // synthetic tokens), model FLOPs and the fraction of a matrix-product peak measured in the same run on
-// the same device through the backend's own gemm: OpenBLAS sgemm on the CPU, an fp32 cuBLASLt gemm (TF32
-// off) on a GPU, the ceiling of the fp32-only first stage of the CUDA backend.
+// the same device through the backend's own gemm: OpenBLAS sgemm on the CPU; on a GPU a cuBLASLt gemm in
+// the backend's precision (fp32 with TF32 off, or TF32 tensor cores: see gemm.cu), the ceiling of a backend
+// whose other ops are fp32 kernels.
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -70,6 +71,7 @@ static double gpu_used_bytes(const asa_backend *be) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: asa bench train --config FILE [--seq T] [--batch B] [--steps N] [--device D]\n"
+               "                       [--precision P]\n"
                "       asa bench cpu [--config FILE] [--seq T] [--batch B] [--steps N]\n"
                "  train: defaults T 8192, B 1, 10 timed steps after 2 warm-up steps\n"
                "  cpu:   the CPU backend; defaults configs/asa-tiny.json, T 512, B 4, 5 steps\n"
@@ -83,7 +85,7 @@ int cmd_bench(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    const char *config_path = legacy_cpu ? "configs/asa-tiny.json" : NULL, *device = NULL;
+    const char *config_path = legacy_cpu ? "configs/asa-tiny.json" : NULL, *device = NULL, *precision = NULL;
     int T = legacy_cpu ? 512 : 8192, B = legacy_cpu ? 4 : 1, steps = legacy_cpu ? 5 : 10;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -99,6 +101,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--batch")) bad = cli_parse_int("bench", a, v, 1, 1 << 20, &B);
         else if (!strcmp(a, "--steps")) bad = cli_parse_int("bench", a, v, 1, 100000, &steps);
         else if (!strcmp(a, "--device") && !legacy_cpu) device = v;
+        else if (!strcmp(a, "--precision") && !legacy_cpu) precision = v;
         else {
             fprintf(stderr, "asa bench: unknown option '%s'\n", a);
             return 2;
@@ -114,16 +117,19 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "asa bench: %s\n", asa_err_msg());
         return 1;
     }
-    asa_backend *be = legacy_cpu ? asa_backend_cpu_new() : cli_backend_new("bench", device);
+    asa_backend *be = legacy_cpu ? asa_backend_cpu_new() : cli_backend_new_precision("bench", device, precision);
     if (!be) return 1;
     const int gpu = is_cuda(be);
-    printf("asa bench %s: %s, batch %d x %d tokens, device %s", legacy_cpu ? "cpu" : "train", config_path, B, T, be->name);
+    const char *prec = be->precision == ASA_PRECISION_TF32 ? "tf32" : "fp32";
+    printf("asa bench %s: %s, batch %d x %d tokens, device %s, %s", legacy_cpu ? "cpu" : "train", config_path, B, T,
+           be->name, prec);
     if (!gpu) printf(", %d threads", omp_get_max_threads());
     printf("\n");
     double peak;
     if (gpu) {
         peak = gemm_gflops(be, 8192);
-        printf("  fp32 peak, cuBLASLt gemm 8192^3 (TF32 off): %8.1f TFLOP/s\n", peak / 1e3);
+        printf("  %s-mode peak, cuBLASLt gemm 8192^3 (%s): %8.1f TFLOP/s\n", prec,
+               be->precision == ASA_PRECISION_TF32 ? "TF32 tensor cores" : "TF32 off", peak / 1e3);
     } else {
         peak = gemm_gflops(be, 1024);
         printf("  OpenBLAS sgemm 1024^3:      %8.1f GFLOP/s\n", peak);
@@ -167,8 +173,8 @@ int cmd_bench(int argc, char **argv) {
     printf("  model FLOPs:                %8.2f %s (training, attention by keys read)\n",
            gpu ? flops_tok / 1e9 : flops_tok / 1e6, gpu ? "GFLOP/token" : "MFLOP/token");
     if (gpu) {
-        printf("  achieved:                   %8.2f TFLOP/s = MFU %.1f%% of the fp32 peak above\n", gflops / 1e3,
-               100.0 * gflops / peak);
+        printf("  achieved:                   %8.2f TFLOP/s = MFU %.1f%% of the %s-mode peak above\n", gflops / 1e3,
+               100.0 * gflops / peak, prec);
         char b0[32], b1[32], b2[32];
         // Every arena is allocated before the first step and scratch only grows, so the memory in use
         // after the steps is the run's peak.

@@ -122,7 +122,7 @@ static void on_progress(void *user, int64_t done, int64_t total) {
 }
 
 typedef struct {
-    const char *task, *model_dir, *data, *labels, *haystack, *out, *device;
+    const char *task, *model_dir, *data, *labels, *haystack, *out, *device, *precision;
     int limit, seed, batch, context, stride, depths, answer_tokens;
     int lengths[EVAL_MAX_LENGTHS], n_lengths;
 } eval_opts;
@@ -379,6 +379,8 @@ int cmd_eval(int argc, char **argv) {
             if (!(o.out = cli_value(C, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--device")) {
             if (!(o.device = cli_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--precision")) {
+            if (!(o.precision = cli_value(C, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--limit")) {
             if (!(v = cli_value(C, argc, argv, &i)) || cli_parse_int(C, a, v, 0, 2147483647L, &o.limit)) return 2;
         } else if (!strcmp(a, "--seed")) {
@@ -418,7 +420,7 @@ int cmd_eval(int argc, char **argv) {
     else snprintf(out_path, sizeof out_path, "eval-%s.json", o.task);
     snprintf(svg_path, sizeof svg_path, "%s.svg", out_path);
 
-    asa_backend *be = cli_backend_new(C, o.device);
+    asa_backend *be = cli_backend_new_precision(C, o.device, o.precision);
     if (!be) return 1;
     asa_model m;
     asa_tokenizer *tok = NULL;

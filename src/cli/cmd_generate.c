@@ -18,7 +18,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: asa generate --model DIR --prompt TEXT [--max-tokens N] [--temperature X] [--top-k K]\n"
-               "                    [--top-p P] [--seed S] [--greedy] [--device D]\n"
+               "                    [--top-p P] [--seed S] [--greedy] [--device D] [--precision P]\n"
                "  DIR holds config.json, model.safetensors and tokenizer.json, or is a run directory of asa train\n"
                "  (its newest checkpoint is used). The prompt is fed through the\n"
                "  KV cache token by token, then tokens are sampled until N of them (default 128) or\n"
@@ -30,7 +30,10 @@ static void usage(FILE *f) {
                "  --seed S         sampling seed (default 0)\n"
                "  --greedy         always the most probable token\n"
                "  --device D       cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build\n"
-               "                   has the CUDA backend and a GPU is present, else cpu)\n");
+               "                   has the CUDA backend and a GPU is present, else cpu)\n"
+               "  --precision P    fp32 | tf32 (default tf32 on a GPU; the CPU has fp32 only): tf32 runs the\n"
+               "                   matrix products on the tensor cores (operands rounded to TF32, fp32 sums);\n"
+               "                   tensors stay fp32\n");
 }
 
 // Writes a token's bytes to stdout at once (the text appears as it is produced).
@@ -43,7 +46,7 @@ static void emit(void *user, int32_t id) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *dir = NULL, *prompt = NULL, *device = NULL;
+    const char *dir = NULL, *prompt = NULL, *device = NULL, *precision = NULL;
     int max_tokens = 128, seed = 0;
     asa_sampler_config sc = asa_sampler_defaults();
     for (int i = 1; i < argc; i++) {
@@ -57,6 +60,8 @@ int cmd_generate(int argc, char **argv) {
             if (!(dir = cli_value("generate", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--device")) {
             if (!(device = cli_value("generate", argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--precision")) {
+            if (!(precision = cli_value("generate", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--prompt")) {
             if (!(prompt = cli_value("generate", argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--max-tokens")) {
@@ -81,7 +86,7 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    asa_backend *be = cli_backend_new("generate", device);
+    asa_backend *be = cli_backend_new_precision("generate", device, precision);
     if (!be) return 1;
     asa_model m;
     asa_tokenizer *tok = NULL;

@@ -107,7 +107,7 @@ int cmd_train(int argc, char **argv) {
     asa_train_options o;
     asa_train_options_init(&o);
     sample_ctx sample = {.prompt = "", .tokens = 64};
-    const char *device = NULL;
+    const char *device = NULL, *precision = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -125,6 +125,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--data")) o.data_dir = v;
         else if (!strcmp(a, "--synthetic")) o.synthetic = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--alphabet")) bad = cli_parse_int("train", a, v, 1, 1 << 30, &o.alphabet);
         else if (!strcmp(a, "--steps")) bad = cli_parse_int("train", a, v, 1, 1000000000, &o.steps);
         else if (!strcmp(a, "--batch")) bad = cli_parse_int("train", a, v, 1, 1 << 20, &o.batch);
@@ -172,7 +173,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "asa train: --resume needs --out RUN_DIR (or the --config whose default run to continue)\n");
         return 2;
     }
-    if (!(o.backend = cli_backend_new("train", device))) return 2;
+    if (!(o.backend = cli_backend_new_precision("train", device, precision))) return 2;
     char *run_dir = o.run_dir ? NULL : default_run_dir(o.config_path);
     if (run_dir) o.run_dir = run_dir;
     sample.run_dir = o.run_dir;

@@ -1,4 +1,5 @@
-// --device: the CPU backend, or the CUDA backend when the build has it (ASA_HAVE_CUDA).
+// --device and --precision: the CPU backend (fp32), or the CUDA backend when the build has it
+// (ASA_HAVE_CUDA) with fp32 or tf32 matrix products.
 #include "cli/device.h"
 
 #include <stdio.h>
@@ -23,7 +24,11 @@ static int cuda_device_count(void) {
 }
 #endif
 
-asa_backend *cli_backend_new(const char *cmd, const char *device) {
+asa_backend *cli_backend_new_precision(const char *cmd, const char *device, const char *precision) {
+    if (precision && strcmp(precision, "fp32") != 0 && strcmp(precision, "tf32") != 0) {
+        fprintf(stderr, "asa %s: --precision: unknown precision '%s' (fp32 or tf32)\n", cmd, precision);
+        return NULL;
+    }
     const char *how = "--device";
     if (!device || !device[0]) {
         device = getenv("ASA_DEVICE");
@@ -38,7 +43,12 @@ asa_backend *cli_backend_new(const char *cmd, const char *device) {
 #endif
     }
     if (!strcmp(device, "cpu")) {
-        fprintf(stderr, "asa %s: device cpu\n", cmd);
+        if (precision && !strcmp(precision, "tf32")) {
+            fprintf(stderr, "asa %s: --precision tf32: the CPU backend computes in fp32 only (tf32 needs a GPU: "
+                    "--device cuda)\n", cmd);
+            return NULL;
+        }
+        fprintf(stderr, "asa %s: device cpu (fp32)\n", cmd);
         return asa_backend_cpu_new();
     }
     int gpu = 0;
@@ -54,17 +64,20 @@ asa_backend *cli_backend_new(const char *cmd, const char *device) {
         }
         if (n) {
 #ifdef ASA_HAVE_CUDA
-            asa_backend *be = asa_backend_cuda_new(gpu);
+            int fp32 = precision && !strcmp(precision, "fp32");
+            asa_backend *be = asa_backend_cuda_new(gpu, fp32 ? ASA_PRECISION_FP32 : ASA_PRECISION_TF32);
             if (!be) {
                 fprintf(stderr, "asa %s: device %s: %s\n", cmd, device, asa_err_msg());
                 return NULL;
             }
+            const char *arith =
+                fp32 ? "fp32" : "tf32: tensor-core matrix products, fp32 storage";
             struct cudaDeviceProp p;
             if (cudaGetDeviceProperties(&p, gpu) == cudaSuccess)
-                fprintf(stderr, "asa %s: device cuda:%d (%s, %.1f GiB, fp32)\n", cmd, gpu, p.name,
-                        p.totalGlobalMem / (double)(1 << 30));
+                fprintf(stderr, "asa %s: device cuda:%d (%s, %.1f GiB), %s\n", cmd, gpu, p.name,
+                        p.totalGlobalMem / (double)(1 << 30), arith);
             else
-                fprintf(stderr, "asa %s: device cuda:%d\n", cmd, gpu);
+                fprintf(stderr, "asa %s: device cuda:%d, %s\n", cmd, gpu, arith);
             return be;
 #else
             (void)gpu;
@@ -76,4 +89,8 @@ asa_backend *cli_backend_new(const char *cmd, const char *device) {
     }
     fprintf(stderr, "asa %s: %s: unknown device '%s' (cpu, cuda or cuda:N)\n", cmd, how ? how : "device", device);
     return NULL;
+}
+
+asa_backend *cli_backend_new(const char *cmd, const char *device) {
+    return cli_backend_new_precision(cmd, device, NULL);
 }

@@ -1,18 +1,25 @@
-// The --device option of the commands that run a model (train, generate, bench): which backend to
-// create, and the line that says which one is used.
+// The --device and --precision options of the commands that run a model (train, generate, bench, eval):
+// which backend to create, in which arithmetic, and the line that says so.
 #ifndef ASA_CLI_DEVICE_H
 #define ASA_CLI_DEVICE_H
 
 #include "backend/backend.h"
 
-// Help text for --device, shared by the commands' usage messages.
+// Help text for --device and --precision, shared by the commands' usage messages.
 #define CLI_DEVICE_HELP                                                                                     \
     "  --device D         cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build has\n" \
-    "                     the CUDA backend and a GPU is present, else cpu)\n"
+    "                     the CUDA backend and a GPU is present, else cpu)\n"                                \
+    "  --precision P      fp32 | tf32 (default tf32 on a GPU; the CPU has fp32 only): tf32 runs the matrix\n" \
+    "                     products on the tensor cores (operands rounded to TF32, fp32 sums); tensors stay\n" \
+    "                     fp32\n"
 
-// The backend for `device` ("cpu", "cuda", "cuda:N"; NULL = the default above). Prints
-// "asa <cmd>: device ..." to stderr. Returns NULL after printing "asa <cmd>: <why>" when the device is
-// unknown or unusable (cuda in a build without CUDA, no GPU).
+// The backend for `device` ("cpu", "cuda", "cuda:N"; NULL = the default above) in `precision` ("fp32",
+// "tf32"; NULL = the device's default). Prints "asa <cmd>: device ..." naming the precision to stderr.
+// Returns NULL after printing "asa <cmd>: <why>" when the device is unknown or unusable (cuda in a build
+// without CUDA, no GPU) or the precision is unknown or not offered by the device (tf32 on the CPU).
+asa_backend *cli_backend_new_precision(const char *cmd, const char *device, const char *precision);
+
+// cli_backend_new_precision in the device's default precision.
 asa_backend *cli_backend_new(const char *cmd, const char *device);
 
 #endif

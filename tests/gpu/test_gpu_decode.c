@@ -112,7 +112,7 @@ static void check_decode(asa_backend *gpu, const char *pattern, int R, int T, in
 }
 
 int main(void) {
-    asa_backend *gpu = asa_backend_cuda_new(0);
+    asa_backend *gpu = asa_backend_cuda_new(0, ASA_PRECISION_FP32);
     if (!gpu) {
         printf("SKIPPED: %s\n", asa_err_msg());
         return 77;

@@ -3,6 +3,12 @@
 // every parameter gradient must agree, then a few AdamW steps must keep parameters and loss together.
 // Tolerance 1e-4 relative per tensor: each value is the end of a chain of fp32 ops (gemm, attention,
 // norms) whose summation orders differ between the backends, each contributing ~1e-6.
+// Everything runs again with the GPU in tf32 mode (tensor-core matrix products on operands rounded to TF32,
+// fp32 storage and sums), tolerance 1e-2: TF32 keeps 11 significant bits, so each operand is off by up to
+// 2^-11 = 4.9e-4 and a gemm's output by about 3e-4; the errors compound through every layer forward and
+// back, and the largest tensor error seen on the H100 is 5.8e-3 (a norm-weight gradient, the end of the
+// longest chain of products). Block selections follow scores computed from rounded products: near-ties
+// may order differently, so at most 1% of the list entries may differ (none did on the H100).
 // Without a GPU: prints "SKIPPED: ..." and exits 77 (ctest SKIP_RETURN_CODE).
 #include <math.h>
 #include <stdlib.h>
@@ -16,7 +22,8 @@
 #include "testutil.h"
 #include "train/optimizer.h"
 
-#define TOL 1e-4
+#define TOL_FP32 1e-4
+#define TOL_TF32 1e-2
 
 static float *model_host(asa_model *m, const float *arena, size_t n) {
     float *h = malloc(n * sizeof(float));
@@ -40,6 +47,9 @@ static size_t model_idx(asa_model *m, int32_t *out) {
 }
 
 static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, int T) {
+    const int tf32 = gpu->precision == ASA_PRECISION_TF32;
+    const double tol = tf32 ? TOL_TF32 : TOL_FP32;
+    const char *prec = tf32 ? "tf32" : "fp32";
     asa_config c = tu_tiny_config(pattern, R);
     asa_backend *cpu = asa_backend_cpu_new();
     asa_model mc, mg;
@@ -57,17 +67,18 @@ static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, i
     asa_model_zero_grad(&mc);
     asa_model_zero_grad(&mg);
     float lc = asa_model_forward(&mc, tok, tgt, B, T), lg = asa_model_forward(&mg, tok, tgt, B, T);
-    TU_CHECK(fabsf(lc - lg) <= TOL * fabsf(lc), "%s R=%d: loss cpu %.7f gpu %.7f", pattern, R, lc, lg);
+    TU_CHECK(fabsf(lc - lg) <= tol * fabsf(lc), "%s %s R=%d: loss cpu %.7f gpu %.7f", prec, pattern, R, lc, lg);
     float *logits = model_host(&mg, mg.logits, (size_t)N * V);
     double err = tu_rel_err_f(logits, mc.logits, (size_t)N * V);
-    TU_CHECK(err < TOL, "%s R=%d: logits relative error %.3e", pattern, R, err);
+    TU_CHECK(err < tol, "%s %s R=%d: logits relative error %.3e", prec, pattern, R, err);
     size_t nidx = model_idx(&mc, NULL);
     int32_t *ic = malloc((nidx + 1) * sizeof(int32_t)), *ig = malloc((nidx + 1) * sizeof(int32_t));
     model_idx(&mc, ic);
     model_idx(&mg, ig);
     size_t diff = 0;
     for (size_t e = 0; e < nidx; e++) diff += ic[e] != ig[e];
-    TU_CHECK(diff == 0, "%s R=%d: %zu of %zu block-list entries differ", pattern, R, diff, nidx);
+    TU_CHECK(tf32 ? diff * 100 <= nidx : diff == 0, "%s %s R=%d: %zu of %zu block-list entries differ", prec, pattern,
+             R, diff, nidx);
 
     asa_model_backward(&mc, 1.0f);
     asa_model_backward(&mg, 1.0f);
@@ -77,7 +88,7 @@ static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, i
     for (int ti = 0; ti < mc.layout.count; ti++) {
         const asa_tensor_info *t = &mc.layout.tensors[ti];
         double e = tu_rel_err_f(grads + t->offset, mc.grads + t->offset, t->numel);
-        TU_CHECK(e < TOL, "%s R=%d: gradient of %s relative error %.3e", pattern, R, t->name, e);
+        TU_CHECK(e < tol, "%s %s R=%d: gradient of %s relative error %.3e", prec, pattern, R, t->name, e);
         if (e > worst) worst = e, worst_name = t->name;
     }
 
@@ -100,12 +111,12 @@ static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, i
     }
     float *params = model_host(&mg, mg.params, mc.layout.total);
     double perr = tu_rel_err_f(params, mc.params, mc.layout.total);
-    TU_CHECK(perr < TOL, "%s R=%d: parameters after 3 AdamW steps, relative error %.3e", pattern, R, perr);
-    TU_CHECK(fabsf(l2c - l2g) <= TOL * fabsf(l2c), "%s R=%d: loss after 3 steps cpu %.7f gpu %.7f", pattern, R, l2c,
-             l2g);
-    printf("  %-3s R=%d B=%d T=%-3d loss %.6f / %.6f, logits %.1e, worst gradient %s %.1e, %zu list entries, "
-           "after 3 steps params %.1e\n",
-           pattern, R, B, T, lc, lg, err, worst_name, worst, nidx, perr);
+    TU_CHECK(perr < tol, "%s %s R=%d: parameters after 3 AdamW steps, relative error %.3e", prec, pattern, R, perr);
+    TU_CHECK(fabsf(l2c - l2g) <= tol * fabsf(l2c), "%s %s R=%d: loss after 3 steps cpu %.7f gpu %.7f", prec, pattern,
+             R, l2c, l2g);
+    printf("  %s %-3s R=%d B=%d T=%-3d loss %.6f / %.6f, logits %.1e, worst gradient %s %.1e, %zu of %zu list "
+           "entries differ, after 3 steps params %.1e\n",
+           prec, pattern, R, B, T, lc, lg, err, worst_name, worst, diff, nidx, perr);
 
     asa_adamw_free(&oa, &mc);
     asa_adamw_free(&ob, &mg);
@@ -116,17 +127,19 @@ static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, i
 }
 
 int main(void) {
-    asa_backend *gpu = asa_backend_cuda_new(0);
-    if (!gpu) {
-        printf("SKIPPED: %s\n", asa_err_msg());
-        return 77;
+    for (int tf32 = 0; tf32 < 2; tf32++) {
+        asa_backend *gpu = asa_backend_cuda_new(0, tf32 ? ASA_PRECISION_TF32 : ASA_PRECISION_FP32);
+        if (!gpu) {
+            printf("SKIPPED: %s\n", asa_err_msg());
+            return 77;
+        }
+        const char *patterns[] = {"F", "W", "N", "GL", "LG"};
+        for (int i = 0; i < 5; i++) compare_model(gpu, patterns[i], 1, 2, 41);
+        compare_model(gpu, "N", 4, 2, 41);
+        compare_model(gpu, "GL", 4, 2, 41);
+        compare_model(gpu, "LG", 2, 1, 130);
+        compare_model(gpu, "N", 1, 1, 200);
+        asa_backend_free(gpu);
     }
-    const char *patterns[] = {"F", "W", "N", "GL", "LG"};
-    for (int i = 0; i < 5; i++) compare_model(gpu, patterns[i], 1, 2, 41);
-    compare_model(gpu, "N", 4, 2, 41);
-    compare_model(gpu, "GL", 4, 2, 41);
-    compare_model(gpu, "LG", 2, 1, 130);
-    compare_model(gpu, "N", 1, 1, 200);
-    asa_backend_free(gpu);
     return tu_finish("test_gpu_model");
 }

@@ -5,6 +5,11 @@
 // operation); 1e-4 where a gradient sums hundreds of products in a different order (dk/dv over every
 // query and head that sees a key). Top-k block lists must equal the CPU's exactly: scores use the CPU's
 // dot product order, and random inputs have no exact ties.
+// gemm runs again on a second CUDA backend in tf32 mode (tensor cores, operands rounded to TF32, fp32
+// sums): tolerance 2e-3, as a TF32 operand carries a relative error up to 2^-11 = 4.9e-4 (rms about 2e-4,
+// so about 3e-4 per product, and the fp32 sum of random-sign products keeps that relative size; 3e-4 was
+// measured on the H100). A large product must also show an error above 1e-4, which fp32 arithmetic
+// (~1e-7) cannot: the mode is really in use.
 // Without a GPU the program prints "SKIPPED: no CUDA device" and exits 77 (ctest SKIP_RETURN_CODE).
 #include <math.h>
 #include <stdlib.h>
@@ -17,8 +22,9 @@
 
 #define TOL_ELEM 1e-5
 #define TOL_LONG 1e-4
+#define TOL_TF32 2e-3
 
-static asa_backend *cpu, *gpu;
+static asa_backend *cpu, *gpu, *gpu_tf32;
 static asa_rng rng;
 
 static float *h_rand(size_t n, float sd) {
@@ -72,7 +78,9 @@ static void expect_lse(const char *what, const float *dev, const float *ref, siz
 
 // ---- dense ops ----
 
-static void test_gemm(int ta, int tb, int M, int N, int K, int pad, int batch, int misalign, float beta) {
+// The product on `g` (gpu or gpu_tf32) against the CPU's; returns the relative error.
+static double test_gemm(asa_backend *g, double tol, int ta, int tb, int M, int N, int K, int pad, int batch,
+                        int misalign, float beta) {
     const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
     const long sA = (long)(ta ? K : M) * lda + 3, sB = (long)(tb ? N : K) * ldb + 5, sC = (long)M * ldc + 7;
     const size_t nA = sA * batch + misalign, nB = sB * batch + misalign, nC = sC * batch + misalign;
@@ -89,14 +97,18 @@ static void test_gemm(int ta, int tb, int M, int N, int K, int pad, int batch, i
     }
     cpu->gemm(cpu, ta, tb, M, N, K, 0.7f, A + misalign, lda, sA, B + misalign, ldb, sB, beta, C + misalign, ldc, sC,
               batch);
-    gpu->gemm(gpu, ta, tb, M, N, K, 0.7f, dA + misalign, lda, sA, dB + misalign, ldb, sB, beta, dC + misalign, ldc,
-              sC, batch);
-    char what[128];
-    snprintf(what, sizeof what, "gemm tA=%d tB=%d %dx%dx%d batch=%d beta=%g misalign=%d", ta, tb, M, N, K, batch, beta,
-             misalign);
-    expect_close(what, dC, C, nC, TOL_ELEM);  // K <= 300 products, blocked differently: ~1e-7
-    free(A), free(B), free(C);
+    g->gemm(g, ta, tb, M, N, K, 0.7f, dA + misalign, lda, sA, dB + misalign, ldb, sB, beta, dC + misalign, ldc, sC,
+            batch);
+    char what[160];
+    snprintf(what, sizeof what, "gemm %s tA=%d tB=%d %dx%dx%d batch=%d beta=%g misalign=%d",
+             g->precision == ASA_PRECISION_TF32 ? "tf32" : "fp32", ta, tb, M, N, K, batch, beta, misalign);
+    float *h = malloc(nC * sizeof(float));
+    gpu->to_host(gpu, h, dC, nC * sizeof(float));
+    double err = tu_rel_err_f(h, C, nC);
+    TU_CHECK(err < tol, "%s: relative error %.3e (tolerance %.0e)", what, err, tol);
+    free(A), free(B), free(C), free(h);
     gpu->free(gpu, dA), gpu->free(gpu, dB), gpu->free(gpu, dC);
+    return err;
 }
 
 static void test_embedding(void) {
@@ -519,22 +531,36 @@ static void test_decode(int latent) {
 }
 
 int main(void) {
-    gpu = asa_backend_cuda_new(0);
+    gpu = asa_backend_cuda_new(0, ASA_PRECISION_FP32);
     if (!gpu) {
         printf("SKIPPED: %s\n", asa_err_msg());
         return 77;
     }
+    gpu_tf32 = asa_backend_cuda_new(0, ASA_PRECISION_TF32);
+    TU_CHECK(gpu_tf32 && gpu_tf32->precision == ASA_PRECISION_TF32, "no tf32 CUDA backend: %s", asa_err_msg());
+    if (!gpu_tf32) return tu_finish("test_gpu_ops");
+    TU_CHECK(asa_backend_cuda_new(0, 7) == NULL, "an unknown precision was accepted");
     cpu = asa_backend_cpu_new();
     asa_rng_seed(&rng, 2024);
 
+    // K <= 300 products, blocked differently: fp32 agrees to ~1e-7
+    double worst_tf32 = 0;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            test_gemm(ta, tb, 37, 53, 71, 0, 1, 0, 0.0f);
-            test_gemm(ta, tb, 37, 53, 71, 5, 3, 1, 1.0f);
-            test_gemm(ta, tb, 64, 48, 300, 3, 2, 2, 0.5f);
+            test_gemm(gpu, TOL_ELEM, ta, tb, 37, 53, 71, 0, 1, 0, 0.0f);
+            test_gemm(gpu, TOL_ELEM, ta, tb, 37, 53, 71, 5, 3, 1, 1.0f);
+            test_gemm(gpu, TOL_ELEM, ta, tb, 64, 48, 300, 3, 2, 2, 0.5f);
+            double e[3] = {test_gemm(gpu_tf32, TOL_TF32, ta, tb, 37, 53, 71, 0, 1, 0, 0.0f),
+                           test_gemm(gpu_tf32, TOL_TF32, ta, tb, 37, 53, 71, 5, 3, 1, 1.0f),
+                           test_gemm(gpu_tf32, TOL_TF32, ta, tb, 64, 48, 300, 3, 2, 2, 0.5f)};
+            for (int i = 0; i < 3; i++) worst_tf32 = e[i] > worst_tf32 ? e[i] : worst_tf32;
         }
-    test_gemm(0, 1, 20, 30, 0, 0, 2, 0, 0.0f);  // K = 0: C = beta C
-    test_gemm(0, 1, 20, 30, 0, 0, 2, 0, 0.5f);
+    test_gemm(gpu, TOL_ELEM, 0, 1, 20, 30, 0, 0, 2, 0, 0.0f);  // K = 0: C = beta C
+    test_gemm(gpu, TOL_ELEM, 0, 1, 20, 30, 0, 0, 2, 0, 0.5f);
+    test_gemm(gpu_tf32, TOL_ELEM, 0, 1, 20, 30, 0, 0, 2, 0, 0.5f);  // no product: exact in tf32 mode too
+    double big = test_gemm(gpu_tf32, TOL_TF32, 0, 1, 512, 512, 1024, 0, 1, 0, 0.0f);
+    TU_CHECK(big > 1e-4, "tf32 gemm 512x512x1024: relative error %.2e, no larger than fp32 arithmetic gives", big);
+    printf("  gemm tf32: worst relative error %.2e on the small shapes, %.2e at 512x512x1024\n", worst_tf32, big);
     test_embedding();
     test_rmsnorm(77, 1, 300);
     test_rmsnorm(50, 3, 40);
@@ -569,5 +595,6 @@ int main(void) {
 
     asa_backend_free(cpu);
     asa_backend_free(gpu);
+    asa_backend_free(gpu_tf32);
     return tu_finish("test_gpu_ops");
 }

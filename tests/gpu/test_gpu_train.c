@@ -9,6 +9,10 @@
 // rounding, so two correct backends can be far apart at a few steps there.
 // The fp32 GPU backend differs from the CPU only in summation order (~1e-6 per op), so the curves should
 // agree far closer than the 2%, which still fails any wrong gradient.
+// A third run trains on the GPU in tf32 mode (tensor-core matrix products, fp32 storage and sums) for the
+// same 200 steps, then continues in tf32 mode from its checkpoint; its curve and final validation loss
+// must stay within the same 2% of the CPU's: the rounded products (~3e-4 relative) perturb each step's
+// gradient slightly, and a correct run keeps the loss curve close (5e-5 apart at worst on the H100).
 // Without a GPU: prints "SKIPPED: ..." and exits 77 (ctest SKIP_RETURN_CODE).
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -112,16 +116,19 @@ static int read_curve(const char *run, curve *c) {
 }
 
 int main(void) {
-    asa_backend *gpu = asa_backend_cuda_new(0);
+    asa_backend *gpu = asa_backend_cuda_new(0, ASA_PRECISION_FP32);
     if (!gpu) {
         printf("SKIPPED: %s\n", asa_err_msg());
         return 77;
     }
-    asa_backend *cpu = asa_backend_cpu_new();
-    char dir[] = "/tmp/asa-gpu-train-XXXXXX", run_c[4096], run_g[4096], data[4096];
+    asa_backend *cpu = asa_backend_cpu_new(), *gpu_tf32 = asa_backend_cuda_new(0, ASA_PRECISION_TF32);
+    TU_CHECK(gpu_tf32 != NULL, "no tf32 CUDA backend: %s", asa_err_msg());
+    if (!gpu_tf32) return tu_finish("test_gpu_train");
+    char dir[] = "/tmp/asa-gpu-train-XXXXXX", run_c[4096], run_g[4096], run_b[4096], data[4096];
     TU_CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
     snprintf(run_c, sizeof run_c, "%s/cpu", dir);
     snprintf(run_g, sizeof run_g, "%s/gpu", dir);
+    snprintf(run_b, sizeof run_b, "%s/gpu-tf32", dir);
     snprintf(data, sizeof data, "%s/data", dir);
     TU_CHECK(mkdir(data, 0777) == 0 && write_chain(data, (size_t)(STEPS + EXTRA + 20) * 4 * 128) == ASA_OK,
              "cannot write the data shards: %s", asa_err_msg());
@@ -131,10 +138,12 @@ int main(void) {
     TU_CHECK(train(gpu, run_g, data, 0) == ASA_OK, "GPU run failed");
     TU_CHECK(train(gpu, run_c, data, 1) == ASA_OK, "GPU resume of the CPU checkpoint failed");
     TU_CHECK(train(cpu, run_g, data, 1) == ASA_OK, "CPU resume of the GPU checkpoint failed");
+    TU_CHECK(train(gpu_tf32, run_b, data, 0) == ASA_OK && train(gpu_tf32, run_b, data, 1) == ASA_OK,
+             "GPU tf32 run failed");
 
-    static curve cc, cg;
-    TU_CHECK(read_curve(run_c, &cc) == ASA_OK && read_curve(run_g, &cg) == ASA_OK, "log.jsonl unreadable: %s",
-             asa_err_msg());
+    static curve cc, cg, cb;
+    TU_CHECK(read_curve(run_c, &cc) == ASA_OK && read_curve(run_g, &cg) == ASA_OK && read_curve(run_b, &cb) == ASA_OK,
+             "log.jsonl unreadable: %s", asa_err_msg());
     double worst = 0, worst_resumed = 0;
     int worst_step = 0, missing = 0;
     for (int s = 1; s <= STEPS + EXTRA; s++) {
@@ -153,15 +162,27 @@ int main(void) {
     TU_CHECK(cc.loss[STEPS] < 0.8f * cc.loss[1], "loss did not fall: %.4f -> %.4f", cc.loss[1], cc.loss[STEPS]);
     double dv = fabs(cg.val_loss - cc.val_loss) / fabs(cc.val_loss);
     TU_CHECK(dv <= TOL, "final val loss CPU %.6f GPU %.6f", cc.val_loss, cg.val_loss);
+    double worst_b = 0;
+    int worst_b_step = 0;
+    for (int s = 1; s <= STEPS + EXTRA; s++) {
+        double d = fabs((double)cb.loss[s] - cc.loss[s]) / fabs((double)cc.loss[s]);
+        TU_CHECK(d <= TOL, "step %d: loss CPU %.6f GPU tf32 %.6f (%.2f%% apart)", s, cc.loss[s], cb.loss[s], 100 * d);
+        if (d > worst_b) worst_b = d, worst_b_step = s;
+    }
+    double dvb = fabs(cb.val_loss - cc.val_loss) / fabs(cc.val_loss);
+    TU_CHECK(dvb <= TOL, "final val loss CPU %.6f GPU tf32 %.6f", cc.val_loss, cb.val_loss);
     printf("  asa-tiny, Markov-chain shards, B 4 x T 128: loss %.4f -> %.4f (CPU) / %.4f -> %.4f (GPU) over %d steps\n",
            cc.loss[1], cc.loss[STEPS + EXTRA], cg.loss[1], cg.loss[STEPS + EXTRA], STEPS + EXTRA);
     printf("  max relative loss difference: %.3e (step %d); steps %d-%d after swapping backends at the checkpoint: "
            "%.3e; final val loss %.3e\n", worst, worst_step, STEPS + 1, STEPS + EXTRA, worst_resumed, dv);
+    printf("  GPU tf32 mode: loss %.4f -> %.4f, max relative difference from the CPU %.3e (step %d); "
+           "final val loss %.3e\n", cb.loss[1], cb.loss[STEPS + EXTRA], worst_b, worst_b_step, dvb);
 
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     TU_CHECK(system(cmd) == 0, "could not remove %s", dir);
     asa_backend_free(cpu);
     asa_backend_free(gpu);
+    asa_backend_free(gpu_tf32);
     return tu_finish("test_gpu_train");
 }

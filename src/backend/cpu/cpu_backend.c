@@ -20,6 +20,7 @@ static void cpu_destroy(asa_backend *be) { free(be); }
 asa_backend *asa_backend_cpu_new(void) {
     asa_backend *be = asa_calloc(1, sizeof *be);
     be->name = "cpu";
+    be->precision = ASA_PRECISION_FP32;
     be->destroy = cpu_destroy;
     be->alloc = cpu_alloc;
     be->free = cpu_free;

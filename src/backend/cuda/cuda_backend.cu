@@ -52,7 +52,11 @@ static void cuda_destroy(asa_backend *be) {
     free(be);
 }
 
-extern "C" asa_backend *asa_backend_cuda_new(int device) {
+extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
+    if (precision != ASA_PRECISION_FP32 && precision != ASA_PRECISION_TF32) {
+        asa_err_set("CUDA backend: unknown precision %d", precision);
+        return NULL;
+    }
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {
@@ -78,6 +82,7 @@ extern "C" asa_backend *asa_backend_cuda_new(int device) {
 
     asa_backend *be = (asa_backend *)asa_calloc(1, sizeof *be);
     be->name = "cuda";
+    be->precision = (asa_precision)precision;
     be->ctx = cx;
     be->destroy = cuda_destroy;
     be->alloc = cuda_alloc;
