@@ -5,6 +5,7 @@
 #define ASA_BACKEND_CPU_ATTN_KERNELS_H
 
 #include <math.h>
+#include <string.h>
 
 #include "backend/cpu/cpu_ops.h"
 #include "core/error.h"
@@ -33,6 +34,27 @@ static inline float dot(const float *a, const float *b, int n) {
 
 static inline void axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// SPEC §4's choice of blocks for one query and group, from score[0..c] (c = the current selection
+// block): 0, c-1 and c always, then the rest by descending score, ties to the lower index (strict >),
+// n in all at most. Writes row[0..n) ascending, -1 padded. chosen: c+1 bytes of scratch.
+static inline void select_blocks(const float *score, int c, int n, unsigned char *chosen, int32_t *row) {
+    memset(chosen, 0, (size_t)(c + 1));
+    chosen[0] = 1;
+    if (c >= 1) chosen[c - 1] = chosen[c] = 1;
+    const int nforced = c >= 2 ? 3 : c + 1;
+    const int total = c + 1 < n ? c + 1 : n;
+    for (int e = nforced; e < total; e++) {
+        int best = -1;
+        for (int u = 1; u < c - 1; u++)
+            if (!chosen[u] && (best < 0 || score[u] > score[best])) best = u;
+        chosen[best] = 1;
+    }
+    int e = 0;
+    for (int u = 0; u <= c; u++)
+        if (chosen[u]) row[e++] = u;
+    for (; e < n; e++) row[e] = -1;
 }
 
 // D[r] = dout_r . o_r for every (token, head) row r < rows: the softmax-backward correction term,

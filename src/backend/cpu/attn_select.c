@@ -42,23 +42,7 @@ void cpu_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, c
                             score[m / per] += expf(dot(qi, km, dk) * scale - L);
                         }
                     }
-                    memset(chosen, 0, (size_t)(c + 1));
-                    chosen[0] = 1;
-                    if (c >= 1) chosen[c - 1] = chosen[c] = 1;
-                    const int nforced = c >= 2 ? 3 : c + 1;
-                    const int total = c + 1 < n ? c + 1 : n;
-                    // Remaining places by descending score; the strict > keeps the lower index on ties.
-                    for (int e = nforced; e < total; e++) {
-                        int best = -1;
-                        for (int u = 1; u < c - 1; u++)
-                            if (!chosen[u] && (best < 0 || score[u] > score[best])) best = u;
-                        chosen[best] = 1;
-                    }
-                    int32_t *row = idx + (((long)b * na + a) * g + j) * n;
-                    int e = 0;
-                    for (int u = 0; u <= c; u++)
-                        if (chosen[u]) row[e++] = u;
-                    for (; e < n; e++) row[e] = -1;
+                    select_blocks(score, c, n, chosen, idx + (((long)b * na + a) * g + j) * n);
                 }
         free(score);
         free(chosen);
