@@ -4,30 +4,11 @@
 # training run. Usage, from the repository root: bash tests/test_cli.sh path/to/asa
 set -u
 
-ASA=${1:-}
-fails=0
-checks=0
+NAME=test_cli
+RUN_TIMEOUT=60
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "$0")/cli_lib.sh"
 
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
-
-if [[ -z "$ASA" || ! -x "$ASA" ]]; then
-    echo "test_cli: '$ASA' is not an executable (usage: bash tests/test_cli.sh path/to/asa)"
-    exit 1
-fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# Runs asa with the given arguments; sets $out (stdout and stderr together) and $rc. The timeout turns
-# a hang into a failed check instead of a stuck ctest.
-run() {
-    checks=$((checks + 1))
-    out=$(timeout 60 "$ASA" "$@" 2>&1)
-    rc=$?
-}
 
 # Total KV-cache bytes from the "model total: 58.22 MiB at 8192 tokens" line of `asa info`.
 kv_total_bytes() {
@@ -77,19 +58,6 @@ if [[ -n "$asa_kv" && -n "$nsa_kv" ]]; then
     ((asa_kv < nsa_kv)) || fail "ASA KV cache at 8192 ($asa_kv B) is not below NSA's ($nsa_kv B)"
 fi
 
-# expect_error PATTERN ARGS...: asa ARGS fails cleanly and its output matches the extended regex PATTERN.
-expect_error() {
-    local pattern=$1
-    shift
-    run "$@"
-    if ((rc == 0)); then
-        fail "asa $*: exit code 0 on bad input"
-    elif ((rc >= 128)); then
-        fail "asa $*: exit code $rc (killed by a signal)"
-    elif ! grep -Eq -- "$pattern" <<<"$out"; then
-        fail "asa $*: message does not match '$pattern': $out"
-    fi
-}
 
 missing="$tmp/no-such-dir/missing.json"
 missing_re=$(sed 's/[][\\.*^$+?(){}|]/\\&/g' <<<"$missing")
@@ -164,5 +132,4 @@ run --help
 ((rc == 0)) || fail "asa --help: exit code $rc"
 grep -q 'usage' <<<"$out" || fail "asa --help: no usage text"
 
-echo "test_cli: $checks checks, $fails failures"
-((fails == 0)) || exit 1
+cli_test_end

@@ -7,29 +7,10 @@ set -u
 # magnitude slower when the cores are shared with other jobs (ctest -j).
 export OMP_NUM_THREADS=1
 
-ASA=${1:-}
-fails=0
-checks=0
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
-
-if [[ -z "$ASA" || ! -x "$ASA" ]]; then
-    echo "test_eval_cli: '$ASA' is not an executable (usage: bash tests/test_eval_cli.sh path/to/asa)"
-    exit 1
-fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# Runs asa with the given arguments; sets $out (stdout and stderr together) and $rc.
-run() {
-    checks=$((checks + 1))
-    out=$(timeout 120 "$ASA" "$@" 2>&1)
-    rc=$?
-}
+NAME=test_eval_cli
+RUN_TIMEOUT=120
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "$0")/cli_lib.sh"
 
 # expect_ok NAME: the last run succeeded.
 expect_ok() {
@@ -86,19 +67,6 @@ grep -q 'acc@512' "$tmp/niah.json" 2>/dev/null || fail "niah.json: no acc@256"
 grep -q 'niah_single_3' "$tmp/niah.json" 2>/dev/null || fail "niah.json: no S-NIAH-3 with --haystack"
 [[ -s "$tmp/niah.json.svg" ]] && grep -q '<svg' "$tmp/niah.json.svg" || fail "niah: no SVG grid"
 
-# Clean failures.
-expect_error() {
-    local pattern=$1
-    shift
-    run "$@"
-    if ((rc == 0)); then
-        fail "asa $*: exit code 0 on bad input"
-    elif ((rc >= 128)); then
-        fail "asa $*: exit code $rc (killed by a signal)"
-    elif ! grep -Eq -- "$pattern" <<<"$out"; then
-        fail "asa $*: message does not match '$pattern': $out"
-    fi
-}
 printf '{"query": "Question: q", "choices": ["a", "b"], "gold": 0}\n{"query": 3}\n' >"$tmp/bad.jsonl"
 expect_error 'bad.jsonl:2: key .query.' eval arc_challenge --model "$tmp/run" --data "$tmp/bad.jsonl" --out "$tmp/x.json"
 expect_error 'unknown task' eval frobnicate --model "$tmp/run" --data "$tmp/bad.jsonl"
@@ -108,5 +76,4 @@ expect_error 'no-such-dir' eval lambada --model "$tmp/no-such-dir" --data "$tmp/
 expect_error 'haystack' eval niah_single_2 --model "$tmp/run" --lengths 256
 [[ ! -e "$tmp/x.json" ]] || fail "a failed eval wrote its results file"
 
-echo "test_eval_cli: $checks checks, $fails failures"
-((fails == 0)) || exit 1
+cli_test_end

@@ -6,32 +6,11 @@
 # Usage, from the repository root: bash tests/test_train.sh path/to/asa
 set -u
 
-ASA=${1:-}
-fails=0
-checks=0
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
-
-check() {  # check CONDITION-STATUS MESSAGE: counts a check; fails with MESSAGE when the status is not 0
-    checks=$((checks + 1))
-    (($1 == 0)) || fail "$2"
-}
-
-if [[ -z "$ASA" || ! -x "$ASA" ]]; then
-    echo "test_train: '$ASA' is not an executable (usage: bash tests/test_train.sh path/to/asa)"
-    exit 1
-fi
-
-tmp=$(mktemp -d)
+NAME=test_train
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "$0")/cli_lib.sh"
 bg_pid=
-cleanup() {
-    [[ -n "$bg_pid" ]] && kill -9 "$bg_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+cleanup_extra() { [[ -n "$bg_pid" ]] && kill -9 "$bg_pid" 2>/dev/null; }
 
 # A model small enough that a step takes milliseconds, with both ASA layer kinds and a sequence that
 # crosses the window and several selection blocks.
@@ -48,31 +27,12 @@ sed 's/"hidden_size": 32/"hidden_size": 48/' "$tmp/tiny.json" >"$tmp/other.json"
 
 COMMON=(--config "$tmp/tiny.json" --batch 2 --seq 48 --alphabet 16 --log-every 1000)
 
-# Runs asa; sets $out (stdout and stderr together) and $rc. The timeout turns a hang into a failure.
-run() {
-    checks=$((checks + 1))
-    out=$(timeout 600 "$ASA" "$@" 2>&1)
-    rc=$?
-}
 
 expect_ok() {
     run "$@"
     ((rc == 0)) || fail "asa $*: exit code $rc: $out"
 }
 
-# expect_error PATTERN ARGS...: asa ARGS fails cleanly (exit 1..127) with output matching PATTERN.
-expect_error() {
-    local pattern=$1
-    shift
-    run "$@"
-    if ((rc == 0)); then
-        fail "asa $*: exit code 0 on bad input"
-    elif ((rc >= 128)); then
-        fail "asa $*: exit code $rc (killed by a signal)"
-    elif ! grep -Eq -- "$pattern" <<<"$out"; then
-        fail "asa $*: message does not match '$pattern': $out"
-    fi
-}
 
 # The per-step numbers that must repeat exactly: every log field except the timings.
 losses() {
@@ -273,5 +233,4 @@ if [[ $(id -u) != 0 ]]; then  # root writes anywhere
     chmod 755 "$tmp/ro"
 fi
 
-echo "test_train: $checks checks, $fails failures"
-((fails == 0)) || exit 1
+cli_test_end
