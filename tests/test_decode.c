@@ -14,29 +14,6 @@
 #include "model/model.h"
 #include "testutil.h"
 
-// asa-tiny's shapes (SPEC §6) at a smaller vocabulary: wider heads, window 64, block 16, R 4.
-static asa_config asa_tiny_shapes_config(const char *pattern) {
-    asa_config c = tu_tiny_config(pattern, 4);
-    c.hidden_size = 128;
-    c.intermediate_size = 256;
-    c.num_heads = 4;
-    c.head_dim = 32;
-    c.qk_nope_head_dim = 32;
-    c.qk_rope_head_dim = 16;
-    c.v_head_dim = 32;
-    c.kv_lora_rank = 64;
-    c.latent_dim = 32;
-    c.window_size = 64;
-    c.block_size = 16;
-    c.selection_block_size = 16;
-    c.initializer_range = 0.1f;
-    if (asa_config_validate(&c, "asa-tiny") != ASA_OK) {
-        fprintf(stderr, "asa-tiny config invalid: %s\n", asa_err_msg());
-        exit(1);
-    }
-    return c;
-}
-
 // Decodes tokens [B, T] (column t at step t) from a reset decoder into out [B, T, V] (host).
 static int decode_all(asa_decoder *dec, const int32_t *tokens, int B, int T, int V, float *out) {
     asa_decoder_reset(dec);
@@ -54,7 +31,7 @@ static int decode_all(asa_decoder *dec, const int32_t *tokens, int B, int T, int
 // order of sums (gemm shapes, the absorbed latent form, online softmax over other chunks), ~1e-6
 // relative; a wrong mask, position or block list gives errors of order 1.
 static void check_decode(const char *pattern, int R, int T, int max_len, int wide) {
-    asa_config c = wide ? asa_tiny_shapes_config(pattern) : tu_tiny_config(pattern, R);
+    asa_config c = wide ? tu_tiny_shapes_config(pattern) : tu_tiny_config(pattern, R);
     asa_backend *be = asa_backend_cpu_new();
     asa_model m;
     asa_model_init(&m, &c, be, 17);

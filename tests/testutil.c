@@ -121,3 +121,25 @@ asa_config tu_tiny_config(const char *pattern, int R) {
     }
     return c;
 }
+
+asa_config tu_tiny_shapes_config(const char *pattern) {
+    asa_config c = tu_tiny_config(pattern, 4);
+    c.hidden_size = 128;
+    c.intermediate_size = 256;
+    c.num_heads = 4;
+    c.head_dim = 32;
+    c.qk_nope_head_dim = 32;
+    c.qk_rope_head_dim = 16;
+    c.v_head_dim = 32;
+    c.kv_lora_rank = 64;
+    c.latent_dim = 32;
+    c.window_size = 64;
+    c.block_size = 16;
+    c.selection_block_size = 16;
+    c.initializer_range = 0.1f;
+    if (asa_config_validate(&c, "asa-tiny shapes") != ASA_OK) {
+        fprintf(stderr, "asa-tiny shapes config invalid: %s\n", asa_err_msg());
+        exit(1);
+    }
+    return c;
+}

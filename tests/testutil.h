@@ -45,6 +45,9 @@ void tu_guarded_free(float *p);
 // block 4, selection block 8, 4 blocks per query, vocab 48. Init std 0.3, far from uniform attention,
 // so block selections are decisive. Exits the test on an invalid config.
 asa_config tu_tiny_config(const char *pattern, int R);
+// asa-tiny's shapes (SPEC §6) at the tiny test vocabulary: D 128, heads of 32 (rope 16), d_c 64,
+// latent groups of 32, window 64, block 16, R 4; init std 0.1.
+asa_config tu_tiny_shapes_config(const char *pattern);
 
 // Prints "name: N checks, M failures" and returns the process exit code.
 int tu_finish(const char *name);

@@ -21,29 +21,6 @@
 // of order 1.
 #define TOL 1e-4
 
-// asa-tiny's shapes (SPEC §6) at the tiny test vocabulary: window 64, block 16, R 4.
-static asa_config tiny_shapes(const char *pattern) {
-    asa_config c = tu_tiny_config(pattern, 4);
-    c.hidden_size = 128;
-    c.intermediate_size = 256;
-    c.num_heads = 4;
-    c.head_dim = 32;
-    c.qk_nope_head_dim = 32;
-    c.qk_rope_head_dim = 16;
-    c.v_head_dim = 32;
-    c.kv_lora_rank = 64;
-    c.latent_dim = 32;
-    c.window_size = 64;
-    c.block_size = 16;
-    c.selection_block_size = 16;
-    c.initializer_range = 0.1f;
-    if (asa_config_validate(&c, "asa-tiny shapes") != ASA_OK) {
-        fprintf(stderr, "config invalid: %s\n", asa_err_msg());
-        exit(1);
-    }
-    return c;
-}
-
 // Decodes tokens [B, T] (column t at step t) from a reset decoder into out [B, T, V] (host).
 static int decode_all(asa_decoder *dec, const int32_t *tokens, int B, int T, int V, float *out) {
     asa_decoder_reset(dec);
@@ -58,7 +35,7 @@ static int decode_all(asa_decoder *dec, const int32_t *tokens, int B, int T, int
 }
 
 static void check_decode(asa_backend *gpu, const char *pattern, int R, int T, int max_len, int wide) {
-    asa_config c = wide ? tiny_shapes(pattern) : tu_tiny_config(pattern, R);
+    asa_config c = wide ? tu_tiny_shapes_config(pattern) : tu_tiny_config(pattern, R);
     const int B = 2, V = c.vocab_size;
     const size_t n = (size_t)B * T * V;
     asa_model m;
