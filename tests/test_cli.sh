@@ -128,6 +128,12 @@ if [[ -s "$tmp/data/train-00000.shard" ]]; then
     expect_error '--max-tokens' generate --model "$tmp/e2e" --prompt "x" --max-tokens -3
 fi
 
+# A model that does not fit is refused before anything is allocated or written, with the bytes needed.
+expect_error 'asa-1.3B.json: needs [0-9.]+ GiB on the cpu backend' bench train --config configs/asa-1.3B.json --seq 2000000 --device cpu
+expect_error 'asa-1.3B.json: needs [0-9.]+ GiB on the cpu backend' train --config configs/asa-1.3B.json --synthetic copy \
+    --seq 1000000 --batch 1 --device cpu --out "$tmp/too-big"
+[[ ! -e "$tmp/too-big" ]] || fail "asa train that does not fit created its run directory"
+
 run --help
 ((rc == 0)) || fail "asa --help: exit code $rc"
 grep -q 'usage' <<<"$out" || fail "asa --help: no usage text"

@@ -70,6 +70,8 @@ struct asa_backend {
     void (*to_device)(asa_backend *be, void *dst, const void *host_src, size_t bytes);
     void (*to_host)(asa_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*sync)(asa_backend *be);
+    // Memory the backend can still allocate, and its total (host RAM for the CPU, device memory for a GPU).
+    void (*mem_info)(asa_backend *be, size_t *free_bytes, size_t *total_bytes);
 
     // ---- dense ----
     // Strided-batched row-major GEMM: for b in [0, batch):

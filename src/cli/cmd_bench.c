@@ -119,6 +119,11 @@ int cmd_bench(int argc, char **argv) {
     }
     asa_backend *be = legacy_cpu ? asa_backend_cpu_new() : cli_backend_new_precision("bench", device, precision);
     if (!be) return 1;
+    if (asa_model_check_memory(be, &cfg, B, T, 1, 0) != ASA_OK) {
+        fprintf(stderr, "asa bench: %s: %s\n", config_path, asa_err_msg());
+        asa_backend_free(be);
+        return 1;
+    }
     const int gpu = is_cuda(be);
     const char *prec = be->precision == ASA_PRECISION_TF32 ? "tf32" : "fp32";
     printf("asa bench %s: %s, batch %d x %d tokens, device %s, %s", legacy_cpu ? "cpu" : "train", config_path, B, T,

@@ -10,6 +10,7 @@
 #include "model/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,6 +198,24 @@ static size_t carve_grads(asa_model *m, const asa_config *c, int B, int T, char 
 
 size_t asa_model_act_bytes(const asa_config *cfg, int B, int T) {
     return carve_all(NULL, cfg, B, T, NULL) + carve_grads(NULL, cfg, B, T, NULL, 0);
+}
+
+int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T, int training, int params_allocated) {
+    asa_param_layout layout;
+    asa_layout_build(cfg, &layout);
+    double gib = 1024.0 * 1024 * 1024, arena = (double)layout.total * sizeof(float);
+    asa_layout_free(&layout);
+    double params = params_allocated ? 0 : arena * (training ? 4 : 1);  // weights, grads, AdamW m and v
+    double acts = training ? (double)asa_model_act_bytes(cfg, B, T) : (double)carve_all(NULL, cfg, B, T, NULL);
+    size_t free_b = 0, total_b = 0;
+    be->mem_info(be, &free_b, &total_b);
+    if (params + acts <= (double)free_b) return ASA_OK;
+    char what[128] = "the model is allocated";
+    if (!params_allocated)
+        snprintf(what, sizeof what, "%s %.2f GiB", training ? "weights, gradients and AdamW" : "weights", params / gib);
+    return asa_err_set("needs %.2f GiB on the %s backend (%s; activations of %d x %d tokens %.2f GiB) but %.2f GiB "
+                       "of %.2f GiB is free; use a smaller --batch or --seq",
+                       (params + acts) / gib, be->name, what, B, T, acts / gib, free_b / gib, total_b / gib);
 }
 
 static void ensure_acts(asa_model *m, int B, int T) {

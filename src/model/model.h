@@ -71,6 +71,10 @@ void asa_model_set_params(asa_model *m, const float *host);
 void asa_model_get_params(asa_model *m, float *host);
 // Bytes of activation memory for a batch of B sequences of T tokens (for messages and `asa info`).
 size_t asa_model_act_bytes(const asa_config *cfg, int B, int T);
+// Refuses (ASA_ERR, a message with the bytes needed and free) a model that will not fit the backend's
+// memory: parameters, and for training gradients and the two AdamW moments (unless already allocated),
+// plus the activations of a B x T batch.
+int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T, int training, int params_allocated);
 // Forward pass over tokens [B, T] (host, validated 0 <= token < V by the caller). With targets
 // (host, [B, T], < 0 = ignored) it computes the mean loss and returns it; without, it returns 0.
 // Logits stay in m->logits ([B*T, V], backend memory).

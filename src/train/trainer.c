@@ -971,6 +971,8 @@ static int trainer_prepare(trainer *t) {
             saved.quiet = g->quiet;
             saved.backend = g->backend;
             t->o = saved;
+            rc = asa_model_check_memory(t->be, &t->cfg, t->o.batch, t->o.seq, 1, 1);
+            if (rc) asa_err_prefix("%s: ", t->cfg_name);
         }
         if (!rc && g->synthetic && (!t->st.synthetic[0] || strcmp(g->synthetic, t->st.synthetic)))
             rc = asa_err_set("--resume: --synthetic %s, but the run trained on %s", g->synthetic,
@@ -997,6 +999,10 @@ static int trainer_prepare(trainer *t) {
         if (!rc) {
             t->o = *g;
             opts_fill_defaults(&t->o);
+            rc = asa_model_check_memory(g->backend, &t->cfg, t->o.batch, t->o.seq, 1, 0);
+            if (rc) asa_err_prefix("%s: ", t->cfg_name);
+        }
+        if (!rc) {
             trainer_model_init(t);
             memset(&t->st, 0, sizeof t->st);
             if (g->data_dir && !realpath(g->data_dir, t->st.data_dir))

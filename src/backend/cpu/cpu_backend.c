@@ -1,5 +1,7 @@
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/cpu/cpu_ops.h"
 #include "core/error.h"
@@ -15,6 +17,20 @@ static void cpu_free(asa_backend *be, void *p) { free(p); }
 static void cpu_zero(asa_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(asa_backend *be, void *dst, const void *src, size_t bytes) { if (dst != src) memcpy(dst, src, bytes); }
 static void cpu_sync(asa_backend *be) {}
+
+// MemAvailable (what the kernel can hand out without swapping) when /proc says it, else free pages.
+static void cpu_mem_info(asa_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    *total_bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)page;
+    *free_bytes = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)page;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return;
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) *free_bytes = (size_t)kb * 1024;
+    fclose(f);
+}
 static void cpu_destroy(asa_backend *be) { free(be); }
 
 asa_backend *asa_backend_cpu_new(void) {
@@ -28,6 +44,7 @@ asa_backend *asa_backend_cpu_new(void) {
     be->to_device = cpu_copy;
     be->to_host = cpu_copy;
     be->sync = cpu_sync;
+    be->mem_info = cpu_mem_info;
     be->gemm = cpu_gemm;
     be->embedding_fwd = cpu_embedding_fwd;
     be->embedding_bwd = cpu_embedding_bwd;

@@ -41,6 +41,9 @@ static void cuda_to_host(asa_backend *be, void *dst, const void *src, size_t byt
     CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 static void cuda_sync(asa_backend *be) { CUDA_CHECK(cudaDeviceSynchronize()); }
+static void cuda_mem_info(asa_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
 
 static void cuda_destroy(asa_backend *be) {
     cuda_ctx *cx = cuda_ctx_of(be);
@@ -91,6 +94,7 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     be->to_device = cuda_to_device;
     be->to_host = cuda_to_host;
     be->sync = cuda_sync;
+    be->mem_info = cuda_mem_info;
     be->gemm = cuda_gemm;
     be->embedding_fwd = cuda_embedding_fwd;
     be->embedding_bwd = cuda_embedding_bwd;
