@@ -971,8 +971,8 @@ static int trainer_prepare(trainer *t) {
             saved.quiet = g->quiet;
             saved.backend = g->backend;
             t->o = saved;
-            rc = asa_model_check_memory(t->be, &t->cfg, t->o.batch, t->o.seq, 1, 1);
-            if (rc) asa_err_prefix("%s: ", t->cfg_name);
+            if (!rc && asa_model_check_memory(t->be, &t->cfg, t->o.batch, t->o.seq, 1, 1) != ASA_OK)
+                rc = asa_err_prefix("%s: ", t->cfg_name);
         }
         if (!rc && g->synthetic && (!t->st.synthetic[0] || strcmp(g->synthetic, t->st.synthetic)))
             rc = asa_err_set("--resume: --synthetic %s, but the run trained on %s", g->synthetic,
