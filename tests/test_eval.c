@@ -282,6 +282,12 @@ static void test_malformed(void) {
     expect_error("boolq", "boolq_labels.jsonl", "{\"question\": \"q\", \"passage\": \"p\", \"label\": true}\n", "1\n",
                  "only read for piqa");
     expect_error("piqa", "bad_piqa4.jsonl", "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n", NULL, ":1: no 'label' key");
+    // Found by fuzz_eval_jsonl (fuzz/regressions/fuzz_eval_jsonl/hellaswag-label-1e48): a label too large
+    // for an int was cast before it was range-checked: undefined behaviour that a sanitizer build reports.
+    expect_error("hellaswag", "bad_hs_label.jsonl",
+                 "{\"activity_label\": \"a\", \"ctx_a\": \"b\", \"ctx_b\": \"c\", \"endings\": [\"d\", \"e\"], "
+                 "\"label\": 1999999999999999999999999999999999999999999999999}\n",
+                 NULL, ":1: key 'label': missing or not an integer");
     snprintf(want, sizeof want, "%s:2: key 'text': no last word", tmp_path("bad_lambada.jsonl"));
     expect_error("lambada", "bad_lambada.jsonl", "{\"text\": \"a b c\"}\n{\"text\": \"oneword\"}\n", NULL, want);
 }

@@ -776,6 +776,12 @@ static void test_malformed(void) {
     cJSON_AddNumberToObject(cJSON_GetObjectItem(model_of(j), "vocab"), "zz", 1000);
     expect_refused_json("gap in the ids", j, "contiguous");
 
+    // Found by fuzz_tokenizer_json (fuzz/regressions/fuzz_tokenizer_json/oom-large-id): one large id made
+    // the loader allocate tables for that many tokens (gigabytes from a small file) before finding the gap.
+    j = cJSON_Duplicate(base, 1);
+    cJSON_AddNumberToObject(cJSON_GetObjectItem(model_of(j), "vocab"), "zz", (1 << 30) - 1);
+    expect_refused_json("one id near the limit", j, "id 1073741823 is given");
+
     j = cJSON_Duplicate(base, 1);
     cJSON_AddStringToObject(cJSON_GetObjectItem(model_of(j), "vocab"), "zz", "7");
     expect_refused_json("id that is a string", j, "\"zz\"");
@@ -869,6 +875,26 @@ static void test_malformed(void) {
         int rc = asa_tokenizer_load_tiktoken(path, &t);
         TU_CHECK(rc == ASA_ERR && t == NULL && strstr(asa_err_msg(), path) && strstr(asa_err_msg(), tt[i].sub),
                  "tiktoken %s: %s", tt[i].what, asa_err_msg());
+    }
+
+    // Found by fuzz_tiktoken (fuzz/regressions/fuzz_tiktoken/bytes-only): a file of the 256 byte tokens and
+    // nothing else implies no merges, and the empty merge list went to qsort as NULL (undefined behaviour
+    // that a sanitizer build reports).
+    {
+        static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        char lines[256 * 24], *w = lines;
+        for (int c = 0; c < 256; c++) w += sprintf(w, "%c%c== %d\n", b64[c >> 2], b64[(c & 3) << 4], c);
+        const char *path = tmp_path("bytes.tiktoken");
+        write_file(path, lines, (size_t)(w - lines));
+        t = NULL;
+        TU_CHECK(asa_tokenizer_load_tiktoken(path, &t) == ASA_OK, "tiktoken of bytes only: %s", asa_err_msg());
+        if (t) {
+            TU_CHECK(asa_tokenizer_vocab_size(t) == 257 && asa_tokenizer_num_merges(t) == 0 &&
+                         asa_tokenizer_eot(t) == 256,
+                     "tiktoken of bytes only: %d tokens, %d merges", asa_tokenizer_vocab_size(t),
+                     asa_tokenizer_num_merges(t));
+            asa_tokenizer_free(t);
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 #include "cli/device.h"
 #include "core/error.h"
 #include "infer/generate.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 // Samples printed during training (--sample-every): the same prompt, seed and settings every time, so
@@ -88,6 +89,8 @@ static void usage(void) {
            "  --sample-tokens N  tokens per sample (64)\n"
            "device:\n"
            CLI_DEVICE_HELP
+           "Data-parallel: mpirun -np N asa train ... splits every step's micro-batches over N ranks (--batch-tokens\n"
+           "must be a multiple of B*T*N); a run may resume on another number of ranks.\n"
            "On --resume the training options come from the run; --steps, --log-every, --val-every,\n"
            "--val-batches, --ckpt-every and --keep may be changed. Ctrl-C writes a checkpoint and exits.\n");
 }
@@ -173,16 +176,27 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "asa train: --resume needs --out RUN_DIR (or the --config whose default run to continue)\n");
         return 2;
     }
-    if (!(o.backend = cli_backend_new_precision("train", device, precision))) return 2;
+    // Under mpirun every rank runs this with the same arguments; rank 0 alone prints and writes the run.
+    asa_dist dist;
+    if (asa_dist_init(&dist) != ASA_OK) {
+        fprintf(stderr, "asa train: %s\n", asa_err_msg());
+        return 1;
+    }
+    o.dist = &dist;
+    if (!(o.backend = cli_backend_new_precision("train", device, precision))) {
+        asa_dist_finalize(&dist);
+        return 2;
+    }
     char *run_dir = o.run_dir ? NULL : default_run_dir(o.config_path);
     if (run_dir) o.run_dir = run_dir;
     sample.run_dir = o.run_dir;
     o.sample = sample_hook;
     o.sample_user = &sample;
     int rc = asa_train_run(&o);
-    if (rc != ASA_OK) fprintf(stderr, "asa train: %s\n", asa_err_msg());
+    if (rc != ASA_OK && dist.rank == 0) fprintf(stderr, "asa train: %s\n", asa_err_msg());
     asa_tokenizer_free(sample.tok);
     asa_backend_free(o.backend);
     free(run_dir);
+    asa_dist_finalize(&dist);
     return rc == ASA_OK ? 0 : 1;
 }

@@ -134,7 +134,9 @@ static int need_str(const cJSON *o, const char *key, const where *at, const char
 // An integer field given as a JSON number or a string of digits.
 static int need_int(const cJSON *o, const char *key, const where *at, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsNumber(v) && v->valuedouble == (double)(int)v->valuedouble) {
+    // The range test comes first: casting a double outside int's range is undefined.
+    if (cJSON_IsNumber(v) && v->valuedouble >= -1000000 && v->valuedouble <= 1000000 &&
+        v->valuedouble == (double)(int)v->valuedouble) {
         *out = (int)v->valuedouble;
         return ASA_OK;
     }
@@ -394,7 +396,9 @@ int asa_mc_load(const char *task, const char *path, const char *labels_path, asa
     if (!asa_mc_is_task(task)) return asa_err_set("'%s' is not a multiple-choice task", task);
     if (labels_path && strcmp(task, "piqa"))
         return asa_err_set("%s: a separate labels file is only read for piqa; %s records carry their answers", labels_path, task);
-    snprintf(set->task, sizeof set->task, "%s", task);
+    size_t tl = strlen(task) < sizeof set->task - 1 ? strlen(task) : sizeof set->task - 1;
+    memcpy(set->task, task, tl);
+    set->task[tl] = 0;
     set->has_norm = strcmp(task, "winogrande") && strcmp(task, "boolq");
     char *text;
     size_t len;

@@ -320,7 +320,7 @@ int asa_tokenizer_load_tiktoken(const char *path, asa_tokenizer **out) {
             ms[n_ms++] = (bpe_merge){a, c, id, id};
         }
     }
-    qsort(ms, n_ms, sizeof *ms, merge_cmp);
+    if (n_ms) qsort(ms, n_ms, sizeof *ms, merge_cmp);  // ms is NULL when there are none: qsort(NULL) is undefined
     for (size_t i = 0; i < n_ms && rc == ASA_OK; i++)
         rc = tok_add_merge(t, ms[i].left, ms[i].right, ms[i].rank, path, "implied merge");
     free(ms);

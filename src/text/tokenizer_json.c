@@ -150,6 +150,12 @@ static int load_json(const cJSON *root, const char *src, asa_tokenizer **out) {
             max_id = id;
     }
     if (rc == ASA_OK && max_id < 0) rc = asa_err_set("%s: key 'model.vocab': is empty", src);
+    // Ids are dense, so the largest id is bounded by the tokens given; checked before the id-indexed
+    // tables are allocated, so a small file cannot ask for gigabytes with one large id.
+    int n_given = rc == ASA_OK ? cJSON_GetArraySize(vocab) + n_added : 0;
+    if (rc == ASA_OK && max_id >= n_given)
+        rc = asa_err_set("%s: ids must be contiguous from 0, but id %d is given and there are %d tokens", src, max_id,
+                         n_given);
     if (rc != ASA_OK) {
         free(adds);
         return ASA_ERR;

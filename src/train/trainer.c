@@ -326,7 +326,7 @@ static int opts_from_json(const cJSON *j, const char *path, asa_train_options *o
 }
 
 // Cross-option rules of a resolved option set (the CLI already checked each value's range).
-static int opts_validate(const asa_train_options *o, const asa_config *cfg) {
+static int opts_validate(const asa_train_options *o, const asa_config *cfg, int world) {
     long bt = (long)o->batch * o->seq;
     if (o->batch < 1 || o->seq < 2) return asa_err_set("--batch must be >= 1 and --seq >= 2");
     if (o->seq > cfg->max_position_embeddings)
@@ -334,6 +334,9 @@ static int opts_validate(const asa_train_options *o, const asa_config *cfg) {
                            cfg->max_position_embeddings);
     if (o->batch_tokens < bt || o->batch_tokens % bt != 0)
         return asa_err_set("--batch-tokens %d must be a positive multiple of --batch x --seq = %ld", o->batch_tokens, bt);
+    if (o->batch_tokens % (bt * world) != 0)
+        return asa_err_set("--batch-tokens %d is not a multiple of --batch x --seq x ranks = %ld x %d: every rank "
+                           "must take the same number of micro-batches per step", o->batch_tokens, bt, world);
     if (o->steps < 1) return asa_err_set("--steps must be >= 1");
     if (o->warmup > o->steps) return asa_err_set("--warmup %d exceeds --steps %d", o->warmup, o->steps);
     if (o->log_every < 1) return asa_err_set("--log-every must be >= 1");
@@ -681,7 +684,7 @@ int asa_checkpoint_load(const char *dir, asa_model *m, asa_adamw *opt, asa_train
 
 typedef struct {
     int synthetic, alphabet, V;
-    asa_rng rng;          // synthetic training stream
+    asa_rng rng;          // key of the synthetic training stream
     uint64_t val_seed;    // synthetic validation stream: restarted at every evaluation
     asa_loader train, val;
     int have_train, have_val;
@@ -713,7 +716,7 @@ static int check_vocab(const asa_loader *ld, int V, const char *cfg_name) {
 }
 
 static int data_open(data_src *d, const asa_train_options *o, const char *data_dir, const asa_config *cfg,
-                     const char *cfg_name) {
+                     const char *cfg_name, const asa_dist *dist) {
     memset(d, 0, sizeof *d);
     d->V = cfg->vocab_size;
     if (!data_dir) {
@@ -738,7 +741,7 @@ static int data_open(data_src *d, const asa_train_options *o, const char *data_d
     int rc = ASA_OK;
     if (gt.gl_pathc == 0) rc = asa_err_set("%s: no train-*.shard files (run asa prepare first)", data_dir);
     if (!rc) rc = asa_loader_init(&d->train, (const char *const *)gt.gl_pathv, (int)gt.gl_pathc, o->batch, o->seq,
-                                  (uint64_t)o->seed, 0, 1);
+                                  (uint64_t)o->seed, dist->rank, dist->world);
     if (!rc) d->have_train = 1;
     if (!rc) rc = check_vocab(&d->train, d->V, cfg_name);
     if (!rc && gv.gl_pathc > 0) {
@@ -763,9 +766,10 @@ static int check_tokens(const data_src *d, const int32_t *tok, const int32_t *tg
     return ASA_OK;
 }
 
-static int data_next(data_src *d, int32_t *tok, int32_t *tgt, int B, int T) {
+// `index`: the global micro-batch of the synthetic stream; shard loaders already know their rank's share.
+static int data_next(data_src *d, uint64_t index, int32_t *tok, int32_t *tgt, int B, int T) {
     if (d->synthetic) {
-        asa_synthetic_copy(&d->rng, tok, tgt, B, T, d->alphabet);
+        asa_synthetic_copy_at(&d->rng, index * (uint64_t)B, tok, tgt, B, T, d->alphabet);
         return ASA_OK;
     }
     if (asa_loader_next(&d->train, tok, tgt)) return ASA_ERR;
@@ -865,6 +869,12 @@ static void on_signal(int sig) {
     stop_signal = sig;
 }
 
+// Whether to stop after the current step. With several ranks only a request every rank has seen at the
+// step's reduction counts (`agreed`), so that all of them stop, and checkpoint, at the same step.
+static int stop_requested(const asa_dist *d, int agreed) {
+    return d->world > 1 ? agreed : stop_signal != 0;
+}
+
 static void fmt_duration(double s, char *buf, size_t n) {
     if (!(s >= 0) || s > 1e8) snprintf(buf, n, "?");
     else if (s < 60) snprintf(buf, n, "%.0fs", s);
@@ -907,6 +917,8 @@ typedef struct {
     const char *run;
     char *ckpt_dir;         // resume: the checkpoint to continue from
     asa_backend *be;
+    const asa_dist *d;      // never NULL: opts->dist or `one`
+    asa_dist one;
     asa_model model;
     asa_adamw opt;
     int have_model;
@@ -1010,19 +1022,25 @@ static int trainer_prepare(trainer *t) {
             if (g->synthetic) snprintf(t->st.synthetic, sizeof t->st.synthetic, "%s", g->synthetic);
         }
     }
-    if (!rc) rc = opts_validate(&t->o, &t->cfg);
+    if (!rc) rc = opts_validate(&t->o, &t->cfg, t->d->world);
     if (!rc) {
         t->opt.cfg.lr = t->o.lr;
         t->opt.cfg.weight_decay = t->o.weight_decay;
         t->opt.cfg.clip = t->o.clip;
     }
     if (!rc) {
-        rc = data_open(&t->data, &t->o, t->st.data_dir[0] ? t->st.data_dir : NULL, &t->cfg, t->cfg_name);
+        rc = data_open(&t->data, &t->o, t->st.data_dir[0] ? t->st.data_dir : NULL, &t->cfg, t->cfg_name, t->d);
         t->have_data = rc == ASA_OK;
     }
     if (!rc && g->resume) {
+        asa_loader_state pos = t->st.train_pos;
+        pos.index /= (uint64_t)t->d->world;
         if (t->data.synthetic) t->data.rng = t->st.train_rng;
-        else rc = asa_loader_set_state(&t->data.train, t->st.train_pos);
+        else if (t->st.train_pos.index % (uint64_t)t->d->world != 0)
+            rc = asa_err_set("the loader position (%llu micro-batches into epoch %llu) does not divide among %d ranks",
+                             (unsigned long long)t->st.train_pos.index, (unsigned long long)t->st.train_pos.epoch,
+                             t->d->world);
+        else rc = asa_loader_set_state(&t->data.train, pos);
         if (rc) asa_err_prefix("%s/trainer_state.json: ", t->ckpt_dir);
     }
     free(run_cfg);
@@ -1092,10 +1110,20 @@ static int trainer_checkpoint(trainer *t) {
     t->st.opts.sample = NULL;
     t->st.opts.sample_user = NULL;
     t->st.opts.backend = NULL;
+    t->st.opts.dist = NULL;
     t->st.train_rng = t->data.rng;
-    if (!t->data.synthetic) t->st.train_pos = asa_loader_get_state(&t->data.train);
+    if (!t->data.synthetic) {
+        t->st.train_pos = asa_loader_get_state(&t->data.train);
+        t->st.train_pos.index *= (uint64_t)t->d->world;
+    }
+    // Every rank holds the same weights and state: rank 0 alone writes them.
     char *dir = NULL;
-    if (asa_checkpoint_save(t->run, &t->model, &t->opt, &t->st, t->o.keep, &dir)) return ASA_ERR;
+    int rc = t->d->rank == 0 ? asa_checkpoint_save(t->run, &t->model, &t->opt, &t->st, t->o.keep, &dir) : ASA_OK;
+    rc = asa_dist_agree(t->d, rc);
+    if (rc) {
+        free(dir);
+        return rc;
+    }
     free(t->last_ckpt);
     t->last_ckpt = dir;
     return ASA_OK;
@@ -1111,6 +1139,12 @@ static int trainer_loop(trainer *t) {
     asa_train_options *o = &t->o;
     asa_model *m = &t->model;
     int B = o->batch, T = o->seq, accum = o->batch_tokens / (B * T);
+    const asa_dist *d = t->d;
+    int local = accum / d->world;  // this rank's micro-batches of every step
+    size_t n_grads = m->layout.total;
+    // The reduction works on host memory: in place on the CPU backend, through a copy on others.
+    float *host_grads = d->world > 1 && strcmp(m->be->name, "cpu") ? asa_malloc(sizeof(float) * n_grads) : NULL;
+    int stop = 0;  // a stop request every rank has seen at the last reduction
     int32_t *tok = asa_malloc(sizeof(int32_t) * (size_t)B * T), *tgt = asa_malloc(sizeof(int32_t) * (size_t)B * T);
     char *svg_path = path_join(t->run, "loss.svg");
     char title[512];
@@ -1131,24 +1165,42 @@ static int trainer_loop(trainer *t) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    while (t->st.step < stop_at && !stop_signal) {
+    while (t->st.step < stop_at && !stop_requested(d, stop)) {
         int step = t->st.step;  // 0-based index of the step being taken
         double ts = now_sec();
         asa_model_zero_grad(m);
-        double loss_sum = 0;
-        for (int k = 0; k < accum && status == ASA_OK; k++) {
-            status = data_next(&t->data, tok, tgt, B, T);
-            if (status) break;
-            float l = asa_model_forward(m, tok, tgt, B, T);
-            if (!isfinite(l)) {
-                status = nonfinite_stop(t, step + 1, "loss", l);
+        // Rank r takes global micro-batches r, r + world, ... of the step, as the shard loader does.
+        double red[3] = {0, 0, 0};  // loss sum, ranks whose data failed, ranks asked to stop
+        for (int k = 0; k < local; k++) {
+            uint64_t index = (uint64_t)step * (uint64_t)accum + (uint64_t)k * (uint64_t)d->world + (uint64_t)d->rank;
+            if (data_next(&t->data, index, tok, tgt, B, T)) {
+                red[1] = 1;
                 break;
             }
-            asa_model_backward(m, 1.0f / accum);
-            loss_sum += l;
+            float l = asa_model_forward(m, tok, tgt, B, T);
+            red[0] += l;
+            if (!isfinite(l)) break;  // the sum carries it to every rank
+            asa_model_backward(m, 1.0f / local);
         }
-        if (status) break;
-        float loss = (float)(loss_sum / accum);
+        red[2] = stop_signal != 0;
+        asa_dist_allreduce_sum(d, red, 3);
+        if (red[1] > 0) {
+            status = asa_dist_agree(d, ASA_ERR);
+            break;
+        }
+        stop = red[2] > 0;
+        float loss = (float)(red[0] / accum);
+        if (!isfinite(loss)) {
+            status = nonfinite_stop(t, step + 1, "loss", loss);
+            break;
+        }
+        if (host_grads) {
+            m->be->to_host(m->be, host_grads, m->grads, sizeof(float) * n_grads);
+            asa_dist_allreduce_mean(d, host_grads, n_grads);
+            m->be->to_device(m->be, m->grads, host_grads, sizeof(float) * n_grads);
+        } else {
+            asa_dist_allreduce_mean(d, m->grads, n_grads);
+        }
         double gnorm = asa_grad_norm(m);
         if (!isfinite(gnorm)) {
             status = nonfinite_stop(t, step + 1, "gradient norm", gnorm);
@@ -1169,16 +1221,18 @@ static int trainer_loop(trainer *t) {
         }
         double now = now_sec();
         t->st.elapsed_s = elapsed0 + (now - t0);
-        fprintf(t->log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_per_sec\": %.1f, "
-                        "\"elapsed_s\": %.3f",
-                t->st.step, loss, lr, gnorm, o->batch_tokens / step_time, t->st.elapsed_s);
-        if (!isnan(vloss)) fprintf(t->log, ", \"val_loss\": %.9g", vloss);
-        fprintf(t->log, "}\n");
-        fflush(t->log);
+        if (t->log) {  // rank 0 only
+            fprintf(t->log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                            "\"tokens_per_sec\": %.1f, \"elapsed_s\": %.3f",
+                    t->st.step, loss, lr, gnorm, o->batch_tokens / step_time, t->st.elapsed_s);
+            if (!isnan(vloss)) fprintf(t->log, ", \"val_loss\": %.9g", vloss);
+            fprintf(t->log, "}\n");
+            fflush(t->log);
+        }
         curve_add(&t->curve, t->st.step, loss, vloss);
 
         int last = t->st.step == stop_at;
-        if (t->st.step % o->log_every == 0 || step == start || last || stop_signal) {
+        if (t->st.step % o->log_every == 0 || step == start || last || stop_requested(d, stop)) {
             double rate = (double)(t->st.step - log_step0) * o->batch_tokens / (now - t_log);
             double per_step = (now - t0) / (t->st.step - start);
             char eta[32];
@@ -1192,13 +1246,15 @@ static int trainer_loop(trainer *t) {
             }
             t_log = now;
             log_step0 = t->st.step;
-            asa_svg_loss_chart(svg_path, title, t->curve.steps, t->curve.loss, t->curve.n, t->curve.vsteps,
-                               t->curve.vloss, t->curve.nv);  // a chart that fails to write does not stop training
+            if (d->rank == 0)  // a chart that fails to write does not stop training
+                asa_svg_loss_chart(svg_path, title, t->curve.steps, t->curve.loss, t->curve.n, t->curve.vsteps,
+                                   t->curve.vloss, t->curve.nv);
         } else if (!isnan(vloss) && !o->quiet) {
             printf("  val loss %.4f at step %d\n", vloss, t->st.step);
         }
-        if (o->sample && o->sample_every > 0 && t->st.step % o->sample_every == 0) o->sample(o->sample_user, m, t->st.step);
-        if ((o->ckpt_every > 0 && t->st.step % o->ckpt_every == 0) || last || stop_signal) {
+        if (o->sample && d->rank == 0 && o->sample_every > 0 && t->st.step % o->sample_every == 0)
+            o->sample(o->sample_user, m, t->st.step);
+        if ((o->ckpt_every > 0 && t->st.step % o->ckpt_every == 0) || last || stop_requested(d, stop)) {
             if ((status = trainer_checkpoint(t))) break;
             ckpt_step = t->st.step;
         }
@@ -1210,9 +1266,12 @@ static int trainer_loop(trainer *t) {
 
     if (!status && !o->quiet) {
         double el = now_sec() - t0;
-        if (stop_signal)
+        if (stop_requested(d, stop) && stop_signal)
             printf("interrupted by signal %d after step %d: checkpoint written to %s; continue with --resume\n",
                    (int)stop_signal, t->st.step, t->last_ckpt ? t->last_ckpt : "(none)");
+        else if (stop_requested(d, stop))
+            printf("interrupted by a signal to another rank after step %d: checkpoint written to %s; continue "
+                   "with --resume\n", t->st.step, t->last_ckpt ? t->last_ckpt : "(none)");
         else if (t->st.step < o->steps)
             printf("stopped after %d steps of this invocation (--exit-after) at step %d/%d: checkpoint %s\n",
                    t->st.step - start, t->st.step, o->steps, t->last_ckpt ? t->last_ckpt : "(none)");
@@ -1223,6 +1282,7 @@ static int trainer_loop(trainer *t) {
             printf(", %.0f tok/s; run directory %s\n", (double)(t->st.step - start) * o->batch_tokens / el, t->run);
         }
     }
+    free(host_grads);
     free(svg_path);
     free(tok);
     free(tgt);
@@ -1242,7 +1302,12 @@ int asa_train_run(const asa_train_options *opts) {
     memset(&t, 0, sizeof t);
     t.given = opts;
     t.run = opts->run_dir;
-    int rc = trainer_prepare(&t);
+    t.one = (asa_dist){.rank = 0, .world = 1};
+    t.d = opts->dist ? opts->dist : &t.one;
+    // Every rank checks its input before rank 0 creates or changes the run directory, and every rank
+    // learns whether that worked: no rank goes on to wait in a reduction the others never reach.
+    int rc = asa_dist_agree(t.d, trainer_prepare(&t));
+    if (t.d->rank > 0) t.o.quiet = 1;
     if (!rc && t.st.step >= t.o.steps) {
         if (!t.o.quiet)
             printf("%s: the run is already at step %d of %d; pass a larger --steps to continue it\n", t.run,
@@ -1250,15 +1315,17 @@ int asa_train_run(const asa_train_options *opts) {
         trainer_free(&t);
         return ASA_OK;
     }
-    if (!rc) rc = trainer_setup_dir(&t);
+    if (!rc) rc = asa_dist_agree(t.d, t.d->rank == 0 ? trainer_setup_dir(&t) : ASA_OK);
     if (!rc && !t.o.quiet) {
         char b[32];
         double n = (double)t.model.layout.total;
         const char *unit = n >= 1e6 ? "M" : "K";
         snprintf(b, sizeof b, "%.2f%s", n >= 1e6 ? n / 1e6 : n / 1e3, unit);
-        printf("asa train: %s (pattern %s, %s parameters), %s, batch %d x %d tokens x %d accumulation = %d tokens/step\n",
+        printf("asa train: %s (pattern %s, %s parameters), %s, batch %d x %d tokens x %d accumulation",
                t.cfg_name, t.cfg.layer_pattern, b, t.data.synthetic ? "synthetic copy task" : t.st.data_dir,
-               t.o.batch, t.o.seq, t.o.batch_tokens / (t.o.batch * t.o.seq), t.o.batch_tokens);
+               t.o.batch, t.o.seq, t.o.batch_tokens / (t.o.batch * t.o.seq * t.d->world));
+        if (t.d->world > 1) printf(" x %d ranks", t.d->world);
+        printf(" = %d tokens/step\n", t.o.batch_tokens);
         if (t.o.resume) printf("  resuming %s at step %d of %d\n", t.ckpt_dir, t.st.step, t.o.steps);
         printf("  %s schedule, peak lr %g, warmup %d, %d steps; run directory %s\n", sched_names[t.o.schedule], t.o.lr,
                t.o.warmup, t.o.steps, t.run);

@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "data/shard.h"
 #include "model/model.h"
+#include "train/dist.h"
 #include "train/optimizer.h"
 
 // Called every sample_every steps (when set) with the model after that step's update, so that the CLI
@@ -55,6 +56,7 @@ typedef struct {
     void *sample_user;
     int quiet;                // no progress output (tests)
     asa_backend *backend;     // where the model lives (required; not owned: the caller frees it after the run)
+    const asa_dist *dist;     // data-parallel ranks (asa_dist_init); NULL = this process alone
 } asa_train_options;
 
 void asa_train_options_init(asa_train_options *o);
@@ -65,8 +67,10 @@ typedef struct {
     uint64_t tokens_seen;
     float last_loss;
     double elapsed_s;              // training time over all invocations
-    asa_loader_state train_pos;    // shard stream position (data runs)
-    asa_rng train_rng;             // synthetic data stream (synthetic runs)
+    asa_loader_state train_pos;    // shard stream position (data runs), counted in global micro-batches
+                                   // so that a run can resume on another number of ranks
+    asa_rng train_rng;             // key of the synthetic data stream (synthetic runs): micro-batch i of
+                                   // the run is asa_synthetic_copy_at(key, i * B)
     asa_train_options opts;        // resolved numeric options of the run; its string fields are NULL
     char data_dir[4096];           // absolute path of the data directory, "" for synthetic data
     char synthetic[32];            // synthetic task name, "" for shard data
