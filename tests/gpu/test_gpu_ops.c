@@ -58,8 +58,8 @@ static void expect_close(const char *what, const float *dev, const float *ref, s
     free(h);
 }
 
-// lse rows with no visible key are -INFINITY on both sides; the rest compare norm-wise.
-static void expect_lse(const char *what, const float *dev, const float *ref, size_t n) {
+// lse rows with no visible key are -INFINITY on both sides; the rest compare norm-wise. Returns the error.
+static double expect_lse_tol(const char *what, const float *dev, const float *ref, size_t n, double tol) {
     float *h = malloc(n * sizeof(float)), *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
     gpu->to_host(gpu, h, dev, n * sizeof(float));
     size_t m = 0, mism = 0;
@@ -72,8 +72,12 @@ static void expect_lse(const char *what, const float *dev, const float *ref, siz
     }
     double err = tu_rel_err_f(a, b, m);
     TU_CHECK(mism == 0, "%s: %zu rows -inf on one side only", what, mism);
-    TU_CHECK(err < TOL_ELEM, "%s: relative error %.3e", what, err);
+    TU_CHECK(err < tol, "%s: relative error %.3e", what, err);
     free(h), free(a), free(b);
+    return err;
+}
+static void expect_lse(const char *what, const float *dev, const float *ref, size_t n) {
+    expect_lse_tol(what, dev, ref, n, TOL_ELEM);
 }
 
 // ---- dense ops ----
@@ -352,6 +356,7 @@ static void test_attention_case(const attn_case *c) {
         // selection from the CPU's lse (identical inputs on both sides)
         int32_t *idx = malloc(nidx * 4), *hidx = malloc(nidx * 4);
         int32_t *gidx = gpu->alloc(gpu, nidx * 4);
+        d_poison((float *)gidx, nidx);  // an entry left unwritten reads as NaN's bits, no block index
         cpu->select_topk(cpu, s, q, kc, lse, idx);
         gpu->select_topk(gpu, s, gq, gkc, glse, gidx);
         gpu->to_host(gpu, hidx, gidx, nidx * 4);
@@ -413,6 +418,56 @@ static void test_attention_case(const attn_case *c) {
     gpu->free(gpu, glse), gpu->free(gpu, gdq), gpu->free(gpu, gdk), gpu->free(gpu, gdv);
 }
 
+// select_topk alone at lengths the attention cases do not reach (over 1024 selection blocks; query rows
+// of one group over several passes of the kernel's tiles), lse from the CPU's compression branch. ties 1:
+// selection block u+1 gets block u's pooled keys for even u; ties 2: every selection block gets block 0's.
+// Tied blocks have bitwise equal scores on both sides, so the lists must still be equal, the lower index
+// winning; the test also asserts that ties were really decided.
+static void test_select_topk(const char *name, int B, int T, int h, int g, int dk, int bsz, int bsel, int n, int R,
+                             int ties) {
+    const attn_case c = make_case(name, B, T, h, g, dk, 8, 0, bsz, bsel, n, R);
+    const asa_attn_shape *s = &c.s;
+    const int N = B * T, nb = asa_attn_num_cmp_blocks(s), na = asa_attn_num_anchors(s), per = bsel / bsz;
+    const size_t nq = (size_t)N * h * dk, nl = (size_t)N * h, row = (size_t)g * dk;
+    const size_t nkc = (size_t)B * nb * row, nidx = (size_t)B * na * g * n;
+    float *q = h_rand(nq, 1), *kc = h_rand(nkc, 1), *vc = h_rand((size_t)B * nb * g * 8, 1);
+    if (ties)
+        for (int b = 0; b < B; b++)
+            for (int m = 0; m < nb; m++) {
+                const int u = m / per, src = ties == 2 ? m % per : (u % 2 ? m - per : m);
+                memcpy(kc + ((size_t)b * nb + m) * row, kc + ((size_t)b * nb + src) * row, row * sizeof(float));
+            }
+    float *o = malloc((size_t)N * h * 8 * 4), *lse = malloc(nl * 4);
+    cpu->attn_cmp_fwd(cpu, s, q, kc, vc, o, lse);
+    int32_t *idx = malloc(nidx * 4), *hidx = malloc(nidx * 4);
+    float *gq = d_from(q, nq * 4), *gkc = d_from(kc, nkc * 4), *glse = d_from(lse, nl * 4);
+    int32_t *gidx = gpu->alloc(gpu, nidx * 4);
+    d_poison((float *)gidx, nidx);
+    cpu->select_topk(cpu, s, q, kc, lse, idx);
+    gpu->select_topk(gpu, s, gq, gkc, glse, gidx);
+    gpu->to_host(gpu, hidx, gidx, nidx * 4);
+    size_t diff = 0, decided = 0;
+    for (size_t e = 0; e < nidx; e++) diff += idx[e] != hidx[e];
+    for (int b = 0; b < B; b++)
+        for (int a = 0; a < na; a++)
+            for (int j = 0; j < g; j++) {
+                const int cur = a * R / bsel;
+                const int32_t *r = idx + (((size_t)b * na + a) * g + j) * n;
+                char in[4096] = {0};
+                for (int e = 0; e < n; e++)
+                    if (r[e] >= 0 && r[e] <= cur && r[e] < 4096) in[r[e]] = 1;
+                // Tied neighbours (u, u+1) of which one alone was chosen; ties 1 ties even u to u+1 only.
+                for (int u = ties == 2 ? 1 : 2; u + 1 < cur - 1 && u + 1 < 4096; u += ties == 2 ? 1 : 2)
+                    decided += in[u] != in[u + 1];
+            }
+    TU_CHECK(diff == 0, "select_topk %s: %zu of %zu list entries differ from the CPU's", name, diff, nidx);
+    if (ties) TU_CHECK(decided > 0, "select_topk %s: no tie was decided", name);
+    printf("  select_topk %-24s B=%d T=%d h=%d g=%d dk=%d b=%d b_s=%d n=%d R=%d: %d selection blocks%s\n", name, B, T,
+           h, g, dk, bsz, bsel, n, R, (T + bsel - 1) / bsel, ties ? ", ties decided" : "");
+    free(q), free(kc), free(vc), free(o), free(lse), free(idx), free(hidx);
+    gpu->free(gpu, gq), gpu->free(gpu, gkc), gpu->free(gpu, glse), gpu->free(gpu, gidx);
+}
+
 // Backward twice from zeroed gradients: the results must be bitwise equal (no atomics, fixed orders).
 static void test_determinism(const attn_case *c) {
     const asa_attn_shape *s = &c->s;
@@ -448,6 +503,100 @@ static void test_determinism(const attn_case *c) {
     gpu->free(gpu, q), gpu->free(gpu, k), gpu->free(gpu, v), gpu->free(gpu, dout), gpu->free(gpu, o);
     gpu->free(gpu, lse), gpu->free(gpu, kc), gpu->free(gpu, vc), gpu->free(gpu, lc), gpu->free(gpu, oc);
     gpu->free(gpu, idx), gpu->free(gpu, grads);
+}
+
+// ---- selected attention on the tensor cores ----
+
+// The increment a backward op added to `init` (the common starting gradient), GPU against CPU: comparing
+// the totals would let the starting values hide the increment's error. Returns the relative error.
+static double expect_increment(const char *what, const float *dev, const float *init, const float *ref, size_t n,
+                               double tol) {
+    float *h = malloc((n ? n : 1) * sizeof(float)), *r = malloc((n ? n : 1) * sizeof(float));
+    gpu->to_host(gpu, h, dev, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] -= init[i], r[i] = ref[i] - init[i];
+    double err = tu_rel_err_f(h, r, n);
+    TU_CHECK(err < tol, "%s: relative error %.3e (tolerance %.0e)", what, err, tol);
+    free(h), free(r);
+    return err;
+}
+
+// attn_slc_fwd / attn_slc_bwd of the tf32 backend (mma.sync on TF32 operands, fp32 softmax and sums) against
+// the CPU. Tolerance TOL_TF32 = 2e-3: each operand of q.k, p.v, dout.v, ds.k, p.dout and ds.q is rounded to
+// TF32 (relative error up to 2^-11 = 4.9e-4, rms about 2e-4) and the products are summed in fp32 over up to
+// 128 terms (head dims) or the visible keys / rows, so outputs and gradients carry about 3e-4 relative
+// error, as gemm's tf32 products do; lse inherits the scores' absolute error (a few 1e-4 on values of a few
+// units). The lists are the CPU's selection on these inputs with every slot emptied (-1) with chance 1/5:
+// gaps inside lists, and rows whose list is empty (o = 0, lse = -inf, no gradient). Returns o's error.
+static double test_slc_tf32(const attn_case *c) {
+    const asa_attn_shape *s = &c->s;
+    const int N = s->B * s->T, nb = asa_attn_num_cmp_blocks(s), na = asa_attn_num_anchors(s);
+    const size_t nq = (size_t)N * s->h * s->dk, nk = (size_t)N * s->g * s->dk, nv = (size_t)N * s->g * s->dv;
+    const size_t no = (size_t)N * s->h * s->dv, nl = (size_t)N * s->h;
+    const size_t nkc = (size_t)s->B * nb * s->g * s->dk, nvc = (size_t)s->B * nb * s->g * s->dv;
+    const size_t nidx = (size_t)s->B * na * s->g * s->block_counts;
+    char what[160];
+    float *q = h_rand(nq, 1), *k = h_rand(nk, 1), *v = h_rand(nv, 1), *dout = h_rand(no, 1);
+    float *kc = malloc(nkc * 4), *vc = malloc(nvc * 4), *o = malloc(no * 4), *lse = malloc(nl * 4);
+    int32_t *idx = malloc(nidx * 4);
+    cpu->compress_fwd(cpu, s, s->dk, k, kc);
+    cpu->compress_fwd(cpu, s, s->dv, v, vc);
+    cpu->attn_cmp_fwd(cpu, s, q, kc, vc, o, lse);
+    cpu->select_topk(cpu, s, q, kc, lse, idx);
+    for (size_t e = 0; e < nidx; e++)
+        if (asa_rng_below(&rng, 5) == 0) idx[e] = -1;
+
+    float *gq = d_from(q, nq * 4), *gk = d_from(k, nk * 4), *gv = d_from(v, nv * 4), *gdout = d_from(dout, no * 4);
+    int32_t *gidx = d_from(idx, nidx * 4);
+    float *go = d_nan(no), *glse = d_nan(nl);
+    cpu->attn_slc_fwd(cpu, s, q, k, v, idx, o, lse);
+    gpu_tf32->attn_slc_fwd(gpu_tf32, s, gq, gk, gv, gidx, go, glse);
+    snprintf(what, sizeof what, "%s attn_slc_fwd o", c->name);
+    float *h = malloc(no * 4);
+    gpu->to_host(gpu, h, go, no * 4);
+    const double eo = tu_rel_err_f(h, o, no);
+    TU_CHECK(eo < TOL_TF32, "%s: relative error %.3e (tolerance %.0e)", what, eo, TOL_TF32);
+    snprintf(what, sizeof what, "%s attn_slc_fwd lse", c->name);
+    const double el = expect_lse_tol(what, glse, lse, nl, TOL_TF32);
+
+    // backward from the CPU's o and lse, accumulating onto common random gradients; twice on the GPU, the
+    // second run bitwise equal to the first
+    gpu->to_device(gpu, go, o, no * 4);
+    gpu->to_device(gpu, glse, lse, nl * 4);
+    float *dq0 = h_rand(nq, 1), *dk0 = h_rand(nk, 1), *dv0 = h_rand(nv, 1);
+    float *dq = malloc(nq * 4), *dk = malloc(nk * 4), *dv = malloc(nv * 4);
+    memcpy(dq, dq0, nq * 4), memcpy(dk, dk0, nk * 4), memcpy(dv, dv0, nv * 4);
+    cpu->attn_slc_bwd(cpu, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+    float *run[2][3];
+    double eg[3] = {0, 0, 0};
+    for (int r = 0; r < 2; r++) {
+        float *gdq = d_from(dq0, nq * 4), *gdk = d_from(dk0, nk * 4), *gdv = d_from(dv0, nv * 4);
+        gpu_tf32->attn_slc_bwd(gpu_tf32, s, gq, gk, gv, gidx, go, glse, gdout, gdq, gdk, gdv);
+        run[r][0] = malloc(nq * 4), run[r][1] = malloc(nk * 4), run[r][2] = malloc(nv * 4);
+        gpu->to_host(gpu, run[r][0], gdq, nq * 4);
+        gpu->to_host(gpu, run[r][1], gdk, nk * 4);
+        gpu->to_host(gpu, run[r][2], gdv, nv * 4);
+        if (r == 0) {
+            snprintf(what, sizeof what, "%s attn_slc_bwd dq", c->name);
+            eg[0] = expect_increment(what, gdq, dq0, dq, nq, TOL_TF32);
+            snprintf(what, sizeof what, "%s attn_slc_bwd dk", c->name);
+            eg[1] = expect_increment(what, gdk, dk0, dk, nk, TOL_TF32);
+            snprintf(what, sizeof what, "%s attn_slc_bwd dv", c->name);
+            eg[2] = expect_increment(what, gdv, dv0, dv, nv, TOL_TF32);
+        }
+        gpu->free(gpu, gdq), gpu->free(gpu, gdk), gpu->free(gpu, gdv);
+    }
+    TU_CHECK(!memcmp(run[0][0], run[1][0], nq * 4) && !memcmp(run[0][1], run[1][1], nk * 4) &&
+                 !memcmp(run[0][2], run[1][2], nv * 4),
+             "%s: two tf32 attn_slc_bwd runs differ", c->name);
+    printf("  %-26s B=%d T=%d h=%d g=%d dk=%d dv=%d b_s=%d n=%d R=%d: o %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n",
+           c->name, s->B, s->T, s->h, s->g, s->dk, s->dv, s->selection_block_size, s->block_counts,
+           s->selection_share, eo, el, eg[0], eg[1], eg[2]);
+    for (int r = 0; r < 2; r++) free(run[r][0]), free(run[r][1]), free(run[r][2]);
+    free(q), free(k), free(v), free(dout), free(kc), free(vc), free(o), free(lse), free(idx), free(h);
+    free(dq0), free(dk0), free(dv0), free(dq), free(dk), free(dv);
+    gpu->free(gpu, gq), gpu->free(gpu, gk), gpu->free(gpu, gv), gpu->free(gpu, gdout), gpu->free(gpu, gidx);
+    gpu->free(gpu, go), gpu->free(gpu, glse);
+    return eo;
 }
 
 // ---- decoding ----
@@ -590,6 +739,39 @@ int main(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_attention_case(&cases[i]);
     test_determinism(&cases[1]);
     test_determinism(&cases[5]);
+    test_select_topk("1250 blocks", 1, 20000, 4, 2, 32, 16, 16, 16, 1, 0);
+    test_select_topk("16 heads per group, R=4", 1, 8192, 16, 1, 128, 64, 64, 16, 4, 0);
+    test_select_topk("2 blocks per selection", 2, 16421, 8, 2, 64, 16, 32, 16, 4, 0);
+    test_select_topk("128 heads per group", 1, 1024, 128, 1, 16, 16, 64, 5, 1, 0);
+    test_select_topk("64 blocks per selection", 1, 2000, 2, 1, 8, 4, 256, 4, 2, 0);
+    test_select_topk("pairs tied, dk tail", 1, 4096, 6, 2, 44, 8, 16, 16, 1, 1);
+    test_select_topk("all tied, R=4", 1, 3000, 4, 1, 20, 16, 16, 8, 4, 2);
+    test_select_topk("1088 blocks all tied", 1, 17408, 2, 1, 16, 16, 16, 16, 1, 2);
+
+    // tf32 selected attention: R·G = 16 (one m-tile), 64 (four), 32 (two), 1 and 4 (padded rows); T not a
+    // multiple of b_s or of R, T < b_s; head dims 128, 96 / 64 (ASA's G layers), 64, padded 40 / 24, and
+    // 200 / 160 (over 128: the fp32 kernels serve the tf32 mode too); selection blocks of 128 (several key
+    // chunks and dk/dv key tiles per block); lists long enough to be split
+    const attn_case slc_cases[] = {
+        make_case("tf32 R=1 G=16 d128", 1, 300, 16, 1, 128, 128, 0, 16, 32, 5, 1),
+        make_case("tf32 R=4 G=16 d128", 1, 150, 32, 2, 128, 128, 0, 16, 16, 6, 4),
+        make_case("tf32 R=4 G=4 d64", 2, 77, 8, 2, 64, 64, 0, 8, 16, 5, 4),
+        make_case("tf32 R=1 G=1 T<b_s", 1, 20, 4, 4, 64, 64, 0, 8, 32, 3, 1),
+        make_case("tf32 R=4 G=8 d96/64", 1, 130, 8, 1, 96, 64, 0, 16, 32, 4, 4),
+        make_case("tf32 R=2 G=2 d40/24", 2, 150, 4, 2, 40, 24, 0, 8, 16, 5, 2),
+        make_case("tf32 R=4 G=1 d128/64", 1, 100, 2, 2, 128, 64, 0, 8, 16, 4, 4),
+        make_case("tf32 b_s=128", 1, 300, 16, 1, 64, 64, 0, 32, 128, 3, 1),
+        // over 512 anchors list block 0: the dk/dv pass splits the list and adds the parts in order
+        make_case("tf32 split lists", 1, 1100, 16, 1, 64, 64, 0, 16, 16, 4, 1),
+        make_case("tf32 wide heads (fp32)", 1, 70, 2, 1, 200, 160, 0, 8, 16, 3, 2),
+    };
+    double slc_worst = 0;
+    for (size_t i = 0; i < sizeof slc_cases / sizeof slc_cases[0]; i++) {
+        const double e = test_slc_tf32(&slc_cases[i]);
+        if (slc_cases[i].s.dk <= 128) slc_worst = e > slc_worst ? e : slc_worst;
+    }
+    // fp32 kernels agree with the CPU to ~1e-7: a larger error shows the tensor cores in use
+    TU_CHECK(slc_worst > 1e-5, "tf32 attn_slc_fwd: worst error %.2e, no larger than fp32 arithmetic gives", slc_worst);
     test_decode(0);
     test_decode(1);
 

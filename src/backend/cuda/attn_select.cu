@@ -1,9 +1,10 @@
-// CUDA selection branch (SPEC §4): top-n block selection from the compression branch's probabilities
-// (select_topk) and attention over the selected blocks (attn_slc_fwd / attn_slc_bwd). Work is
-// proportional to the keys each query actually reads; nothing T×T or T×nb is stored.
+// CUDA selected branch (SPEC §4): attention over the selected blocks (attn_slc_fwd / attn_slc_bwd), fp32
+// CUDA-core kernels bit-compatible with the CPU; in tf32 mode they hand over to the tensor-core kernels
+// of attn_slc_mma.cu. The block selection itself is in select_topk.cu. Work is proportional to the keys
+// each query actually reads; nothing T×T or T×nb is stored.
 #include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/attn_slc_mma.cuh"
 
-#define TOPK_THREADS 128
 #define SCAN_THREADS 1024
 
 typedef struct {
@@ -16,48 +17,6 @@ static slc_args slc_make(const asa_attn_shape *s) {
                   s->selection_share, asa_attn_num_cmp_blocks(s), asa_attn_num_anchors(s),
                   (s->T + s->selection_block_size - 1) / s->selection_block_size, s->scale};
     return a;
-}
-
-// One block per (b, anchor a, group j). Thread u sums selection block u's score over the group's heads,
-// then over the compression blocks inside it: the CPU's order, so equal inputs give equal sums. The
-// selection itself (forced blocks 0, c-1, c; then descending score, ties to the lower index) is the
-// CPU's loop, run by one thread.
-__global__ void select_topk_kernel(slc_args a, const float *q, const float *kc, const float *lse_cmp, int32_t *idx) {
-    extern __shared__ float score[];  // [nsb] then chosen flags [nsb]
-    unsigned char *chosen = (unsigned char *)(score + a.nsb);
-    const int j = blockIdx.x % a.g, an = blockIdx.x / a.g % a.na, b = blockIdx.x / (a.g * a.na);
-    const int G = a.h / a.g, per = a.bsel / a.bsz;
-    const int t = an * a.R, c = t / a.bsel;
-    const int nm = (t + 1) / a.bsz < a.nb ? (t + 1) / a.bsz : a.nb;  // visible compression blocks
-    const long nq = (long)b * a.T + t;
-    for (int u = threadIdx.x; u <= c; u += TOPK_THREADS) {
-        float sc = 0.0f;
-        const int mb = u * per, me = (u + 1) * per < nm ? (u + 1) * per : nm;
-        for (int i = j * G; i < (j + 1) * G; i++) {
-            const float L = lse_cmp[nq * a.h + i];
-            if (L == -INFINITY) continue;
-            const float *qi = q + (nq * a.h + i) * a.dk;
-            for (int m = mb; m < me; m++)
-                sc += expf(attn_dot(qi, kc + (((long)b * a.nb + m) * a.g + j) * a.dk, a.dk) * a.scale - L);
-        }
-        score[u] = sc;
-        chosen[u] = u == 0 || u == c || u == c - 1;
-    }
-    __syncthreads();
-    if (threadIdx.x != 0) return;
-    const int nforced = c >= 2 ? 3 : c + 1;
-    const int total = c + 1 < a.n ? c + 1 : a.n;
-    for (int e = nforced; e < total; e++) {
-        int best = -1;
-        for (int u = 1; u < c - 1; u++)
-            if (!chosen[u] && (best < 0 || score[u] > score[best])) best = u;
-        chosen[best] = 1;
-    }
-    int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
-    int e = 0;
-    for (int u = 0; u <= c; u++)
-        if (chosen[u]) row[e++] = u;
-    for (; e < a.n; e++) row[e] = -1;
 }
 
 // The forward and dq kernels give a block the rows that share one block list: the R queries of anchor
@@ -323,22 +282,13 @@ slc_dkdv_kernel(slc_args a, int nsub, int tile, int kst, int vst, const float *q
     }
 }
 
-void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp,
-                      int32_t *idx) {
-    attn_check_dims(s);
-    ASA_CHECK(s->selection_block_size % s->block_size == 0 && s->block_counts >= 3);
-    slc_args a = slc_make(s);
-    const long blocks = (long)a.B * a.na * a.g;
-    if (blocks == 0) return;
-    const size_t smem = (size_t)a.nsb * (sizeof(float) + 1);
-    if (smem > 48 * 1024) asa_fatal("CUDA select_topk: %d selection blocks exceed shared memory", a.nsb);
-    select_topk_kernel<<<(unsigned)blocks, TOPK_THREADS, smem>>>(a, q, kc, lse_cmp, idx);
-    CUDA_LAUNCH_CHECK();
-}
-
 void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
                        const int32_t *idx, float *o, float *lse) {
     attn_check_dims(s);
+    if (be->precision == ASA_PRECISION_TF32 && cuda_slc_mma_ok(s, q, k, v, NULL)) {
+        cuda_slc_mma_fwd(be, s, q, k, v, idx, o, lse);
+        return;
+    }
     slc_args a = slc_make(s);
     const slc_rows rw = slc_rows_of(a);
     const long blocks = (long)a.B * a.na * a.g * rw.chunks;
@@ -360,6 +310,10 @@ void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q,
                        const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk,
                        float *dv) {
     attn_check_dims(s);
+    if (be->precision == ASA_PRECISION_TF32 && cuda_slc_mma_ok(s, q, k, v, dout)) {
+        cuda_slc_mma_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+        return;
+    }
     slc_args a = slc_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;

@@ -1,0 +1,798 @@
+// Selected attention (SPEC §4) on the tensor cores, for the tf32 mode: mma.sync m16n8k8 with operands
+// rounded to TF32 (cvt.rna: 10-bit mantissa) and fp32 accumulation; softmax, masks and sums in fp32.
+//
+// Forward and dq: a block holds the R·G query rows that share one block list (anchor a, group j; row rho
+// is token a*R + rho / G, head j*G + rho % G), padded to m-tiles of 16 rows, at most 4 m-tiles per block.
+// Each selected KV block is copied into shared memory (cp.async, two chunks of SLC_KT keys in flight) once
+// for all the rows; the 4 warps split the work as (m-tile, key slice): with one m-tile each warp takes a
+// quarter of every chunk's keys and keeps its own online-softmax state, merged at the end in warp order.
+// dk / dv: a block holds 64 keys of one selection block u (16 per warp, the warp's m-tile) and streams the
+// (query, head) rows of the anchors that listed u, 16 rows per chunk, in CSR order (ascending anchors);
+// long lists are cut into segments whose partial sums are added in segment order. No atomics, fixed
+// summation orders: the result is deterministic.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k8 .tf32), g = lane / 4, c = lane % 4: A holds (g, c), (g+8, c),
+// (g, c+4), (g+8, c+4); B holds (k c, n g), (k c+4, n g); the accumulator (g, 2c), (g, 2c+1), (g+8, 2c),
+// (g+8, 2c+1). A product P·V sums over keys in any order, so the accumulator of S = Q·K^T serves as P's A
+// fragment directly when the k index c stands for key 2c and c+4 for key 2c+1 (V's rows read to match):
+// no shuffles between the two products. Shared-memory rows have a stride of d + 4 floats (d a multiple
+// of 32): fragment reads (row g, column c; ldmatrix rows alike) hit banks 4g + c and the permuted ones
+// (row 2c, column g) banks 8c + g, all distinct.
+#include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/attn_slc_mma.cuh"
+
+#define SLC_WARPS 4
+#define SLC_KT 32        // keys per staged chunk (forward, dq)
+#define SLC_KEYS 64      // keys per block of the dk/dv pass (16 per warp)
+#define SLC_NR 16        // query rows per staged chunk of the dk/dv pass (2 blocks per SM fit)
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+typedef struct {
+    int B, T, h, g, dk, dv, bsel, n, R, na, nsb, G, rows;  // rows = R*G, the rows sharing a list
+    float scale, sl2;                                      // sl2 = scale * log2(e): scores in base 2
+} slc_mma_args;
+
+static slc_mma_args slc_mma_make(const asa_attn_shape *s) {
+    slc_mma_args a;
+    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.dk = s->dk, a.dv = s->dv;
+    a.bsel = s->selection_block_size, a.n = s->block_counts, a.R = s->selection_share;
+    a.na = asa_attn_num_anchors(s), a.nsb = (s->T + a.bsel - 1) / a.bsel;
+    a.G = s->h / s->g, a.rows = a.R * a.G;
+    a.scale = s->scale, a.sl2 = s->scale * LOG2E;
+    return a;
+}
+
+static __device__ __forceinline__ uint32_t tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+static __device__ __forceinline__ uint32_t tf32u(uint32_t x) { return tf32(__uint_as_float(x)); }
+
+// Four 8-row x 4-float tiles of shared memory in one instruction (ldmatrix moves bits: b16 pairs are whole
+// floats): lanes 8i .. 8i+7 give the 16-byte rows of tile i, and register i of lane (g, c) receives float c
+// of row g of tile i, i.e. an mma fragment entry.
+static __device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const float *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// c += A·B on one m16n8k8 tile.
+static __device__ __forceinline__ void mma8(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared without a register round trip; bytes = 0 writes zeros (padding).
+static __device__ __forceinline__ void cp16(float *dst, const float *src, int bytes) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
+}
+static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+static __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+// Copies rows [0, cn) of a [*, d] operand (row r at src + r*srs) into nrows shared rows of D floats
+// (stride D + 4); columns >= d and rows >= cn become zeros, so padded products add nothing.
+template <int D>
+static __device__ __forceinline__ void stage_rows(float *dst, const float *src, long srs, int cn, int nrows, int d) {
+    constexpr int SEG = D / 4;
+    for (int e = threadIdx.x; e < nrows * SEG; e += blockDim.x) {
+        const int r = e / SEG, c = (e % SEG) * 4;
+        const bool in = r < cn && c < d;
+        cp16(dst + r * (D + 4) + c, in ? src + r * srs + c : src, in ? 16 : 0);
+    }
+}
+
+// Walks a block list in chunks of SLC_KT keys: (e, off) is list entry e, offset off inside its block.
+// Moves to the first chunk at or after (e, off) with keys left (tokens <= tmax); false at the list's end.
+static __device__ __forceinline__ bool slc_chunk(const int32_t *row, const slc_mma_args &a, int tmax, int &e,
+                                                 int &off, int &c0, int &cn) {
+    for (; e < a.n; e++, off = 0) {
+        const int u = row[e];
+        if (u < 0) continue;
+        const int s1 = min((u + 1) * a.bsel, tmax + 1);
+        c0 = u * a.bsel + off;
+        if (c0 < s1) {
+            cn = min(SLC_KT, s1 - c0);
+            return true;
+        }
+    }
+    return false;
+}
+
+// This warp's two rows in the block's tile (g and g+8 of its m-tile): token t (-1 for padding) and row r.
+static __device__ __forceinline__ void slc_tile_row(const slc_mma_args &a, int b, int an, int j, int rho, int &t,
+                                                    long &r) {
+    t = an * a.R + rho / a.G;
+    if (rho >= a.rows || t >= a.T) {
+        t = -1, r = 0;
+        return;
+    }
+    r = ((long)b * a.T + t) * a.h + j * a.G + rho % a.G;
+}
+
+// S = X·Y^T for n-tile nt of a staged chunk: X (this warp's 16 rows) in registers as A fragments, Y's 8 rows
+// (keys or values, row stride D + 4) in shared memory read by ldmatrix, two k steps per load; two
+// accumulation chains (even and odd k steps) halve the wait on each mma's result.
+template <int D>
+static __device__ __forceinline__ void slc_rowprod(float (&sc)[4], const uint32_t (&xf)[D / 8][4], const float *Ys,
+                                                   int nt, int d, int lane) {
+    float s2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    sc[0] = sc[1] = sc[2] = sc[3] = 0.0f;
+    const float *yr = Ys + (nt * 8 + lane % 8) * (D + 4) + (lane / 8) * 4;
+#pragma unroll
+    for (int kk = 0; kk < D / 8; kk += 2) {
+        if (kk * 8 >= d) break;
+        uint32_t y[4];
+        ldsm4(y, yr + kk * 8);
+        mma8(sc, xf[kk][0], xf[kk][1], xf[kk][2], xf[kk][3], tf32u(y[0]), tf32u(y[1]));
+        mma8(s2, xf[kk + 1][0], xf[kk + 1][1], xf[kk + 1][2], xf[kk + 1][3], tf32u(y[2]), tf32u(y[3]));
+    }
+    sc[0] += s2[0], sc[1] += s2[1], sc[2] += s2[2], sc[3] += s2[3];
+}
+
+// A fragments of rows r0 and r1 (16 x D, columns >= d and invalid rows zero), rounded to TF32.
+template <int D>
+static __device__ __forceinline__ void slc_load_rows(uint32_t (&xf)[D / 8][4], const float *x, long r0, long r1,
+                                                     bool ok0, bool ok1, int d, int c) {
+#pragma unroll
+    for (int kk = 0; kk < D / 8; kk++) {
+        const int c0 = kk * 8 + c, c1 = c0 + 4;
+        xf[kk][0] = tf32(ok0 && c0 < d ? x[r0 * d + c0] : 0.0f);
+        xf[kk][1] = tf32(ok1 && c0 < d ? x[r1 * d + c0] : 0.0f);
+        xf[kk][2] = tf32(ok0 && c1 < d ? x[r0 * d + c1] : 0.0f);
+        xf[kk][3] = tf32(ok1 && c1 < d ? x[r1 * d + c1] : 0.0f);
+    }
+}
+
+// Shared memory of the forward and dq kernels: two chunks of keys and values.
+template <int DK, int DV>
+static size_t slc_chunk_floats() {
+    return 2 * (size_t)SLC_KT * (DK + 4 + DV + 4);
+}
+
+template <int DK, int DV, int MT>
+__global__ void __launch_bounds__(SLC_WARPS * 32)
+slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, const float *v, const int32_t *idx,
+                   float *o, float *lse) {
+    constexpr int KS = SLC_WARPS / MT, KST = DK + 4, VST = DV + 4;
+    extern __shared__ float4 smem4[];
+    float *Ks = (float *)smem4, *Vs = Ks + 2 * SLC_KT * KST;
+    __shared__ float Ms[SLC_WARPS][16], Ls[SLC_WARPS][16];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const int mt = w % MT, ks = w / MT;
+    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
+    const int b = blockIdx.x / (chunks * a.g * a.na);
+    const int tmax = min(an * a.R + a.R, a.T) - 1;
+    const int rho0 = (chunk * MT + mt) * 16 + g;
+    int t0, t1;
+    long r0, r1;
+    slc_tile_row(a, b, an, j, rho0, t0, r0);
+    slc_tile_row(a, b, an, j, rho0 + 8, t1, r1);
+    uint32_t qf[DK / 8][4];
+    slc_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
+
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+    float acc[DV / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
+    bool have = slc_chunk(row, a, tmax, e, off, c0, cn);
+    if (have) {
+        stage_rows<DK>(Ks, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
+        stage_rows<DV>(Vs, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
+    }
+    cp_commit();
+    while (have) {
+        const int cc0 = c0, ccn = cn;
+        off += SLC_KT;
+        have = slc_chunk(row, a, tmax, e, off, c0, cn);
+        if (have) {
+            stage_rows<DK>(Ks + (buf ^ 1) * SLC_KT * KST, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
+            stage_rows<DV>(Vs + (buf ^ 1) * SLC_KT * VST, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
+        }
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        const float *K = Ks + buf * SLC_KT * KST, *V = Vs + buf * SLC_KT * VST;
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            const int nt = ks + i * KS;
+            if (nt * 8 >= ccn) break;
+            float sc[4];
+            slc_rowprod<DK>(sc, qf, K, nt, a.dk, lane);
+            const int s = nt * 8 + 2 * c;  // key offsets s, s+1 in the chunk
+            const float x0 = s < ccn && cc0 + s <= t0 ? sc[0] * a.sl2 : -INFINITY;
+            const float x1 = s + 1 < ccn && cc0 + s + 1 <= t0 ? sc[1] * a.sl2 : -INFINITY;
+            const float x2 = s < ccn && cc0 + s <= t1 ? sc[2] * a.sl2 : -INFINITY;
+            const float x3 = s + 1 < ccn && cc0 + s + 1 <= t1 ? sc[3] * a.sl2 : -INFINITY;
+            float mx0 = fmaxf(x0, x1), mx1 = fmaxf(x2, x3);
+            mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            // A row with no visible key yet keeps max -inf; its factors must be 0, not exp2(-inf + inf).
+            const float f0 = n0 == -INFINITY ? 1.0f : exp2f(m0 - n0), f1 = n1 == -INFINITY ? 1.0f : exp2f(m1 - n1);
+            const float b0 = n0 == -INFINITY ? 0.0f : n0, b1 = n1 == -INFINITY ? 0.0f : n1;
+            const float p0 = exp2f(x0 - b0), p1 = exp2f(x1 - b0), p2 = exp2f(x2 - b1), p3 = exp2f(x3 - b1);
+            m0 = n0, m1 = n1;
+            l0 = l0 * f0 + p0 + p1, l1 = l1 * f1 + p2 + p3;
+            const uint32_t a0 = tf32(p0), a1 = tf32(p2), a2 = tf32(p1), a3 = tf32(p3);
+            if (__any_sync(FULL_MASK, f0 != 1.0f || f1 != 1.0f))  // a row's max moved: rescale
+#pragma unroll
+                for (int nd = 0; nd < DV / 8; nd++)
+                    acc[nd][0] *= f0, acc[nd][1] *= f0, acc[nd][2] *= f1, acc[nd][3] *= f1;
+            const float *vr = V + (nt * 8 + 2 * c) * VST + g;
+#pragma unroll
+            for (int nd = 0; nd < DV / 8; nd++)
+                if (nd * 8 < a.dv) mma8(acc[nd], a0, a1, a2, a3, tf32(vr[nd * 8]), tf32(vr[VST + nd * 8]));
+        }
+        __syncthreads();  // the next iteration stages into this buffer
+        buf ^= 1;
+    }
+    cp_wait<0>();
+    l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
+    l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
+    l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
+    l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+    if (KS > 1) {  // merge the key slices of each m-tile into the warp with ks = 0, in slice order
+        float *Os = (float *)smem4;  // [SLC_WARPS][16][DV]
+        __syncthreads();
+        if (c == 0) Ms[w][g] = m0, Ms[w][g + 8] = m1, Ls[w][g] = l0, Ls[w][g + 8] = l1;
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            float *op = Os + (w * 16 + g) * DV + nd * 8 + 2 * c;
+            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DV] = acc[nd][2], op[8 * DV + 1] = acc[nd][3];
+        }
+        __syncthreads();
+        if (ks != 0) return;
+        float n0 = -INFINITY, n1 = -INFINITY;
+        for (int x = 0; x < KS; x++) n0 = fmaxf(n0, Ms[mt + x * MT][g]), n1 = fmaxf(n1, Ms[mt + x * MT][g + 8]);
+        float f0[KS], f1[KS];
+        l0 = l1 = 0.0f;
+#pragma unroll
+        for (int x = 0; x < KS; x++) {
+            const int wx = mt + x * MT;
+            f0[x] = n0 == -INFINITY ? 0.0f : exp2f(Ms[wx][g] - n0);
+            f1[x] = n1 == -INFINITY ? 0.0f : exp2f(Ms[wx][g + 8] - n1);
+            l0 += Ls[wx][g] * f0[x], l1 += Ls[wx][g + 8] * f1[x];
+        }
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+            for (int x = 0; x < KS; x++) {
+                const float *op = Os + ((mt + x * MT) * 16 + g) * DV + nd * 8 + 2 * c;
+                s0 += op[0] * f0[x], s1 += op[1] * f0[x], s2 += op[8 * DV] * f1[x], s3 += op[8 * DV + 1] * f1[x];
+            }
+            acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
+        }
+        m0 = n0, m1 = n1;
+    }
+    // An empty list gives o = 0 and lse = -inf, as on the CPU.
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dv) break;
+        if (t0 >= 0) o[r0 * a.dv + col] = acc[nd][0] * i0, o[r0 * a.dv + col + 1] = acc[nd][1] * i0;
+        if (t1 >= 0) o[r1 * a.dv + col] = acc[nd][2] * i1, o[r1 * a.dv + col + 1] = acc[nd][3] * i1;
+    }
+    if (c == 0) {
+        if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
+        if (t1 >= 0) lse[r1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+    }
+}
+
+// dq of the tile's rows: dq += scale * sum_s p_s (dout.v_s - D) k_s, with p_s = exp(q.k_s*scale - lse).
+// Q and dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers.
+template <int DK, int DV, int MT>
+__global__ void __launch_bounds__(SLC_WARPS * 32)
+slc_mma_dq_kernel(slc_mma_args a, int chunks, const float *q, const float *k, const float *v, const int32_t *idx,
+                  const float *lse, const float *D, const float *dout, float *dq) {
+    constexpr int KS = SLC_WARPS / MT, KST = DK + 4, VST = DV + 4;
+    extern __shared__ float4 smem4[];
+    float *Ks = (float *)smem4, *Vs = Ks + 2 * SLC_KT * KST;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const int mt = w % MT, ks = w / MT;
+    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
+    const int b = blockIdx.x / (chunks * a.g * a.na);
+    const int tmax = min(an * a.R + a.R, a.T) - 1;
+    const int rho0 = (chunk * MT + mt) * 16 + g;
+    int t0, t1;
+    long r0, r1;
+    slc_tile_row(a, b, an, j, rho0, t0, r0);
+    slc_tile_row(a, b, an, j, rho0 + 8, t1, r1);
+    // Rows with lse = -inf saw no key: no gradient.
+    const float L0 = t0 >= 0 ? lse[r0] : -INFINITY, L1 = t1 >= 0 ? lse[r1] : -INFINITY;
+    if (L0 == -INFINITY) t0 = -1;
+    if (L1 == -INFINITY) t1 = -1;
+    const float lb0 = t0 >= 0 ? L0 * LOG2E : 0.0f, lb1 = t1 >= 0 ? L1 * LOG2E : 0.0f;
+    const float D0 = t0 >= 0 ? D[r0] : 0.0f, D1 = t1 >= 0 ? D[r1] : 0.0f;
+    uint32_t qf[DK / 8][4], of[DV / 8][4];
+    slc_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
+    slc_load_rows<DV>(of, dout, r0, r1, t0 >= 0, t1 >= 0, a.dv, c);
+
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+    float acc[DK / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
+    bool have = slc_chunk(row, a, tmax, e, off, c0, cn);
+    if (have) {
+        stage_rows<DK>(Ks, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
+        stage_rows<DV>(Vs, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
+    }
+    cp_commit();
+    while (have) {
+        const int cc0 = c0, ccn = cn;
+        off += SLC_KT;
+        have = slc_chunk(row, a, tmax, e, off, c0, cn);
+        if (have) {
+            stage_rows<DK>(Ks + (buf ^ 1) * SLC_KT * KST, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
+            stage_rows<DV>(Vs + (buf ^ 1) * SLC_KT * VST, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
+        }
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        const float *K = Ks + buf * SLC_KT * KST, *V = Vs + buf * SLC_KT * VST;
+#pragma unroll
+        for (int i = 0; i < MT; i++) {
+            const int nt = ks + i * KS;
+            if (nt * 8 >= ccn) break;
+            float sc[4], dp[4];
+            slc_rowprod<DK>(sc, qf, K, nt, a.dk, lane);
+            slc_rowprod<DV>(dp, of, V, nt, a.dv, lane);
+            const int s = nt * 8 + 2 * c;
+            const float p0 = s < ccn && cc0 + s <= t0 ? exp2f(sc[0] * a.sl2 - lb0) : 0.0f;
+            const float p1 = s + 1 < ccn && cc0 + s + 1 <= t0 ? exp2f(sc[1] * a.sl2 - lb0) : 0.0f;
+            const float p2 = s < ccn && cc0 + s <= t1 ? exp2f(sc[2] * a.sl2 - lb1) : 0.0f;
+            const float p3 = s + 1 < ccn && cc0 + s + 1 <= t1 ? exp2f(sc[3] * a.sl2 - lb1) : 0.0f;
+            const uint32_t a0 = tf32(p0 * (dp[0] - D0)), a2 = tf32(p1 * (dp[1] - D0));
+            const uint32_t a1 = tf32(p2 * (dp[2] - D1)), a3 = tf32(p3 * (dp[3] - D1));
+            const float *kr = K + (nt * 8 + 2 * c) * KST + g;
+#pragma unroll
+            for (int nd = 0; nd < DK / 8; nd++)
+                if (nd * 8 < a.dk) mma8(acc[nd], a0, a1, a2, a3, tf32(kr[nd * 8]), tf32(kr[KST + nd * 8]));
+        }
+        __syncthreads();
+        buf ^= 1;
+    }
+    cp_wait<0>();
+    if (KS > 1) {  // sum the key slices of each m-tile in slice order
+        float *Ps = (float *)smem4;  // [SLC_WARPS][16][DK]
+        __syncthreads();
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            float *op = Ps + (w * 16 + g) * DK + nd * 8 + 2 * c;
+            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DK] = acc[nd][2], op[8 * DK + 1] = acc[nd][3];
+        }
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+            for (int x = 0; x < KS; x++) {
+                const float *op = Ps + ((mt + x * MT) * 16 + g) * DK + nd * 8 + 2 * c;
+                s0 += op[0], s1 += op[1], s2 += op[8 * DK], s3 += op[8 * DK + 1];
+            }
+            acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
+        }
+    }
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dk) break;
+        if (t0 >= 0) dq[r0 * a.dk + col] += a.scale * acc[nd][0], dq[r0 * a.dk + col + 1] += a.scale * acc[nd][1];
+        if (t1 >= 0) dq[r1 * a.dk + col] += a.scale * acc[nd][2], dq[r1 * a.dk + col + 1] += a.scale * acc[nd][3];
+    }
+}
+
+// Stages rows [i0, i0 + SLC_NR) of the stream of (query, head) rows of list entries e0, e0 + 1, ... (each
+// anchor's R·G rows in tile order, nrows in all): q and dout rows by cp.async, and lse (base 2), D and t
+// per row (t = -1 for rows past the stream, past the sequence, or with no visible key: they add nothing).
+// SLC_WARPS*32 / SLC_NR threads share a row, so each finds its row's address once.
+template <int DK, int DV>
+static __device__ __forceinline__ void slc_stage_queries(const slc_mma_args &a, int b, int j, const int *anchors,
+                                                         int e0, long nrows, long i0, const float *q, const float *lse,
+                                                         const float *D, const float *dout, float *Qs, float *Os,
+                                                         float *Lb, float *Db, int *Tb) {
+    constexpr int TPR = SLC_WARPS * 32 / SLC_NR;
+    const int rr = threadIdx.x / TPR, part = threadIdx.x % TPR;
+    const long i = i0 + rr;
+    int t = -1;
+    long r = 0;
+    if (i < nrows) slc_tile_row(a, b, anchors[e0 + i / a.rows], j, (int)(i % a.rows), t, r);
+#pragma unroll
+    for (int x = part; x < DK / 4; x += TPR) {
+        const bool in = t >= 0 && x * 4 < a.dk;
+        cp16(Qs + rr * (DK + 4) + x * 4, in ? q + r * a.dk + x * 4 : q, in ? 16 : 0);
+    }
+#pragma unroll
+    for (int x = part; x < DV / 4; x += TPR) {
+        const bool in = t >= 0 && x * 4 < a.dv;
+        cp16(Os + rr * (DV + 4) + x * 4, in ? dout + r * a.dv + x * 4 : dout, in ? 16 : 0);
+    }
+    if (part == 0) {
+        const float L = t >= 0 ? lse[r] : -INFINITY;
+        Tb[rr] = L == -INFINITY ? -1 : t;
+        Lb[rr] = L == -INFINITY ? 0.0f : L * LOG2E;
+        Db[rr] = L == -INFINITY ? 0.0f : D[r];
+    }
+}
+
+template <int DK, int DV>
+static size_t slc_dkdv_floats() {
+    return (size_t)SLC_KEYS * (DK + 4 + DV + 4) + 2 * ((size_t)SLC_NR * (DK + 4 + DV + 4) + 3 * SLC_NR);
+}
+
+// dk / dv of 64 keys of selection block u of group j (key tile kt of the block) from one segment of the
+// block's anchor list: for the streamed rows (columns of the transposed products), S^T = K·Q^T and
+// dP^T = V·dout^T, then dv += P^T·dout and dk += dS^T·Q, P^T's and dS^T's accumulators reused as A
+// fragments with the k index c standing for row 2c, c+4 for row 2c+1. A list is cut into segments of
+// `sega` anchors (segment s of list l is number seg[l] + s overall), so that block 0, which every anchor
+// lists, does not hold up the pass: segment 0 adds into dk / dv, the others store partial sums in `part`
+// (slot seg[l] - l + s - 1) for slc_mma_reduce_kernel to add in segment order.
+template <int DK, int DV>
+__global__ void __launch_bounds__(SLC_WARPS * 32)
+slc_mma_dkdv_kernel(slc_mma_args a, int nkt, int sega, const float *q, const float *k, const float *v, const float *lse,
+                    const float *D, const float *dout, const int *start, const int *seg, const int *anchors,
+                    float *dk, float *dv, float *part) {
+    constexpr int KST = DK + 4, VST = DV + 4, QBUF = SLC_NR * (KST + VST) + 3 * SLC_NR;
+    extern __shared__ float4 smem4[];
+    float *Ks = (float *)smem4, *Vs = Ks + SLC_KEYS * KST, *Qb = Vs + SLC_KEYS * VST;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const int nlists = a.B * a.g * a.nsb, kt = blockIdx.x % nkt, gs = blockIdx.x / nkt;
+    if (gs >= seg[nlists]) return;  // the grid covers the most segments there can be
+    int l = 0, hi = nlists;          // seg[l] <= gs < seg[hi]; every list has a segment
+    while (hi - l > 1) {
+        const int mid = (l + hi) / 2;
+        if (seg[mid] <= gs) l = mid;
+        else hi = mid;
+    }
+    const int sidx = gs - seg[l], u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g);
+    const int e0 = start[l] + sidx * sega, e1 = min(e0 + sega, start[l + 1]);
+    const int pfirst = u * a.bsel + kt * SLC_KEYS, pend = min((u + 1) * a.bsel, a.T);
+    if (pfirst >= pend || e0 >= e1) return;
+    const int cnk = min(SLC_KEYS, pend - pfirst);
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const long kr0 = ((long)b * a.T + pfirst) * a.g + j;  // key row pfirst of head j, in units of heads
+    stage_rows<DK>(Ks, k + kr0 * a.dk, krs, cnk, SLC_KEYS, a.dk);
+    stage_rows<DV>(Vs, v + kr0 * a.dv, vrs, cnk, SLC_KEYS, a.dv);
+    const long nrows = (long)(e1 - e0) * a.rows;
+    const int p0 = pfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
+
+    float ak[DK / 8][4], av[DV / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) ak[nd][0] = ak[nd][1] = ak[nd][2] = ak[nd][3] = 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) av[nd][0] = av[nd][1] = av[nd][2] = av[nd][3] = 0.0f;
+
+    int buf = 0;
+    if (nrows > 0) {
+        float *Q = Qb, *O = Q + SLC_NR * KST, *Lb = O + SLC_NR * VST, *Db = Lb + SLC_NR;
+        slc_stage_queries<DK, DV>(a, b, j, anchors, e0, nrows, 0, q, lse, D, dout, Q, O, Lb, Db, (int *)(Db + SLC_NR));
+    }
+    cp_commit();
+    // K and V are the A operands of every chunk: round them to TF32 in place once
+    cp_wait<0>();
+    __syncthreads();
+    for (int x = threadIdx.x; x < SLC_KEYS * (KST + VST); x += blockDim.x) Ks[x] = __uint_as_float(tf32(Ks[x]));
+    // ldmatrix rows: A fragments (rows g / g+8, columns c / c+4) and two k steps of B fragments
+    const int arow = lane % 8 + (lane / 8 % 2) * 8, acol = lane / 16 * 4, brow = lane % 8, bcol = lane / 8 * 4;
+    const float *kw = Ks + (w * 16 + arow) * KST + acol, *vw = Vs + (w * 16 + arow) * VST + acol;
+    for (long i0 = 0; i0 < nrows; i0 += SLC_NR) {
+        if (i0 + SLC_NR < nrows) {
+            float *Q = Qb + (buf ^ 1) * QBUF, *O = Q + SLC_NR * KST, *Lb = O + SLC_NR * VST, *Db = Lb + SLC_NR;
+            slc_stage_queries<DK, DV>(a, b, j, anchors, e0, nrows, i0 + SLC_NR, q, lse, D, dout, Q, O, Lb, Db,
+                                      (int *)(Db + SLC_NR));
+        }
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        const float *Q = Qb + buf * QBUF, *O = Q + SLC_NR * KST, *Lb = O + SLC_NR * VST, *Db = Lb + SLC_NR;
+        const int *Tb = (const int *)(Db + SLC_NR);
+        float st[SLC_NR / 8][4], dpt[SLC_NR / 8][4];
+#pragma unroll
+        for (int rt = 0; rt < SLC_NR / 8; rt++)
+            st[rt][0] = st[rt][1] = st[rt][2] = st[rt][3] = dpt[rt][0] = dpt[rt][1] = dpt[rt][2] = dpt[rt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DK / 8; kk += 2) {
+            if (kk * 8 >= a.dk) break;
+            uint32_t x[4], y[4];
+            ldsm4(x, kw + kk * 8);
+            ldsm4(y, kw + kk * 8 + 8);
+#pragma unroll
+            for (int rt = 0; rt < SLC_NR / 8; rt++) {
+                uint32_t z[4];
+                ldsm4(z, Q + (rt * 8 + brow) * KST + kk * 8 + bcol);
+                mma8(st[rt], x[0], x[1], x[2], x[3], tf32u(z[0]), tf32u(z[1]));
+                mma8(st[rt], y[0], y[1], y[2], y[3], tf32u(z[2]), tf32u(z[3]));
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < DV / 8; kk += 2) {
+            if (kk * 8 >= a.dv) break;
+            uint32_t x[4], y[4];
+            ldsm4(x, vw + kk * 8);
+            ldsm4(y, vw + kk * 8 + 8);
+#pragma unroll
+            for (int rt = 0; rt < SLC_NR / 8; rt++) {
+                uint32_t z[4];
+                ldsm4(z, O + (rt * 8 + brow) * VST + kk * 8 + bcol);
+                mma8(dpt[rt], x[0], x[1], x[2], x[3], tf32u(z[0]), tf32u(z[1]));
+                mma8(dpt[rt], y[0], y[1], y[2], y[3], tf32u(z[2]), tf32u(z[3]));
+            }
+        }
+#pragma unroll
+        for (int rt = 0; rt < SLC_NR / 8; rt++) {
+            const int ra = rt * 8 + 2 * c, rb = ra + 1;  // the accumulator's columns: rows ra, rb of the chunk
+            const int ta = Tb[ra], tb = Tb[rb];
+            const float la = Lb[ra], lb = Lb[rb], da = Db[ra], db = Db[rb];
+            const float pa0 = p0 <= ta ? exp2f(st[rt][0] * a.sl2 - la) : 0.0f;
+            const float pb0 = p0 <= tb ? exp2f(st[rt][1] * a.sl2 - lb) : 0.0f;
+            const float pa1 = p1 <= ta ? exp2f(st[rt][2] * a.sl2 - la) : 0.0f;
+            const float pb1 = p1 <= tb ? exp2f(st[rt][3] * a.sl2 - lb) : 0.0f;
+            {
+                const uint32_t y0 = tf32(pa0), y1 = tf32(pa1), y2 = tf32(pb0), y3 = tf32(pb1);
+                const float *orr = O + ra * VST + g;
+#pragma unroll
+                for (int nd = 0; nd < DV / 8; nd++)
+                    if (nd * 8 < a.dv) mma8(av[nd], y0, y1, y2, y3, tf32(orr[nd * 8]), tf32(orr[VST + nd * 8]));
+            }
+            const uint32_t y0 = tf32(pa0 * (dpt[rt][0] - da)), y1 = tf32(pa1 * (dpt[rt][2] - da));
+            const uint32_t y2 = tf32(pb0 * (dpt[rt][1] - db)), y3 = tf32(pb1 * (dpt[rt][3] - db));
+            const float *qr = Q + ra * KST + g;
+#pragma unroll
+            for (int nd = 0; nd < DK / 8; nd++)
+                if (nd * 8 < a.dk) mma8(ak[nd], y0, y1, y2, y3, tf32(qr[nd * 8]), tf32(qr[KST + nd * 8]));
+        }
+        __syncthreads();
+        buf ^= 1;
+    }
+    cp_wait<0>();
+    if (sidx > 0) {
+        const int W = a.dk + a.dv;
+        float *pp = part + ((long)(seg[l] - l + sidx - 1) * nkt + kt) * SLC_KEYS * W + (w * 16 + g) * W;
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dk) break;
+            pp[col] = a.scale * ak[nd][0], pp[col + 1] = a.scale * ak[nd][1];
+            pp[8 * W + col] = a.scale * ak[nd][2], pp[8 * W + col + 1] = a.scale * ak[nd][3];
+        }
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dv) break;
+            pp[a.dk + col] = av[nd][0], pp[a.dk + col + 1] = av[nd][1];
+            pp[8 * W + a.dk + col] = av[nd][2], pp[8 * W + a.dk + col + 1] = av[nd][3];
+        }
+        return;
+    }
+    const long o0 = ((long)b * a.T + p0) * a.g + j, o1 = ((long)b * a.T + p1) * a.g + j;
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dk) break;
+        if (p0 < pend) dk[o0 * a.dk + col] += a.scale * ak[nd][0], dk[o0 * a.dk + col + 1] += a.scale * ak[nd][1];
+        if (p1 < pend) dk[o1 * a.dk + col] += a.scale * ak[nd][2], dk[o1 * a.dk + col + 1] += a.scale * ak[nd][3];
+    }
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dv) break;
+        if (p0 < pend) dv[o0 * a.dv + col] += av[nd][0], dv[o0 * a.dv + col + 1] += av[nd][1];
+        if (p1 < pend) dv[o1 * a.dv + col] += av[nd][2], dv[o1 * a.dv + col + 1] += av[nd][3];
+    }
+}
+
+// dk / dv += the partial sums of segments 1, 2, ... of list l (key tile kt), in segment order.
+__global__ void slc_mma_reduce_kernel(slc_mma_args a, int nkt, const int *seg, const float *part, float *dk, float *dv) {
+    const int l = blockIdx.x / nkt, kt = blockIdx.x % nkt, ns = seg[l + 1] - seg[l];
+    if (ns <= 1) return;
+    const int u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g), W = a.dk + a.dv;
+    const int pfirst = u * a.bsel + kt * SLC_KEYS, pend = min((u + 1) * a.bsel, a.T);
+    const float *pp = part + ((long)(seg[l] - l) * nkt + kt) * SLC_KEYS * W;
+    for (int x = threadIdx.x; x < SLC_KEYS * W; x += blockDim.x) {
+        const int p = pfirst + x / W, col = x % W;
+        if (p >= pend) break;
+        float sum = 0.0f;
+        for (int sl = 0; sl < ns - 1; sl++) sum += pp[(long)sl * nkt * SLC_KEYS * W + x];
+        const long kr = ((long)b * a.T + p) * a.g + j;
+        if (col < a.dk) dk[kr * a.dk + col] += sum;
+        else dv[kr * a.dv + col - a.dk] += sum;
+    }
+}
+
+// Inversion of the block lists into CSR: per list l = (b, j, u), the ascending anchors whose list has u.
+// One warp per list tests 32 consecutive anchors at a time (every slot of each row, so that the loads go
+// out together); the ballot gives the count and, when filling, each hit's place. Anchors below
+// ceil(u * b_s / R) are skipped: their queries precede block u.
+template <bool FILL>
+__global__ void slc_mma_csr_kernel(slc_mma_args a, const int32_t *idx, int *count, const int *start, int *anchors) {
+    const long l = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (l >= (long)a.B * a.g * a.nsb) return;
+    const int u = (int)(l % a.nsb), j = (int)(l / a.nsb % a.g), b = (int)(l / ((long)a.nsb * a.g));
+    int pos = FILL ? start[l] : 0;
+    for (int a0 = (int)(((long)u * a.bsel + a.R - 1) / a.R); a0 < a.na; a0 += 32) {
+        const int an = a0 + lane;
+        bool has = false;
+        if (an < a.na) {
+            const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+            for (int e = 0; e < a.n; e++) has |= row[e] == u;
+        }
+        const unsigned m = __ballot_sync(FULL_MASK, has);
+        if (FILL && has) anchors[pos + __popc(m & ((1u << lane) - 1))] = an;
+        pos += __popc(m);
+    }
+    if (!FILL && lane == 0) count[l] = pos;
+}
+
+// One block: exclusive prefix sums start[0..n] of count and seg[0..n] of the segments per list
+// (ceil(count / sega), at least 1). Each thread sums a contiguous part, thread 0 scans the part totals.
+#define SLC_SCAN_THREADS 1024
+__global__ void slc_mma_scan_kernel(const int *count, long n, int sega, int *start, int *seg) {
+    __shared__ int tot[SLC_SCAN_THREADS], tseg[SLC_SCAN_THREADS];
+    const long per = (n + SLC_SCAN_THREADS - 1) / SLC_SCAN_THREADS;
+    const long i0 = min(threadIdx.x * per, n), i1 = min(i0 + per, n);
+    int sc = 0, ss = 0;
+    for (long i = i0; i < i1; i++) sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
+    tot[threadIdx.x] = sc, tseg[threadIdx.x] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int rc = 0, rs = 0;
+        for (int x = 0; x < SLC_SCAN_THREADS; x++) {
+            const int c = tot[x], s = tseg[x];
+            tot[x] = rc, tseg[x] = rs;
+            rc += c, rs += s;
+        }
+        start[n] = rc, seg[n] = rs;
+    }
+    __syncthreads();
+    sc = tot[threadIdx.x], ss = tseg[threadIdx.x];
+    for (long i = i0; i < i1; i++) {
+        start[i] = sc, seg[i] = ss;
+        sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
+    }
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+bool cuda_slc_mma_ok(const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *dout) {
+    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && aligned16(q) && aligned16(k) &&
+           aligned16(v) && (dout == NULL || aligned16(dout));
+}
+
+// Runs the statements given with DK, DV: the least instantiated pair (32/32, 64/64, 96/64, 128/128)
+// covering dk and dv; the padding columns are zeros and their products are skipped.
+#define SLC_WITH_DIMS(dk, dv, ...)                                   \
+    do {                                                             \
+        if ((dk) <= 32 && (dv) <= 32) {                              \
+            constexpr int DK = 32, DV = 32;                          \
+            __VA_ARGS__;                                             \
+        } else if ((dk) <= 64 && (dv) <= 64) {                       \
+            constexpr int DK = 64, DV = 64;                          \
+            __VA_ARGS__;                                             \
+        } else if ((dk) <= 96 && (dv) <= 64) {                       \
+            constexpr int DK = 96, DV = 64;                          \
+            __VA_ARGS__;                                             \
+        } else {                                                     \
+            constexpr int DK = 128, DV = 128;                        \
+            __VA_ARGS__;                                             \
+        }                                                            \
+    } while (0)
+
+// m-tiles per block (1, 2 or 4) for R·G rows, and the blocks per (anchor, group).
+static int slc_mtiles(int rows, int *chunks) {
+    const int need = (rows + 15) / 16, mt = need <= 1 ? 1 : need <= 2 ? 2 : 4;
+    *chunks = (rows + 16 * mt - 1) / (16 * mt);
+    return mt;
+}
+
+#define SLC_WITH_MT(mt, ...)          \
+    do {                              \
+        if ((mt) == 1) {              \
+            constexpr int MT = 1;     \
+            __VA_ARGS__;              \
+        } else if ((mt) == 2) {       \
+            constexpr int MT = 2;     \
+            __VA_ARGS__;              \
+        } else {                      \
+            constexpr int MT = 4;     \
+            __VA_ARGS__;              \
+        }                             \
+    } while (0)
+
+void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
+                      const int32_t *idx, float *o, float *lse) {
+    const slc_mma_args a = slc_mma_make(s);
+    int chunks;
+    const int mt = slc_mtiles(a.rows, &chunks);
+    const long blocks = (long)a.B * a.na * a.g * chunks;
+    if (blocks == 0) return;
+    SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
+        const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);
+        attn_allow_smem((const void *)slc_mma_fwd_kernel<DK, DV, MT>, smem);
+        slc_mma_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(a, chunks, q, k, v, idx, o, lse);
+    }));
+    CUDA_LAUNCH_CHECK();
+}
+
+static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
+                      const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk,
+                      float *dv) {
+    const slc_mma_args a = slc_mma_make(s);
+    const long rows = (long)a.B * a.T * a.h;
+    if (rows == 0) return;
+    const long nlists = (long)a.B * a.g * a.nsb, nentries = (long)a.B * a.na * a.g * a.n;
+    const int nkt = (a.bsel + SLC_KEYS - 1) / SLC_KEYS;
+    // Segments of at least 256 chunks of rows, and few enough that there are at most about 8 per
+    // multiprocessor besides one per list: that bounds the partial sums' memory (8 * SMs slots).
+    const long per_sm = nentries / (8L * cuda_ctx_of(be)->num_sms) + 1;
+    const int sega = (int)max((long)(256 * SLC_NR + a.rows - 1) / a.rows, per_sm);
+    const long xmax = nentries / sega;  // segments beyond each list's first, at most
+    // Scratch: D [rows] | count [nlists] | start [nlists + 1] | seg [nlists + 1] | anchors [nentries] | part
+    const size_t off_count = align_up(rows * sizeof(float)), off_start = off_count + align_up(nlists * sizeof(int));
+    const size_t off_seg = off_start + align_up((nlists + 1) * sizeof(int));
+    const size_t off_anchors = off_seg + align_up((nlists + 1) * sizeof(int));
+    const size_t off_part = off_anchors + align_up((nentries + 1) * sizeof(int));
+    const size_t part_bytes = (size_t)xmax * nkt * SLC_KEYS * (a.dk + a.dv) * sizeof(float);
+    char *scr = (char *)cuda_scratch(be, off_part + part_bytes + 256);
+    float *D = (float *)scr, *part = (float *)(scr + off_part);
+    int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *seg = (int *)(scr + off_seg);
+    int *anchors = (int *)(scr + off_anchors);
+
+    cuda_attn_rowdot(dout, o, rows, a.dv, D);
+    int chunks;
+    const int mt = slc_mtiles(a.rows, &chunks);
+    SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
+        const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);  // holds the final merge too
+        attn_allow_smem((const void *)slc_mma_dq_kernel<DK, DV, MT>, smem);
+        slc_mma_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+            a, chunks, q, k, v, idx, lse, D, dout, dq);
+    }));
+    CUDA_LAUNCH_CHECK();
+
+    const unsigned lb = (unsigned)((nlists * 32 + 127) / 128);
+    slc_mma_csr_kernel<false><<<lb, 128>>>(a, idx, count, start, anchors);
+    CUDA_LAUNCH_CHECK();
+    slc_mma_scan_kernel<<<1, SLC_SCAN_THREADS>>>(count, nlists, sega, start, seg);
+    CUDA_LAUNCH_CHECK();
+    slc_mma_csr_kernel<true><<<lb, 128>>>(a, idx, count, start, anchors);
+    CUDA_LAUNCH_CHECK();
+
+    SLC_WITH_DIMS(a.dk, a.dv, {
+        const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
+        attn_allow_smem((const void *)slc_mma_dkdv_kernel<DK, DV>, smem);
+        slc_mma_dkdv_kernel<DK, DV><<<(unsigned)((nlists + xmax) * nkt), SLC_WARPS * 32, smem>>>(
+            a, nkt, sega, q, k, v, lse, D, dout, start, seg, anchors, dk, dv, part);
+    });
+    CUDA_LAUNCH_CHECK();
+    if (xmax > 0) {
+        slc_mma_reduce_kernel<<<(unsigned)(nlists * nkt), 128>>>(a, nkt, seg, part, dk, dv);
+        CUDA_LAUNCH_CHECK();
+    }
+}
