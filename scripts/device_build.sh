@@ -4,7 +4,8 @@
 # builds with the CUDA backend into build-device/ and runs the GPU tests, then the CPU tests.
 # Writes /tmp/deps/env.sh (LD_LIBRARY_PATH) for commands that run the programs afterwards.
 # The CPU tests run with ASA_DEVICE=cpu (the asa command would pick the GPU otherwise).
-# SKIP_CPU_TESTS=1 skips `ctest -L cpu`; logs go to $OUT when it is set.
+# SKIP_CPU_TESTS=1 skips `ctest -L cpu`, SKIP_GPU_TESTS=1 the GPU tests, GPU_TESTS=REGEX runs only the GPU
+# tests whose names match, KEEP_BUILD=1 reuses build-device/ (see below); logs go to $OUT when it is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEPS=/tmp/deps
@@ -32,6 +33,10 @@ nvcc --version | tail -1
 cmake --version | head -1
 
 t0=$(date +%s)
+# A warm machine keeps build-device/ between calls, but the copied sources keep the mtimes they had here,
+# which can be older than objects built there from an earlier copy: make stays silent and the binaries
+# are stale. Build from scratch unless told otherwise.
+[ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD"
 if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DASA_DEPS_ROOT="$DEPS" "${pkgcfg[@]}" &&
        cmake --build "$BUILD" -j "$(nproc)"; } >"$LOG/device_build.log" 2>&1; then
     tail -60 "$LOG/device_build.log"
@@ -39,10 +44,13 @@ if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DASA_DEPS_ROOT="$DEPS"
     exit 1
 fi
 echo "device_build: built $BUILD in $(( $(date +%s) - t0 )) s"
-grep -E "asa: CUDA backend|OpenBLAS:" "$LOG/device_build.log"
+grep -E "asa: (CUDA backend|MPI|NCCL)|OpenBLAS:" "$LOG/device_build.log"
 
 rc=0
-(cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 300) 2>&1 | tee "$LOG/ctest_gpu.log" | tail -40 || rc=1
+if [ "${SKIP_GPU_TESTS:-0}" != 1 ]; then
+    (cd "$BUILD" && ctest -L gpu ${GPU_TESTS:+-R "$GPU_TESTS"} --output-on-failure --timeout 300) 2>&1 |
+        tee "$LOG/ctest_gpu.log" | tail -40 || rc=1
+fi
 if [ "${SKIP_CPU_TESTS:-0}" != 1 ]; then
     (cd "$BUILD" && ASA_DEVICE=cpu ctest -L cpu --output-on-failure -j "$(nproc)" --timeout 300) 2>&1 | tee "$LOG/ctest_cpu.log" | tail -25 || rc=1
 fi

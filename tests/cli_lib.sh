@@ -57,3 +57,33 @@ cli_test_end() {
     echo "$NAME: $checks checks, $fails failures"
     ((fails == 0)) || exit 1
 }
+
+# close_losses REF RUN WHAT [TOL]: the runs' log.jsonl have the same steps, with loss, grad_norm, val_loss and
+# lr within TOL relative (default 1e-5); prints the largest difference.
+close_losses() {
+    checks=$((checks + 1))
+    local msg
+    msg=$(paste -d '\n' "$1/log.jsonl" "$2/log.jsonl" | awk -v tol="${4:-1e-5}" '
+        function field(line, key,   m) { return match(line, "\"" key "\": [^,}]*") ? substr(line, RSTART + length(key) + 4, RLENGTH - length(key) - 4) : "" }
+        NR % 2 == 1 { a = $0; next }
+        {
+            if (field(a, "step") != field($0, "step")) { print "step " field(a, "step") " vs " field($0, "step"); bad = 1; exit }
+            split("loss grad_norm val_loss lr", keys, " ")
+            for (i = 1; i <= 4; i++) {
+                x = field(a, keys[i]); y = field($0, keys[i])
+                if ((x == "") != (y == "")) { print "step " field(a, "step") ": " keys[i] " present in one log only"; bad = 1; exit }
+                if (x == "") continue
+                d = x - y; if (d < 0) d = -d; s = x < 0 ? -x : x
+                if (d > tol * s) { print "step " field(a, "step") ": " keys[i] " " x " vs " y; bad = 1; exit }
+                if (d / s > worst) worst = d / s
+            }
+        }
+        END { if (bad) exit; if (NR % 2) print "odd line count"; else printf "max %.3g\n", worst }')
+    local n1 n2
+    n1=$(wc -l <"$1/log.jsonl")
+    n2=$(wc -l <"$2/log.jsonl")
+    if [[ "$msg" == max* ]]; then echo "$3: $n1 steps, largest relative difference ${msg#max }"
+    elif [[ -n "$msg" ]]; then fail "$3: $msg"
+    elif ((n1 != n2)); then fail "$3: $n2 log lines, the reference has $n1"
+    fi
+}

@@ -128,6 +128,31 @@ if [[ -s "$tmp/data/train-00000.shard" ]]; then
     expect_error '--max-tokens' generate --model "$tmp/e2e" --prompt "x" --max-tokens -3
 fi
 
+# `asa bench attn` on the CPU, tiny shapes: every op of an N layer forward and backward, and a decoding
+# step of a G layer, each with its per-op breakdown and finite outputs.
+attn_small=(--device cpu --seq 200 --heads 4 --kv-heads 2 --head-dim 32 --block-size 16 --block-counts 4 --window 32
+            --repeats 2 --breakdown)
+run bench attn "${attn_small[@]}"
+if ((rc != 0)); then
+    fail "asa bench attn: exit code $rc: $out"
+else
+    for re in '^  forward: +[0-9.]+ ms +[0-9.]+ GFLOP/s = +[0-9.]+% of gemm +[0-9.]+ GB/s' \
+        '^  backward: +[0-9.]+ ms +[0-9.]+ GFLOP/s' '^    attn_slc_bwd +[0-9.]+ ms +[0-9.]+%' \
+        '^    select_topk +[0-9.]+ ms' '^  output rms [0-9.e+-]+'; do
+        grep -Eq -- "$re" <<<"$out" || fail "asa bench attn: no line matching '$re': $out"
+    done
+fi
+run bench attn "${attn_small[@]}" --decode --kind G --rope-dim 16 --selection-share 4
+if ((rc != 0)); then
+    fail "asa bench attn --decode: exit code $rc: $out"
+else
+    grep -Eq '^  decode step: +[0-9.]+ ms +cache bytes read [0-9.]+ KiB' <<<"$out" ||
+        fail "asa bench attn --decode: no decode step line: $out"
+    grep -Eq '^    attn_slc_decode +[0-9.]+ ms' <<<"$out" || fail "asa bench attn --decode: no breakdown: $out"
+fi
+expect_error 'kv-heads' bench attn --device cpu --heads 6 --kv-heads 4
+expect_error 'needs [0-9.]+ GiB on the cpu backend' bench attn --device cpu --seq 16000000
+
 # A model that does not fit is refused before anything is allocated or written, with the bytes needed.
 expect_error 'asa-1.3B.json: needs [0-9.]+ GiB on the cpu backend' bench train --config configs/asa-1.3B.json --seq 2000000 --device cpu
 expect_error 'asa-1.3B.json: needs [0-9.]+ GiB on the cpu backend' train --config configs/asa-1.3B.json --synthetic copy \

@@ -332,6 +332,20 @@ static void test_errors(void) {
     expect_fail("trailing comma", strdup("{\n\"a\": 1,\n}"), "line 3", NULL);
     expect_fail("empty text", strdup(""), "syntax", NULL);
     expect_fail("trailing garbage", strdup("{} {}"), "syntax", NULL);
+    // Nested 10,000 deep (on line 2): refused by cJSON's depth limit, and the message says that, not "syntax".
+    char *deep = malloc(20000 + 32);
+    int k = sprintf(deep, "{\"vocab_size\":\n");
+    for (int i = 0; i < 10000; i++) deep[k++] = '[';
+    for (int i = 0; i < 10000; i++) deep[k++] = ']';
+    strcpy(deep + k, "}");
+    expect_fail("10,000 deep", deep, "JSON nested more than 1000 levels deep (at line 2)", NULL);
+    // 1000 levels (the object and 999 arrays) are within the limit: then it is the key's type that is wrong.
+    deep = malloc(2000 + 32);
+    k = sprintf(deep, "{\"vocab_size\":");
+    for (int i = 0; i < 999; i++) deep[k++] = '[';
+    for (int i = 0; i < 999; i++) deep[k++] = ']';
+    strcpy(deep + k, "}");
+    expect_fail("1000 deep", deep, "\"vocab_size\"", "must be an integer, found an array", NULL);
     expect_fail("not an object", strdup("[1, 2]"), "object", NULL);
 
     // asa_config_load errors name the path: missing file, directory, bad file on disk.

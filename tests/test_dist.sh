@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-parallel `asa train` over MPI on the CPU: 2 ranks give the losses of 1 rank with the same global
+# Data-parallel `asa train` over MPI on the CPU: 2 ranks (ZeRO-1 on and off) give the losses of 1 rank with the same global
 # batch (synthetic and shard data), a run checkpointed on 2 ranks resumes on 1 and on 3 ranks and
 # continues the same curve, only rank 0 prints and writes, and a batch that does not divide among the
 # ranks is refused. Losses agree to 1e-5 relative, not bit for bit: the gradient average sums the
@@ -45,35 +45,6 @@ expect_ok() {  # expect_ok N ARGS...
     ((rc == 0)) || fail "asa $* (ranks: $1): exit code $rc: $out"
 }
 
-# close_losses REF RUN WHAT: the same steps, with loss, grad_norm and val_loss within 1e-5 relative.
-close_losses() {
-    checks=$((checks + 1))
-    local msg
-    msg=$(paste -d '\n' "$1/log.jsonl" "$2/log.jsonl" | awk '
-        function field(line, key,   m) { return match(line, "\"" key "\": [^,}]*") ? substr(line, RSTART + length(key) + 4, RLENGTH - length(key) - 4) : "" }
-        NR % 2 == 1 { a = $0; next }
-        {
-            if (field(a, "step") != field($0, "step")) { print "step " field(a, "step") " vs " field($0, "step"); bad = 1; exit }
-            split("loss grad_norm val_loss lr", keys, " ")
-            for (i = 1; i <= 4; i++) {
-                x = field(a, keys[i]); y = field($0, keys[i])
-                if ((x == "") != (y == "")) { print "step " field(a, "step") ": " keys[i] " present in one log only"; bad = 1; exit }
-                if (x == "") continue
-                d = x - y; if (d < 0) d = -d; s = x < 0 ? -x : x
-                if (d > 1e-5 * s) { print "step " field(a, "step") ": " keys[i] " " x " vs " y; bad = 1; exit }
-                if (d / s > worst) worst = d / s
-            }
-        }
-        END { if (bad) exit; if (NR % 2) print "odd line count"; else printf "max %.3g\n", worst }')
-    local n1 n2
-    n1=$(wc -l <"$1/log.jsonl")
-    n2=$(wc -l <"$2/log.jsonl")
-    if [[ "$msg" == max* ]]; then echo "$3: $n1 steps, largest relative difference ${msg#max }"
-    elif [[ -n "$msg" ]]; then fail "$3: $msg"
-    elif ((n1 != n2)); then fail "$3: $n2 log lines, the reference has $n1"
-    fi
-}
-
 # ---- 1 rank against 2 ranks, global batch 2 micro-batches (one per rank), synthetic copy task
 syn=(--synthetic copy --alphabet 16 --steps 20)
 expect_ok 1 train "${COMMON[@]}" "${syn[@]}" --batch-tokens $((2 * BT)) --out "$tmp/s1"
@@ -82,6 +53,13 @@ close_losses "$tmp/s1" "$tmp/s2" "synthetic data, 2 ranks against 1"
 check "$(grep -c '^done:' <<<"$out" | grep -qx 1; echo $?)" "2 ranks: expected one 'done:' line (rank 0 prints): $out"
 check "$( (cd "$tmp/s2" && find . -name '.write-test*' -o -name '*.tmp*') | grep -q .; echo $((!$?)))" \
     "2 ranks: temporary files left in the run directory"
+
+check "$(grep -q "ZeRO-1: AdamW moments sharded over 2 ranks" <<<"$out"; echo $?)" "2 ranks: no ZeRO-1 line: $out"
+# ZeRO-1 is on by default with 2 ranks; without it (one all-reduce, full moments on every rank) the
+# curve is the same
+expect_ok 2 train "${COMMON[@]}" "${syn[@]}" --batch-tokens $((2 * BT)) --out "$tmp/s2z0" --zero 0
+close_losses "$tmp/s1" "$tmp/s2z0" "synthetic data, 2 ranks without ZeRO-1 against 1"
+check "$(grep -q "ZeRO-1" <<<"$out"; echo $((!$?)))" "--zero 0: a ZeRO-1 line was printed: $out"
 
 # ---- the same on shard data: 120 windows of 49 tokens make 60 batches of 2, a multiple of every world
 # size used here, so that epochs end at the same global batch for 1, 2 and 3 ranks
@@ -124,6 +102,58 @@ if ((rc == 0)); then fail "4 ranks, 6 micro-batches: exit code 0"
 elif ! grep -q "not a multiple of --batch x --seq x ranks" <<<"$out"; then fail "4 ranks: unclear message: $out"
 elif (($(grep -c "not a multiple" <<<"$out") != 1)); then fail "4 ranks: the error should be printed once: $out"
 elif [[ -e "$tmp/bad" ]]; then fail "4 ranks: the refused run created its directory"
+fi
+
+# ---- faults: a rank killed or stopped mid-run ends the job with an error well within 60 s, and the
+# last checkpoint stays intact and resumable
+fault_run() {  # fault_run SIGNAL DIR: start 2 ranks, signal rank 1 once a checkpoint exists; sets $out, $rc, $secs
+    local dir=$2 mp kids t0
+    ASA_DIST_TIMEOUT=5 timeout 120 "$MPIRUN" --allow-run-as-root --oversubscribe --bind-to none -np 2 "$ASA" train \
+        "${COMMON[@]}" --synthetic copy --alphabet 16 --steps 1000000 --warmup 10 --batch-tokens $((2 * BT)) --ckpt-every 50 \
+        --val-every 0 --out "$dir" >"$dir.out" 2>&1 &
+    mp=$!
+    for _ in $(seq 300); do [[ -s "$dir/checkpoints/latest" ]] && break; sleep 0.1; done
+    kids=($(pgrep -P "$(pgrep -P "$mp")"))  # timeout -> mpirun -> the ranks
+    checks=$((checks + 1))
+    if ((${#kids[@]} != 2)); then
+        fail "$1: expected 2 rank processes under mpirun, found ${#kids[@]}"
+        kill -9 "$mp" "${kids[@]}" 2>/dev/null
+        return
+    fi
+    t0=$(date +%s.%N)
+    kill "-$1" "${kids[1]}"
+    wait "$mp"
+    rc=$?
+    secs=$(echo "$(date +%s.%N) - $t0" | bc)
+    out=$(cat "$dir.out")
+    kill -9 "${kids[@]}" 2>/dev/null  # a stopped rank that mpirun could not end
+    check "$( ((rc != 0)) && awk -v s="$secs" 'BEGIN { exit !(s < 60) }'; echo $?)" \
+        "$1 to rank 1: exit code $rc after $secs s: $(tail -n 5 <<<"$out")"
+    echo "SIG$1 to rank 1: the job ended with exit code $rc after $secs s"
+    expect_ok 1 train --resume --out "$dir" --steps $(($(sed 's/step-0*//' "$dir/checkpoints/latest") + 2))
+}
+fault_run KILL "$tmp/killed"
+fault_run STOP "$tmp/stopped"
+check "$(grep -q "has waited .* s for the other ranks (ASA_DIST_TIMEOUT=5): a rank died or hangs" "$tmp/stopped.out"; echo $?)" \
+    "SIGSTOP: no watchdog message: $(tail -n 5 "$tmp/stopped.out")"
+
+# ---- a NaN under ZeRO-1 is reported once, naming the tensor
+nan="$tmp/nan"
+cp -a "$tmp/s2" "$nan"
+model="$nan/checkpoints/step-0000020/model.safetensors"
+size=$(stat -c %s "$model")
+head -c 4096 /dev/zero | tr '\0' '\377' | dd of="$model" bs=1 seek=$((size - 4096)) conv=notrunc status=none
+mpi 2 train --resume --out "$nan" --steps 25
+check "$( ((rc != 0)) && (($(grep -c "step 21: loss is NaN .*first non-finite: parameter lm_head.weight" <<<"$out") == 1)); echo $?)" \
+    "NaN on 2 ranks: expected one message naming lm_head.weight (exit code $rc): $out"
+
+# ---- an environment launch (RANK/WORLD_SIZE) needs NCCL and a GPU: refused clearly on the CPU
+checks=$((checks + 1))
+out=$(RANK=0 WORLD_SIZE=2 "$ASA" train "${COMMON[@]}" "${syn[@]}" --device cpu --out "$tmp/envlaunch" 2>&1)
+rc=$?
+if ((rc == 0)); then fail "RANK=0 WORLD_SIZE=2 on the CPU: exit code 0"
+elif ! grep -q "launched as rank 0 of 2 by RANK/WORLD_SIZE variables without mpirun" <<<"$out"; then
+    fail "RANK/WORLD_SIZE on the CPU: unclear message: $out"
 fi
 
 cli_test_end

@@ -290,6 +290,38 @@ static void test_malformed(void) {
                  NULL, ":1: key 'label': missing or not an integer");
     snprintf(want, sizeof want, "%s:2: key 'text': no last word", tmp_path("bad_lambada.jsonl"));
     expect_error("lambada", "bad_lambada.jsonl", "{\"text\": \"a b c\"}\n{\"text\": \"oneword\"}\n", NULL, want);
+
+    // Size limits. A record nested 10,000 deep (cJSON's limit is 1000; the message says so), a record of
+    // 5000 choices (an array of a record may have 1024 elements) and a 4 MB line with no space in its text.
+    char *big = malloc((size_t)5 << 20);
+    int k = sprintf(big, "{\"text\": \"a b\"}\n{\"text\": ");
+    for (int i = 0; i < 10000; i++) big[k++] = '[';
+    for (int i = 0; i < 10000; i++) big[k++] = ']';
+    strcpy(big + k, "}\n");
+    snprintf(want, sizeof want, "%s:2: JSON nested more than 1000 levels deep", tmp_path("deep_lambada.jsonl"));
+    expect_error("lambada", "deep_lambada.jsonl", big, NULL, want);
+    snprintf(want, sizeof want, "%s:1: JSON nested more than 1000 levels deep", tmp_path("deep_hs.jsonl"));
+    expect_error("hellaswag", "deep_hs.jsonl", strchr(big, '\n') + 1, NULL, want);
+    k = sprintf(big, "{\"query\": \"Question: q\", \"gold\": 0, \"choices\": [");
+    for (int i = 0; i < 5000; i++) k += sprintf(big + k, "%s\"c\"", i ? "," : "");
+    strcpy(big + k, "]}\n");
+    snprintf(want, sizeof want, "%s:1: a JSON array or object with more than 1024 elements", tmp_path("wide_arc.jsonl"));
+    expect_error("arc_easy", "wide_arc.jsonl", big, NULL, want);
+    k = sprintf(big, "{\"text\": \"");
+    memset(big + k, 'x', (size_t)4 << 20);
+    strcpy(big + k + ((size_t)4 << 20), "\"}\n");
+    snprintf(want, sizeof want, "%s:1: key 'text': no last word", tmp_path("long_lambada.jsonl"));
+    expect_error("lambada", "long_lambada.jsonl", big, NULL, want);
+    // Brackets, commas and escaped quotes inside a string are text, not structure: this record loads.
+    k = sprintf(big, "{\"text\": \"");
+    for (int i = 0; i < 5000; i++) k += sprintf(big + k, "[{,\\\"");
+    strcpy(big + k, " last\"}\n");
+    asa_lambada_set ls;
+    int rc = asa_lambada_load(write_tmp("brackets.jsonl", big), &ls);
+    TU_CHECK(rc == ASA_OK && ls.n == 1 && !strcmp(ls.target[0], " last"), "brackets in a string: %s",
+             rc ? asa_err_msg() : "loaded");
+    if (rc == ASA_OK) asa_lambada_free(&ls);
+    free(big);
 }
 
 static void test_lambada(const asa_tokenizer *tok) {

@@ -342,6 +342,8 @@ static void test_malformed(void) {
         {"header_past_end", H("{\"a\":{%s,\"data_offsets\":[0,8]}}", F2), 4000, 8, "past the end of the file"},
         {"huge_header_len", "{}", 1ull << 40, 0, "limit"},
         {"header_over_100MB", "{}", 100000001, 0, "limit"},
+        {"header_100MiB", "{}", 100ull << 20, 0, "over the limit of 67108864 bytes"},
+        {"header_64MiB_plus_1", "{}", (64ull << 20) + 1, 0, "over the limit of 67108864 bytes"},
         {"not_json", "{\"a\": {\"dtype\": ", 0, 0, "not valid JSON"},
         {"trailing_garbage", "{} xx", 0, 0, "not valid JSON"},
         {"not_object", "[1, 2, 3]", 0, 0, "not a JSON object"},
@@ -386,12 +388,13 @@ static void test_malformed(void) {
         {"metadata_not_object", H("{\"__metadata__\":[1],\"a\":{%s,\"data_offsets\":[0,8]}}", F2), 0, 8, "__metadata__"},
         {"metadata_number", H("{\"__metadata__\":{\"step\":5},\"a\":{%s,\"data_offsets\":[0,8]}}", F2), 0, 8,
          "__metadata__"},
-        {"deep_nesting", NULL, 0, 0, "not valid JSON"},
+        {"deep_nesting", NULL, 0, 0, "header: JSON nested more than 1000 levels deep"},
     };
 #undef H
-    static char deep[4200];
-    for (int i = 0; i < 2000; i++) deep[i] = '[';
-    for (int i = 0; i < 2000; i++) deep[2000 + i] = ']';
+    // 10,000 deep: cJSON's limit (1000) stops it, and the message says so rather than "not valid JSON".
+    static char deep[20001];
+    for (int i = 0; i < 10000; i++) deep[i] = '[';
+    for (int i = 0; i < 10000; i++) deep[10000 + i] = ']';
     int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++) {
         const bad_case *c = &cases[i];
@@ -426,6 +429,24 @@ static void test_malformed(void) {
     write_bytes(p, nul, sizeof nul);
     asa_st_file f;
     TU_CHECK(asa_st_open(p, &f) == ASA_ERR && msg_has(p) && msg_has("NUL"), "NUL: %s", asa_err_msg());
+    // A header of 2^22 + 1 values (8 MB of "0,"), refused by the scan before cJSON builds a 300 MB tree;
+    // and a 1 MB tensor name, which the (fixed-size) message buffers cut short without overflowing.
+    size_t nv = ((size_t)1 << 22) + 1, hl = 7 + 2 * nv;
+    char *big = malloc(hl + 1);
+    memcpy(big, "{\"a\":[", 6);
+    for (size_t i = 0; i < nv; i++) memcpy(big + 6 + 2 * i, "0,", 2);
+    memcpy(big + 6 + 2 * nv - 1, "]}", 3);
+    write_st(p, big, strlen(big), NULL, 0);
+    TU_CHECK(asa_st_open(p, &f) == ASA_ERR && msg_has(p) && msg_has("more than 4194304 JSON values"), "values: %s",
+             asa_err_msg());
+    size_t nl = (size_t)1 << 20;
+    big[0] = '{';
+    big[1] = '"';
+    memset(big + 2, 'n', nl);
+    memcpy(big + 2 + nl, "\":5}", 5);
+    write_st(p, big, strlen(big), NULL, 0);
+    TU_CHECK(asa_st_open(p, &f) == ASA_ERR && msg_has(p) && msg_has("nnnnnnnn"), "long name: %s", asa_err_msg());
+    free(big);
     // A directory and a missing file.
     TU_CHECK(asa_st_open(tmpdir, &f) == ASA_ERR && msg_has(tmpdir), "directory: %s", asa_err_msg());
     TU_CHECK(asa_st_open(tpath("none.safetensors"), &f) == ASA_ERR && msg_has("none.safetensors"), "missing");

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -898,12 +899,101 @@ static void test_malformed(void) {
     }
 }
 
+// ---- size limits on untrusted files ----
+
+// Writes head, then n copies of item (the last without its trailing comma, if any), then tail.
+static void write_repeated(const char *path, const char *head, const char *item, size_t n, const char *tail) {
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    size_t il = strlen(item);
+    fputs(head, f);
+    for (size_t i = 0; i < n; i++) fwrite(item, 1, i + 1 < n || item[il - 1] != ',' ? il : il - 1, f);
+    fputs(tail, f);
+    if (fclose(f) != 0) {
+        perror(path);
+        exit(2);
+    }
+}
+
+static long peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+// Each refused with a message naming the file and the limit, before anything of the claimed size is built.
+// Runs first, so that the peak memory of the process is that of these loads: the files are tens of MB, and
+// the refusals must not cost much more than reading them.
+static void test_limits(void) {
+    asa_tokenizer *t = NULL;
+    const char *p = tmp_path("10M-merges.json");
+    write_repeated(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [", "\"a a\",", 10000000,
+                   "]}}\n");
+    TU_CHECK(asa_tokenizer_load(p, &t) == ASA_ERR && t == NULL, "10M merges: accepted");
+    TU_CHECK(strstr(asa_err_msg(), p) && strstr(asa_err_msg(), "more than 2097152 elements") &&
+                 strstr(asa_err_msg(), "280,147 merges"),
+             "10M merges: %s", asa_err_msg());
+    unlink(p);
+    // 2^21 pairs of 4 numbers: no array is too long, but the values (~10.5M) are too many.
+    p = tmp_path("many-values.json");
+    write_repeated(p, "{\"model\": {\"merges\": [", "[0,0,0,0],", ((size_t)1 << 21) - 1, "]}}\n");
+    TU_CHECK(asa_tokenizer_load(p, &t) == ASA_ERR && strstr(asa_err_msg(), p) &&
+                 strstr(asa_err_msg(), "more than 8388608 JSON values"),
+             "8M values: %s", asa_err_msg());
+    unlink(p);
+    p = tmp_path("10M-ranks.tiktoken");
+    write_repeated(p, "", "QQ== 0\n", 10000000, "");
+    TU_CHECK(asa_tokenizer_load_tiktoken(p, &t) == ASA_ERR && t == NULL && strstr(asa_err_msg(), p) &&
+                 strstr(asa_err_msg(), "10000000 lines, more than the limit of 2097152 ranks"),
+             "10M ranks: %s", asa_err_msg());
+    unlink(p);
+    long rss = peak_rss_mb();
+    TU_CHECK(rss < 600, "refusing 60-70 MB files took %ld MB", rss);
+    // Nested 10,000 deep: cJSON's limit refuses it; the message says so rather than "not valid JSON".
+    p = tmp_path("deep.json");
+    FILE *f = fopen(p, "wb");
+    fputs("{\"model\": ", f);
+    for (int i = 0; i < 10000; i++) fputc('[', f);
+    for (int i = 0; i < 10000; i++) fputc(']', f);
+    fputs("}\n", f);
+    fclose(f);
+    TU_CHECK(asa_tokenizer_load(p, &t) == ASA_ERR && strstr(asa_err_msg(), p) &&
+                 strstr(asa_err_msg(), "JSON nested more than 1000 levels deep (at line 1)"),
+             "10,000 deep: %s", asa_err_msg());
+}
+
+// A 1 MB vocabulary string that is not byte-level: the message quotes it, cut short by the fixed-size
+// message buffer (no overflow, and the file is still named).
+static void test_long_token(void) {
+    cJSON *j = base_json();
+    char *tok = malloc((1 << 20) + 1);
+    memset(tok, 1, 1 << 20);
+    tok[1 << 20] = 0;
+    cJSON *vocab = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "model"), "vocab");
+    cJSON_AddNumberToObject(vocab, tok, cJSON_GetArraySize(vocab));
+    free(tok);
+    char *s = cJSON_Print(j);
+    const char *p = tmp_path("long-token.json");
+    write_file(p, s, strlen(s));
+    cJSON_free(s);
+    cJSON_Delete(j);
+    asa_tokenizer *t = NULL;
+    TU_CHECK(asa_tokenizer_load(p, &t) == ASA_ERR && strstr(asa_err_msg(), p) &&
+                 strstr(asa_err_msg(), "is not a byte-level string") == NULL && strlen(asa_err_msg()) == 1023,
+             "long token: %.200s", asa_err_msg());
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/asa_test_tokenizer.XXXXXX");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 2;
     }
+    test_limits();
+    test_long_token();
     test_malformed();
     test_training();
     test_training_reference();

@@ -98,6 +98,13 @@ grep -q 'exit-after' <<<"$out" || fail "--exit-after: no message saying where it
 expect_ok train --resume --out "$r1" --log-every 1000
 same_losses "$ref" "$r1" "--exit-after 10 then --resume"
 
+# ---- --recompute changes the memory, not the results; it may be dropped on resume
+rcp="$tmp/recompute"
+expect_ok train "${COMMON[@]}" --synthetic copy --steps 20 --ckpt-every 5 --keep 2 --val-every 5 --val-batches 2 \
+    --out "$rcp" --exit-after 10 --recompute
+expect_ok train --resume --out "$rcp" --log-every 1000
+same_losses "$ref" "$rcp" "--recompute for 10 steps, then --resume without it"
+
 # ---- a run from another config, a changed training option, an existing run without --resume
 before=$(fingerprint "$r1")
 expect_error 'hidden_size \(48 vs 32\)' train --resume --config "$tmp/other.json" --out "$r1" --steps 30
@@ -211,10 +218,21 @@ cp -a "$ref" "$r5"
 model="$r5/checkpoints/step-0000020/model.safetensors"
 size=$(stat -c %s "$model")
 head -c 4096 /dev/zero | tr '\0' '\377' | dd of="$model" bs=1 seek=$((size - 4096)) conv=notrunc status=none
-expect_error 'step 21: loss is NaN; stopping .*step-0000020' train --resume --out "$r5" --steps 25
+r6="$tmp/r6"
+cp -a "$r5" "$r6"
+expect_error 'step 21: loss is NaN .*first non-finite: parameter lm_head.weight; stopping .*step-0000020' \
+    train --resume --out "$r5" --steps 25
 check "$(grep -qx step-0000020 "$r5/checkpoints/latest" && [[ ! -e "$r5/checkpoints/step-0000021" ]]; echo $?)" \
     "NaN: a checkpoint of the bad state was written"
 check "$(grep -c '"step"' "$r5/log.jsonl" | grep -qx 20; echo $?)" "NaN: the bad step was logged"
+# --on-nan skip: every step fails the same way, so after 10 skipped steps the 11th stops the run
+expect_error 'step 31: loss is NaN .*11 steps in a row were skipped: the run has diverged' \
+    train --resume --out "$r6" --steps 40 --on-nan skip
+check "$(grep -c '"skipped": "loss is NaN' "$r6/log.jsonl" | grep -qx 10; echo $?)" \
+    "--on-nan skip: expected 10 skipped steps in log.jsonl: $(tail -n 3 "$r6/log.jsonl")"
+check "$(grep -c 'skipped: loss is NaN' <<<"$out" | grep -qx 10; echo $?)" "--on-nan skip: 10 'skipped' lines expected: $out"
+check "$(grep -qx step-0000020 "$r6/checkpoints/latest"; echo $?)" "--on-nan skip: latest moved past the good checkpoint"
+expect_error "--on-nan: 'maybe' is not one of stop, skip" train --resume --out "$r6" --on-nan maybe
 
 # ---- other bad input
 expect_error "$tmp/missing-data.*does not exist" train --config "$tmp/tiny.json" --data "$tmp/missing-data" \

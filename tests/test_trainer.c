@@ -117,7 +117,7 @@ static void test_checkpoints(void) {
     asa_train_state st, back;
     fill_state(&st, 2);
     char *dir = NULL;
-    int rc = asa_checkpoint_save(run, &a, &oa, &st, 2, &dir);
+    int rc = asa_checkpoint_save(run, &a, &oa, NULL, &st, 2, &dir);
     TU_CHECK(rc == ASA_OK, "save: %s", asa_err_msg());
     char expect[512], *latest = NULL;
     snprintf(expect, sizeof expect, "%s/checkpoints/step-0000002", run);
@@ -167,7 +167,7 @@ static void test_checkpoints(void) {
     for (int s = 3; s <= 5; s++) {
         st.step = s;
         oa.step = s;
-        TU_CHECK(asa_checkpoint_save(run, &a, &oa, &st, 2, NULL) == ASA_OK, "save %d: %s", s, asa_err_msg());
+        TU_CHECK(asa_checkpoint_save(run, &a, &oa, NULL, &st, 2, NULL) == ASA_OK, "save %d: %s", s, asa_err_msg());
     }
     snprintf(expect, sizeof expect, "%s/checkpoints/step-0000004", run);
     struct stat sb;

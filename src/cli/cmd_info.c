@@ -1,4 +1,5 @@
-// `asa info`: parameter counts per layer kind and KV-cache bytes (SPEC §5) of a config.
+// `asa info`: parameter counts per layer kind, KV-cache bytes (SPEC §5) and training activation memory
+// of a config.
 #include <stdio.h>
 #include <string.h>
 
@@ -6,6 +7,7 @@
 #include "cli/cli.h"
 #include "core/error.h"
 #include "model/kv_cache_size.h"
+#include "model/model.h"
 #include "model/params.h"
 
 static const char KINDS[] = "FWNLG";
@@ -23,7 +25,9 @@ int cmd_info(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: asa info --config FILE [--context T]\n"
                    "  Prints parameters in total and per layer kind, and the KV cache per token and at\n"
-                   "  context T (default 8192) per layer kind and for the model, in bf16 bytes.\n");
+                   "  context T (default 8192) per layer kind and for the model, in bf16 bytes, and the\n"
+                   "  activation memory of training on one sequence of T tokens, with and without\n"
+                   "  --recompute.\n");
             return 0;
         } else {
             fprintf(stderr, "asa info: unknown option '%s'\n", argv[i]);
@@ -76,7 +80,15 @@ int cmd_info(int argc, char **argv) {
     }
     printf("  model total: %s at %d tokens = %s per token\n", cli_bytes((double)total, b1, sizeof b1), context,
            cli_bytes((double)total / context, b3, sizeof b3));
-    (void)b2;
+
+    // What asa train allocates for activations (fp32) on top of weights, gradients and AdamW moments.
+    double act = (double)asa_model_act_bytes(&cfg, 1, context, 0);
+    double act_rc = (double)asa_model_act_bytes(&cfg, 1, context, 1);
+    printf("\ntraining activations (fp32) for one sequence of %d tokens (x B for a batch of B)\n", context);
+    printf("  %-22s %12s\n", "every layer kept", cli_bytes(act, b1, sizeof b1));
+    printf("  %-22s %12s  (%.1f%%: each layer's input kept, its activations recomputed before its\n"
+           "  %-22s %12s   backward: one more forward of every layer but the last)\n",
+           "--recompute", cli_bytes(act_rc, b2, sizeof b2), 100.0 * act_rc / act, "", "");
     asa_layout_free(&layout);
     return 0;
 }

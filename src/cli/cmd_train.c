@@ -66,7 +66,9 @@ static void usage(void) {
            "  --synthetic copy   the built-in copy task   --alphabet A  its symbols (32)\n"
            "run directory:\n"
            "  --out RUN_DIR      (default runs/<config name>): config.json, log.jsonl, loss.svg, checkpoints/\n"
-           "  --resume           continue RUN_DIR exactly from its latest checkpoint\n"
+           "  --resume           continue RUN_DIR exactly from its latest checkpoint; given --config and a data\n"
+           "                     source too, a run with no checkpoint yet starts anew (one command for a job\n"
+           "                     that may be preempted: it starts or continues, whichever it finds)\n"
            "  --ckpt-every N     checkpoint every N steps, 0 = only at the end (500)\n"
            "  --keep K           checkpoints kept (3)\n"
            "  --exit-after N     stop after N steps of this invocation, with a checkpoint\n"
@@ -80,6 +82,9 @@ static void usage(void) {
            "  --decay-frac X     wsd: fraction of the steps spent decaying (0.2)\n"
            "  --weight-decay X   (0.01)   --clip X  global gradient-norm clip, 0 = off (1.0)\n"
            "  --seed S           weights, data order and synthetic data (1)\n"
+           "  --recompute        keep only each layer's input in the forward and recompute its activations\n"
+           "                     before its backward: activation memory of one layer instead of all, for about\n"
+           "                     a quarter more compute; the same results (may change on --resume)\n"
            "reporting:\n"
            "  --log-every N      progress line and loss.svg refresh (10)\n"
            "  --val-every N      validation loss every N steps and at the end (100)\n"
@@ -87,12 +92,20 @@ static void usage(void) {
            "  --sample-every N   print a generated sample every N steps (0 = never; needs the run's\n"
            "                     tokenizer.json)   --sample-prompt TEXT (\"\": from <|endoftext|>)\n"
            "  --sample-tokens N  tokens per sample (64)\n"
+           "  --on-nan stop|skip a NaN/Inf loss or gradient (reported with the tensor it appeared in first)\n"
+           "                     stops the run (stop, the default), or skips that step's update (skip; more\n"
+           "                     than %d skipped steps in a row stop the run)\n"
            "device:\n"
            CLI_DEVICE_HELP
-           "Data-parallel: mpirun -np N asa train ... splits every step's micro-batches over N ranks (--batch-tokens\n"
-           "must be a multiple of B*T*N); a run may resume on another number of ranks.\n"
+           "data-parallel (mpirun -np N asa train ..., or a launcher setting RANK/WORLD_SIZE/LOCAL_RANK or SLURM's\n"
+           "variables, with NCCL on GPUs): every step's micro-batches are split over the N ranks (--batch-tokens\n"
+           "must be a multiple of B*T*N); rank r uses GPU r of its machine; a run may resume on another number of\n"
+           "ranks. Environment: ASA_DIST_TIMEOUT (s, 600) ends every rank when a collective waits that long (a\n"
+           "rank died or hangs); ASA_DIST_ID_FILE, where an environment launch passes the NCCL id (RUN_DIR.nccl-id).\n"
+           "  --zero 0|1         ZeRO-1: shard the AdamW moments across the ranks (on with more than one rank)\n"
            "On --resume the training options come from the run; --steps, --log-every, --val-every,\n"
-           "--val-batches, --ckpt-every and --keep may be changed. Ctrl-C writes a checkpoint and exits.\n");
+           "--val-batches, --ckpt-every and --keep may be changed. Ctrl-C writes a checkpoint and exits.\n",
+           ASA_MAX_SKIPPED_STEPS);
 }
 
 // "runs/<name>" for a config path ".../<name>.json".
@@ -121,6 +134,10 @@ int cmd_train(int argc, char **argv) {
             o.resume = 1;
             continue;
         }
+        if (!strcmp(a, "--recompute")) {
+            o.recompute = 1;
+            continue;
+        }
         if (!(v = cli_value("train", argc, argv, &i))) return 2;
         int bad = 0;
         if (!strcmp(a, "--config")) o.config_path = v;
@@ -146,6 +163,15 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--val-batches")) bad = cli_parse_int("train", a, v, 0, 1000000, &o.val_batches);
         else if (!strcmp(a, "--ckpt-every")) bad = cli_parse_int("train", a, v, 0, 1000000000, &o.ckpt_every);
         else if (!strcmp(a, "--keep")) bad = cli_parse_int("train", a, v, 1, 1000000, &o.keep);
+        else if (!strcmp(a, "--zero")) bad = cli_parse_int("train", a, v, 0, 1, &o.zero);
+        else if (!strcmp(a, "--on-nan")) {
+            if (!strcmp(v, "stop")) o.on_nan = ASA_ON_NAN_STOP;
+            else if (!strcmp(v, "skip")) o.on_nan = ASA_ON_NAN_SKIP;
+            else {
+                fprintf(stderr, "asa train: --on-nan: '%s' is not one of stop, skip\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--exit-after")) bad = cli_parse_int("train", a, v, 1, 1000000000, &o.exit_after);
         else if (!strcmp(a, "--sample-every")) bad = cli_parse_int("train", a, v, 0, 1000000000, &o.sample_every);
         else if (!strcmp(a, "--sample-prompt")) sample.prompt = v;
@@ -183,12 +209,19 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     o.dist = &dist;
-    if (!(o.backend = cli_backend_new_precision("train", device, precision))) {
+    if (!(o.backend = cli_backend_new_rank("train", device, precision, dist.local_rank))) {
         asa_dist_finalize(&dist);
         return 2;
     }
     char *run_dir = o.run_dir ? NULL : default_run_dir(o.config_path);
     if (run_dir) o.run_dir = run_dir;
+    if (asa_dist_attach(&dist, o.backend, o.run_dir) != ASA_OK) {
+        fprintf(stderr, "asa train: rank %d: %s\n", dist.rank, asa_err_msg());
+        asa_backend_free(o.backend);
+        free(run_dir);
+        asa_dist_finalize(&dist);
+        return 1;
+    }
     sample.run_dir = o.run_dir;
     o.sample = sample_hook;
     o.sample_user = &sample;

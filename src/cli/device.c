@@ -24,7 +24,7 @@ static int cuda_device_count(void) {
 }
 #endif
 
-asa_backend *cli_backend_new_precision(const char *cmd, const char *device, const char *precision) {
+asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const char *precision, int gpu_index) {
     if (precision && strcmp(precision, "fp32") != 0 && strcmp(precision, "tf32") != 0) {
         fprintf(stderr, "asa %s: --precision: unknown precision '%s' (fp32 or tf32)\n", cmd, precision);
         return NULL;
@@ -51,7 +51,7 @@ asa_backend *cli_backend_new_precision(const char *cmd, const char *device, cons
         fprintf(stderr, "asa %s: device cpu (fp32)\n", cmd);
         return asa_backend_cpu_new();
     }
-    int gpu = 0;
+    int gpu = gpu_index;
     if (!strncmp(device, "cuda", 4)) {
         const char *n = device + 4;
         char *end = NULL;
@@ -93,4 +93,8 @@ asa_backend *cli_backend_new_precision(const char *cmd, const char *device, cons
 
 asa_backend *cli_backend_new(const char *cmd, const char *device) {
     return cli_backend_new_precision(cmd, device, NULL);
+}
+
+asa_backend *cli_backend_new_precision(const char *cmd, const char *device, const char *precision) {
+    return cli_backend_new_rank(cmd, device, precision, 0);
 }

@@ -19,6 +19,10 @@
 // without CUDA, no GPU) or the precision is unknown or not offered by the device (tf32 on the CPU).
 asa_backend *cli_backend_new_precision(const char *cmd, const char *device, const char *precision);
 
+// The same, with "cuda" (given or chosen by default) meaning GPU gpu_index rather than 0: the GPU of a
+// data-parallel rank, its rank among the processes of its machine.
+asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const char *precision, int gpu_index);
+
 // cli_backend_new_precision in the device's default precision.
 asa_backend *cli_backend_new(const char *cmd, const char *device);
 

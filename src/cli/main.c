@@ -15,6 +15,7 @@ static void usage(FILE *f) {
             "  info    --config FILE [--context T]   parameters and KV-cache bytes of a model config\n"
             "  train   --config FILE --synthetic copy [options]   train on a built-in synthetic task\n"
             "  bench   cpu [--config FILE] [--seq T] [--batch B]  training throughput on the CPU\n"
+            "  bench   attn [--kind N|G|F|W] [--seq T] [--decode] one layer's attention ops, timed op by op\n"
             "  generate --model DIR --prompt TEXT [options]     sample text from a model with the KV cache\n"
             "  tokenizer train --vocab-size N -o FILE INPUT...   train a byte-level BPE tokenizer\n"
             "  tokenizer encode --tokenizer FILE TEXT            show how a text encodes\n"

@@ -1,6 +1,7 @@
 // Model and run directories: the files a model directory must hold, and the newest checkpoint of a run.
 #include "cli/model_dir.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -47,6 +48,16 @@ int cli_load_model_dir(const char *dir, asa_backend *be, asa_model *m, asa_token
     }
     asa_param_layout layout;
     asa_layout_build(&cfg, &layout);
+    // config.json sizes the allocations below: one that declares a model larger than the weights file
+    // could hold (2 bytes a parameter, BF16 or F16, is the least the reader takes) is refused first.
+    if (stat(w_path, &st) == 0 && (uint64_t)st.st_size / 2 < layout.total) {
+        size_t total = layout.total;
+        asa_layout_free(&layout);
+        asa_tokenizer_free(*tok);
+        *tok = NULL;
+        return asa_err_set("%s: %lld bytes cannot hold the %zu parameters that %s declares (2 bytes each at least)",
+                           w_path, (long long)st.st_size, total, cfg_path);
+    }
     float *host = asa_malloc(sizeof(float) * layout.total);
     int rc = asa_weights_load(&layout, host, w_path);
     asa_layout_free(&layout);

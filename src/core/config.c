@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/json_limits.h"
 
 #define CONFIG_MAX_BYTES ((size_t)1 << 20)
 #define KNOWN_KINDS "FWNLG"
@@ -247,6 +248,8 @@ static void line_col(const char *text, size_t pos, int *line, int *col) {
 
 int asa_config_parse(const char *json_text, const char *src, asa_config *c) {
     memset(c, 0, sizeof *c);
+    // config.json is at most CONFIG_MAX_BYTES, so only the nesting needs a check of its own.
+    if (asa_json_check(json_text, strlen(json_text), src, NULL)) return ASA_ERR;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &end, 1);
     if (!root) {

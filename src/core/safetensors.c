@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/json_limits.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader copies it as is"
@@ -21,6 +22,12 @@
 
 #define CHUNK_BYTES ((size_t)4 << 20)
 #define MAX_EXACT_INT 9007199254740992.0  // 2^53: larger JSON numbers are not exact in a double
+// Header limits, checked before the header is read and parsed. A tensor's entry is about 100 bytes and
+// 14 JSON values, so the largest real headers (a 671B model in one file: ~91,000 tensors) are ~10 MB
+// and ~1.3M values. 64 MiB and 2^22 values are far above that, and bound what a hostile header costs:
+// the text plus a cJSON tree of at most 2^22 values (~300 MB), instead of ~30 bytes per header byte.
+#define ST_MAX_HEADER ((uint64_t)64 << 20)
+#define ST_MAX_VALUES ((size_t)1 << 22)
 
 static const struct { const char *name; size_t size; } dtypes[] = {
     [ASA_ST_F32] = {"F32", 4}, [ASA_ST_F16] = {"F16", 2}, [ASA_ST_BF16] = {"BF16", 2},
@@ -252,6 +259,10 @@ static int parse_header(const char *path, char *text, size_t len, asa_st_file *f
     size_t bad = utf8_check((const unsigned char *)text, len);
     if (bad < len) return st_err(path, "header is not valid UTF-8 (byte %zu of the header)", bad);
     if (memchr(text, 0, len)) return st_err(path, "header contains a NUL byte");
+    const asa_json_limits lim = {ST_MAX_VALUES, ST_MAX_VALUES, " (a header holds about 14 per tensor)"};
+    char src[4200];
+    snprintf(src, sizeof src, "%s: header", path);
+    if (asa_json_check(text, len, src, &lim)) return ASA_ERR;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root) {
@@ -303,9 +314,9 @@ int asa_st_open(const char *path, asa_st_file *f) {
     if (pread_all(path, f->fd, nbuf, 8, 0)) goto fail;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | nbuf[i];
-    if (hlen > ASA_ST_MAX_HEADER) {
-        st_err(path, "header length %llu is over the %u-byte limit (not a safetensors file?)", (unsigned long long)hlen,
-               ASA_ST_MAX_HEADER);
+    if (hlen > ST_MAX_HEADER) {
+        st_err(path, "header length %llu is over the limit of %llu bytes (64 MiB; not a safetensors file?)",
+               (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > size - 8) {

@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #define ASA_ST_MAX_DIMS 8
-#define ASA_ST_MAX_HEADER 100000000u  // bytes, the limit of the reference implementation
 
 typedef enum { ASA_ST_F32, ASA_ST_F16, ASA_ST_BF16, ASA_ST_I32, ASA_ST_I64 } asa_st_dtype;
 

@@ -3,11 +3,13 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/json_limits.h"
 
 static char *dup_n(const char *s, size_t n) {
     char *out = asa_malloc(n + 1);
@@ -32,6 +34,13 @@ int asa_lambada_load(const char *path, asa_lambada_set *set) {
         size_t k = 0;
         while (ln[k] == ' ' || ln[k] == '\t' || ln[k] == '\r') k++;
         if (!ln[k]) continue;
+        char src[4200];
+        snprintf(src, sizeof src, "%s:%d", path, line);
+        const asa_json_limits lim = ASA_JSON_RECORD_LIMITS;
+        if (asa_json_check(ln, strlen(ln), src, &lim)) {
+            rc = ASA_ERR;
+            break;
+        }
         cJSON *o = cJSON_Parse(ln);
         const cJSON *t = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "text") : NULL;
         const char *sp = cJSON_IsString(t) ? strrchr(t->valuestring, ' ') : NULL;

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/json_limits.h"
 
 #define MC_MAX_FILE_BYTES ((size_t)1 << 31)
 
@@ -419,6 +420,13 @@ int asa_mc_load(const char *task, const char *path, const char *labels_path, asa
             if (blank_line(lines[i])) continue;
             where at = {path, i + 1};
             set->lines++;
+            char src[4200];
+            snprintf(src, sizeof src, "%s:%d", path, i + 1);
+            const asa_json_limits lim = ASA_JSON_RECORD_LIMITS;
+            if (asa_json_check(lines[i], strlen(lines[i]), src, &lim)) {
+                rc = ASA_ERR;
+                break;
+            }
             cJSON *o = cJSON_Parse(lines[i]);
             if (!cJSON_IsObject(o)) {
                 rc = bad(&at, "not a JSON object");

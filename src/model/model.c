@@ -85,10 +85,14 @@ typedef struct {
     size_t off;
 } carver;
 
+// Every view starts on a 256-byte boundary: cuBLASLt picks its kernel by operand alignment (up to 256
+// bytes, src/backend/cuda/gemm.cu), so a product gets the same kernel and the same rounding wherever its
+// view lies, in particular in either recompute mode.
+static size_t arena_bytes(size_t n_elems) { return (n_elems * 4 + 255) & ~(size_t)255; }  // floats and int32 alike
+
 static void *take(carver *cv, size_t n_elems) {
-    size_t bytes = (n_elems * 4 + 63) & ~(size_t)63;  // floats and int32 alike, 64-byte aligned
     void *p = cv->base ? cv->base + cv->off : NULL;
-    cv->off += bytes;
+    cv->off += arena_bytes(n_elems);
     return p;
 }
 #define TAKEF(cv, n) ((float *)take((cv), (size_t)(n)))
@@ -148,12 +152,18 @@ static void carve_layer(const asa_config *c, char kind, int B, int T, carver *cv
     a->mh = TAKEF(cv, N * I);
 }
 
-// Top-level buffers plus every layer's saved activations; returns bytes.
-static size_t carve_all(asa_model *m, const asa_config *c, int B, int T, char *base) {
+// Top-level buffers plus every layer's saved activations, or with recompute one slot sized for the
+// largest layer kind that every layer's views share; returns bytes.
+static size_t carve_all(asa_model *m, const asa_config *c, int B, int T, char *base, int recompute) {
     carver cv = {base, 0};
-    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, L = (size_t)c->num_hidden_layers;
+    size_t N = (size_t)B * T, D = (size_t)c->hidden_size, L = (size_t)c->num_hidden_layers, end = 0;
     asa_layer_acts dummy;
-    for (size_t l = 0; l < L; l++) carve_layer(c, c->layer_kinds[l], B, T, &cv, m ? &m->la[l] : &dummy);
+    for (size_t l = 0; l < L; l++) {
+        if (recompute) cv.off = 0;
+        carve_layer(c, c->layer_kinds[l], B, T, &cv, m ? &m->la[l] : &dummy);
+        if (cv.off > end) end = cv.off;
+    }
+    cv.off = end;
     float *res = TAKEF(&cv, (L + 1) * N * D);
     float *fn = TAKEF(&cv, N * D), *fn_rstd = TAKEF(&cv, N);
     float *logits = TAKEF(&cv, N * (size_t)c->vocab_size);
@@ -173,7 +183,7 @@ static size_t carve_all(asa_model *m, const asa_config *c, int B, int T, char *b
 
 // Gradient scratch: two [N, D] buffers, then one layer's worth of views (the largest kind in the
 // model), which start at grad_views_offset.
-static size_t grad_views_offset(size_t N, size_t D) { return 2 * ((N * D * 4 + 63) & ~(size_t)63); }
+static size_t grad_views_offset(size_t N, size_t D) { return 2 * arena_bytes(N * D); }
 
 static size_t carve_grads(asa_model *m, const asa_config *c, int B, int T, char *base, char kind) {
     carver cv = {base, 0};
@@ -196,17 +206,20 @@ static size_t carve_grads(asa_model *m, const asa_config *c, int B, int T, char 
     return start + most;
 }
 
-size_t asa_model_act_bytes(const asa_config *cfg, int B, int T) {
-    return carve_all(NULL, cfg, B, T, NULL) + carve_grads(NULL, cfg, B, T, NULL, 0);
+size_t asa_model_act_bytes(const asa_config *cfg, int B, int T, int recompute) {
+    return carve_all(NULL, cfg, B, T, NULL, recompute) + carve_grads(NULL, cfg, B, T, NULL, 0);
 }
 
-int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T, int training, int params_allocated) {
+int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T, int training, int params_allocated,
+                           int recompute) {
     asa_param_layout layout;
     asa_layout_build(cfg, &layout);
     double gib = 1024.0 * 1024 * 1024, arena = (double)layout.total * sizeof(float);
     asa_layout_free(&layout);
-    double params = params_allocated ? 0 : arena * (training ? 4 : 1);  // weights, grads, AdamW m and v
-    double acts = training ? (double)asa_model_act_bytes(cfg, B, T) : (double)carve_all(NULL, cfg, B, T, NULL);
+    // weights, grads, and AdamW m and v (this rank's shard of them)
+    double params = params_allocated ? 0 : arena * (training ? 2 + 2.0 / training : 1);
+    double acts = training ? (double)asa_model_act_bytes(cfg, B, T, recompute)
+                           : (double)carve_all(NULL, cfg, B, T, NULL, recompute);
     size_t free_b = 0, total_b = 0;
     be->mem_info(be, &free_b, &total_b);
     if (params + acts <= (double)free_b) return ASA_OK;
@@ -214,18 +227,21 @@ int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T,
     if (!params_allocated)
         snprintf(what, sizeof what, "%s %.2f GiB", training ? "weights, gradients and AdamW" : "weights", params / gib);
     return asa_err_set("needs %.2f GiB on the %s backend (%s; activations of %d x %d tokens %.2f GiB) but %.2f GiB "
-                       "of %.2f GiB is free; use a smaller --batch or --seq",
-                       (params + acts) / gib, be->name, what, B, T, acts / gib, free_b / gib, total_b / gib);
+                       "of %.2f GiB is free; use a smaller --batch or --seq%s",
+                       (params + acts) / gib, be->name, what, B, T, acts / gib, free_b / gib, total_b / gib,
+                       training && !recompute ? ", or --recompute" : "");
 }
 
 static void ensure_acts(asa_model *m, int B, int T) {
-    if (m->acts && m->B == B && m->T == T) return;
+    if (m->acts && m->B == B && m->T == T && m->carved_recompute == m->recompute) return;
     asa_backend *be = m->be;
     if (m->acts) be->free(be, m->acts);
     if (m->gacts) be->free(be, m->gacts);
     m->gacts = NULL;
-    m->acts = be->alloc(be, carve_all(NULL, &m->cfg, B, T, NULL));
-    carve_all(m, &m->cfg, B, T, m->acts);
+    m->acts = be->alloc(be, carve_all(NULL, &m->cfg, B, T, NULL, m->recompute));
+    carve_all(m, &m->cfg, B, T, m->acts, m->recompute);
+    m->carved_recompute = m->recompute;
+    m->slot_layer = -1;
     if (m->grads) {  // inference models never run backward
         m->gacts = be->alloc(be, carve_grads(NULL, &m->cfg, B, T, NULL, 0));
         carve_grads(m, &m->cfg, B, T, m->gacts, 0);
@@ -486,36 +502,45 @@ void asa_model_zero_grad(asa_model *m) {
     m->be->zero(m->be, m->grads, m->layout.total * sizeof(float));
 }
 
+// Layer l from its input res[l]: its saved activations, and with `output` its output res[l+1]
+// (a recomputation before the backward needs only the activations).
+static void layer_fwd(asa_model *m, int l, int B, int T, int output) {
+    asa_backend *be = m->be;
+    const asa_config *c = &m->cfg;
+    int N = B * T, D = c->hidden_size, I = c->intermediate_size;
+    const asa_layer_weights *w = &m->w.layer[l];
+    asa_layer_acts *a = &m->la[l];
+    layer_dims d = dims_of(c, c->layer_kinds[l]);
+    const float *x = m->res + (size_t)l * N * D;
+    be->rmsnorm_fwd(be, a->an, a->an_rstd, x, w->attn_norm, N, 1, D, c->norm_eps);
+    switch (d.kind) {
+    case 'L': attn_local_fwd(m, w, a, &d, B, T); break;
+    case 'G': attn_global_fwd(m, w, a, &d, B, T); break;
+    default: attn_gqa_fwd(m, w, a, &d, B, T); break;
+    }
+    copy_rows(be, a->res_mid, x, N, D);
+    linear_fwd(be, a->res_mid, a->o, w->o_proj, N, d.h * d.dvo, D, 1.0f);
+    be->rmsnorm_fwd(be, a->mn, a->mn_rstd, a->res_mid, w->mlp_norm, N, 1, D, c->norm_eps);
+    linear_fwd(be, a->mg, a->mn, w->gate_proj, N, D, I, 0.0f);
+    linear_fwd(be, a->mu, a->mn, w->up_proj, N, D, I, 0.0f);
+    be->swiglu_fwd(be, a->mh, a->mg, a->mu, N, I);
+    m->slot_layer = l;
+    if (!output) return;
+    float *y = m->res + (size_t)(l + 1) * N * D;
+    copy_rows(be, y, a->res_mid, N, D);
+    linear_fwd(be, y, a->mh, w->down_proj, N, I, D, 1.0f);
+}
+
 float asa_model_forward(asa_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
     asa_backend *be = m->be;
     const asa_config *c = &m->cfg;
     ensure_acts(m, B, T);
     m->cur_B = B;
     m->cur_T = T;
-    int N = B * T, D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int N = B * T, D = c->hidden_size, V = c->vocab_size;
     be->to_device(be, m->tokens, tokens, sizeof(int32_t) * (size_t)N);
     be->embedding_fwd(be, m->res, m->tokens, m->w.embed, N, D);
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        const asa_layer_weights *w = &m->w.layer[l];
-        asa_layer_acts *a = &m->la[l];
-        layer_dims d = dims_of(c, c->layer_kinds[l]);
-        const float *x = m->res + (size_t)l * N * D;
-        float *y = m->res + (size_t)(l + 1) * N * D;
-        be->rmsnorm_fwd(be, a->an, a->an_rstd, x, w->attn_norm, N, 1, D, c->norm_eps);
-        switch (d.kind) {
-        case 'L': attn_local_fwd(m, w, a, &d, B, T); break;
-        case 'G': attn_global_fwd(m, w, a, &d, B, T); break;
-        default: attn_gqa_fwd(m, w, a, &d, B, T); break;
-        }
-        copy_rows(be, a->res_mid, x, N, D);
-        linear_fwd(be, a->res_mid, a->o, w->o_proj, N, d.h * d.dvo, D, 1.0f);
-        be->rmsnorm_fwd(be, a->mn, a->mn_rstd, a->res_mid, w->mlp_norm, N, 1, D, c->norm_eps);
-        linear_fwd(be, a->mg, a->mn, w->gate_proj, N, D, I, 0.0f);
-        linear_fwd(be, a->mu, a->mn, w->up_proj, N, D, I, 0.0f);
-        be->swiglu_fwd(be, a->mh, a->mg, a->mu, N, I);
-        copy_rows(be, y, a->res_mid, N, D);
-        linear_fwd(be, y, a->mh, w->down_proj, N, I, D, 1.0f);
-    }
+    for (int l = 0; l < c->num_hidden_layers; l++) layer_fwd(m, l, B, T, 1);
     be->rmsnorm_fwd(be, m->fn, m->fn_rstd, m->res + (size_t)c->num_hidden_layers * N * D, m->w.final_norm, N, 1, D,
                     c->norm_eps);
     linear_fwd(be, m->logits, m->fn, m->w.lm_head, N, D, V, 0.0f);
@@ -559,6 +584,8 @@ void asa_model_backward(asa_model *m, float loss_scale) {
         asa_layer_weights *gw = &m->gw.layer[l];
         asa_layer_acts *a = &m->la[l];
         layer_dims d = dims_of(c, c->layer_kinds[l]);
+        // the forward left the last layer in the slot: every other layer is recomputed from res[l]
+        if (m->carved_recompute && m->slot_layer != l) layer_fwd(m, l, B, T, 0);
         // carve this kind's gradient views and zero them (backward ops accumulate)
         size_t used = carve_grads(m, c, B, T, m->gacts, d.kind), start = grad_views_offset((size_t)N, (size_t)D);
         be->zero(be, (char *)m->gacts + start, used - start);
@@ -579,4 +606,53 @@ void asa_model_backward(asa_model *m, float loss_scale) {
         be->rmsnorm_bwd(be, m->dres, gw->attn_norm, g->an, m->res + (size_t)l * ND, w->attn_norm, a->an_rstd, N, 1, D);
     }
     be->embedding_bwd(be, m->gw.embed, m->dres, m->tokens, N, D);
+}
+
+// ----------------------------------------------------------------------------
+// NaN / Inf diagnosis
+
+// A sum of squares (in double) is non-finite exactly when an element is NaN or Inf, or so large
+// (> 1e154) that training has already diverged.
+static int has_nonfinite(asa_backend *be, const float *x, size_t n) { return n && !isfinite(be->sum_squares(be, x, n)); }
+
+void asa_model_find_nonfinite(asa_model *m, char *buf, size_t cap) {
+    asa_backend *be = m->be;
+    buf[0] = 0;
+    for (int i = 0; i < m->layout.count; i++) {
+        const asa_tensor_info *t = &m->layout.tensors[i];
+        if (has_nonfinite(be, m->params + t->offset, t->numel)) {
+            snprintf(buf, cap, "parameter %s", t->name);
+            return;
+        }
+    }
+    if (!m->acts || m->cur_B == 0) return;
+    const asa_config *c = &m->cfg;
+    size_t N = (size_t)m->cur_B * m->cur_T, D = (size_t)c->hidden_size;
+    if (has_nonfinite(be, m->res, N * D)) {
+        snprintf(buf, cap, "activation: the embedding output");
+        return;
+    }
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const char *what = NULL;
+        // With recomputation the slot holds one layer's activations only: the others' are not there to see.
+        int kept = !m->carved_recompute || m->slot_layer == l;
+        if (kept && has_nonfinite(be, m->la[l].res_mid, N * D)) what = "attention block";
+        else if (has_nonfinite(be, m->res + (size_t)(l + 1) * N * D, N * D)) what = "MLP block";
+        if (what) {
+            snprintf(buf, cap, "activation: the output of layer %d's %s (kind %c)", l, what, c->layer_kinds[l]);
+            return;
+        }
+    }
+    if (has_nonfinite(be, m->fn, N * D)) snprintf(buf, cap, "activation: the final norm output");
+    else if (has_nonfinite(be, m->logits, N * (size_t)c->vocab_size)) snprintf(buf, cap, "activation: the logits");
+    else if (has_nonfinite(be, m->losses, N)) snprintf(buf, cap, "activation: the per-token losses");
+}
+
+int asa_model_find_nonfinite_grad(asa_model *m, size_t lo, size_t n) {
+    for (int i = m->layout.count - 1; i >= 0; i--) {
+        const asa_tensor_info *t = &m->layout.tensors[i];
+        size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->numel < lo + n ? t->offset + t->numel : lo + n;
+        if (a < b && has_nonfinite(m->be, m->grads + a, b - a)) return i;
+    }
+    return -1;
 }

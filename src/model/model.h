@@ -43,10 +43,18 @@ typedef struct {
     float *params, *grads;     // layout.total floats each (backend memory)
     asa_weights w, gw;         // views into params and grads
 
+    // Activation recomputation: set before a forward (a change re-carves the arena on the next one).
+    // The forward then keeps only the residual stream res[l] and one layer slot that every la[l] points
+    // at; the backward recomputes layer l's activations from res[l] just before its backward. Results
+    // are bit-identical to the default mode; the cost is one more forward of every layer but the last.
+    int recompute;
+
     // activations for the current batch shape
     int B, T;                  // capacity the arena was carved for
+    int carved_recompute;      // the mode it was carved for
+    int slot_layer;            // recompute: the layer whose activations the shared slot holds, or -1
     void *acts, *gacts;        // arena of saved activations, scratch arena for their gradients
-    asa_layer_acts *la;        // [num_hidden_layers]
+    asa_layer_acts *la;        // [num_hidden_layers] (recompute: all the same slot)
     asa_layer_acts gl;         // gradient views (one layer's worth, reused layer by layer)
     float *res;                // [L+1, N, D] residual stream: res[l] = input of layer l, res[L] = output
     float *fn, *fn_rstd;       // [N, D], [N] final norm
@@ -69,12 +77,15 @@ void asa_model_free(asa_model *m);
 // Copies host parameters (layout order, layout.total floats) in or out.
 void asa_model_set_params(asa_model *m, const float *host);
 void asa_model_get_params(asa_model *m, float *host);
-// Bytes of activation memory for a batch of B sequences of T tokens (for messages and `asa info`).
-size_t asa_model_act_bytes(const asa_config *cfg, int B, int T);
+// Bytes of activation memory for training on a batch of B sequences of T tokens (saved activations and
+// the backward's gradient scratch), with or without recomputation (for messages and `asa info`).
+size_t asa_model_act_bytes(const asa_config *cfg, int B, int T, int recompute);
 // Refuses (ASA_ERR, a message with the bytes needed and free) a model that will not fit the backend's
 // memory: parameters, and for training gradients and the two AdamW moments (unless already allocated),
-// plus the activations of a B x T batch.
-int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T, int training, int params_allocated);
+// plus the activations of a B x T batch in the given recompute mode. training: 0 for inference, else the
+// number of ranks the moments are sharded over (1 without ZeRO-1).
+int asa_model_check_memory(asa_backend *be, const asa_config *cfg, int B, int T, int training, int params_allocated,
+                           int recompute);
 // Forward pass over tokens [B, T] (host, validated 0 <= token < V by the caller). With targets
 // (host, [B, T], < 0 = ignored) it computes the mean loss and returns it; without, it returns 0.
 // Logits stay in m->logits ([B*T, V], backend memory).
@@ -83,5 +94,15 @@ float asa_model_forward(asa_model *m, const int32_t *tokens, const int32_t *targ
 // `loss_scale` (1 for one micro-batch; 1/k when averaging k accumulated micro-batches).
 void asa_model_backward(asa_model *m, float loss_scale);
 void asa_model_zero_grad(asa_model *m);
+
+// Where a NaN or Inf came from, in the order a step computes things. asa_model_find_nonfinite names the
+// first non-finite tensor among the parameters (layout order), then the last forward's activations from
+// the embedding output through each layer's attention and MLP blocks to the logits and losses (with
+// recomputation, a layer's attention block only when the slot holds that layer); it
+// writes "" when everything is finite. asa_model_find_nonfinite_grad returns the layout index of the
+// first gradient tensor with a non-finite element in [lo, lo + n) of the arena, in the order the
+// backward pass produces them (the last layer's first), or -1.
+void asa_model_find_nonfinite(asa_model *m, char *buf, size_t cap);
+int asa_model_find_nonfinite_grad(asa_model *m, size_t lo, size_t n);
 
 #endif

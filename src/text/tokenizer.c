@@ -249,11 +249,16 @@ static int merge_cmp(const void *a, const void *b) {
     return (x->right > y->right) - (x->right < y->right);
 }
 
+// Limits on a tiktoken file, the same as tokenizer.json's: o200k_base, the largest OpenAI ships, is 3.6 MB
+// with 199,998 ranks, a tenth of the 2^21 allowed. The ranks are counted before any table is made.
+#define TIKTOKEN_MAX_BYTES ((size_t)256 << 20)
+#define TIKTOKEN_MAX_RANKS ((size_t)1 << 21)
+
 int asa_tokenizer_load_tiktoken(const char *path, asa_tokenizer **out) {
     *out = NULL;
     char *data;
     size_t n;
-    if (asa_file_read_all(path, (size_t)1 << 30, &data, &n)) return ASA_ERR;
+    if (asa_file_read_all(path, TIKTOKEN_MAX_BYTES, &data, &n)) return ASA_ERR;
     // Pass 1: count the lines so the ranks can be checked against them.
     size_t n_lines = 0;
     for (size_t i = 0; i < n; i++) n_lines += data[i] == '\n';
@@ -262,9 +267,10 @@ int asa_tokenizer_load_tiktoken(const char *path, asa_tokenizer **out) {
         free(data);
         return asa_err_set("%s: empty file, expected lines of \"<base64 token> <rank>\"", path);
     }
-    if (n_lines >= (1u << 30)) {
+    if (n_lines > TIKTOKEN_MAX_RANKS) {
         free(data);
-        return asa_err_set("%s: too many lines (%zu)", path, n_lines);
+        return asa_err_set("%s: %zu lines, more than the limit of %zu ranks (real files have at most ~200,000)", path,
+                           n_lines, TIKTOKEN_MAX_RANKS);
     }
     int nv = (int)n_lines;
     asa_tokenizer *t = tok_new(nv + 1);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/json_limits.h"
 #include "text/text_internal.h"
 
 // Decodes a tokenizer.json string (UTF-8 of GPT-2's byte <-> unicode mapping) into bytes; out must hold
@@ -259,11 +260,25 @@ static int load_json(const cJSON *root, const char *src, asa_tokenizer **out) {
     return ASA_OK;
 }
 
+// Limits on a tokenizer.json, checked before cJSON builds its tree. Real files are far below them: Llama
+// 3's is 9 MB with 128,256 tokens and 280,147 merges, Gemma 3's 33 MB with 262,144 tokens. 2^21 entries
+// in the vocabulary or the merge list, and 2^23 values in all (2^21 merges as pairs are 3 values each,
+// plus the vocabulary), keep a hostile file's tree under ~600 MB; 256 MB of text holds any such file.
+#define TOK_JSON_MAX_BYTES ((size_t)256 << 20)
+#define TOK_JSON_MAX_ENTRIES ((size_t)1 << 21)
+#define TOK_JSON_MAX_VALUES ((size_t)1 << 23)
+
 int asa_tokenizer_load(const char *path, asa_tokenizer **out) {
     *out = NULL;
     char *data;
     size_t n;
-    if (asa_file_read_all(path, (size_t)1 << 30, &data, &n)) return ASA_ERR;
+    if (asa_file_read_all(path, TOK_JSON_MAX_BYTES, &data, &n)) return ASA_ERR;
+    const asa_json_limits lim = {TOK_JSON_MAX_ENTRIES, TOK_JSON_MAX_VALUES,
+                                 " (real tokenizers are far smaller: Llama 3 has 128,256 tokens and 280,147 merges)"};
+    if (asa_json_check(data, n, path, &lim)) {
+        free(data);
+        return ASA_ERR;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(data, &end, 1);
     if (!root) {

@@ -14,11 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/json_limits.h"
 #include "core/safetensors.h"
 #include "data/synthetic.h"
 #include "model/weights_io.h"
@@ -150,6 +152,10 @@ static cJSON *read_json(const char *path) {
     char *text;
     size_t len;
     if (asa_file_read_all(path, SMALL_FILE_MAX, &text, &len)) return NULL;
+    if (asa_json_check(text, len, path, NULL)) {  // the file is small: only its nesting needs a check
+        free(text);
+        return NULL;
+    }
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
     if (!j) asa_err_set("%s: not valid JSON", path);
@@ -259,6 +265,7 @@ void asa_train_options_init(asa_train_options *o) {
         if (opt_defs[i].type == OPT_FLOAT) *opt_float(o, &opt_defs[i]) = NAN;
         else *opt_int(o, &opt_defs[i]) = ASA_TRAIN_UNSET;
     }
+    o->zero = ASA_TRAIN_UNSET;
 }
 
 // Defaults for a new run; warmup and batch_tokens depend on other options, so they come last.
@@ -360,6 +367,12 @@ static cJSON *config_canonical(const asa_config *c) {
 }
 
 int asa_config_diff(const asa_config *a, const asa_config *b, char *buf, size_t cap) {
+    // Equal structs are equal configs: the common case, every resume, writes no temp files (which a crash
+    // would leave behind in $TMPDIR) and syncs nothing. Unequal bytes may still be equal configs.
+    if (memcmp(a, b, sizeof *a) == 0) {
+        if (cap) buf[0] = 0;
+        return 0;
+    }
     cJSON *ja = config_canonical(a), *jb = ja ? config_canonical(b) : NULL;
     if (!ja || !jb) {
         cJSON_Delete(ja);
@@ -483,12 +496,18 @@ static void free_names(char **names, int n) {
     free(names);
 }
 
-static int save_optimizer(const char *path, const asa_model *m, const asa_adamw *opt) {
+// moments: the full moments on the host (gathered from the ranks under ZeRO-1), or NULL to read them
+// from opt.
+static int save_optimizer(const char *path, const asa_model *m, const asa_adamw *opt, const float *const *moments) {
     const asa_param_layout *L = &m->layout;
     size_t bytes = L->total * sizeof(float);
-    float *hm = asa_malloc(bytes), *hv = asa_malloc(bytes);
-    m->be->to_host(m->be, hm, opt->m, bytes);
-    m->be->to_host(m->be, hv, opt->v, bytes);
+    float *hm = NULL, *hv = NULL;
+    if (!moments) {
+        hm = asa_malloc(bytes);
+        hv = asa_malloc(bytes);
+        asa_adamw_get_moments(opt, m, hm, hv);
+    }
+    const float *mm = moments ? moments[0] : hm, *mv = moments ? moments[1] : hv;
     int n = 2 * L->count + 1;
     asa_st_out *outs = asa_calloc((size_t)n, sizeof *outs);
     char *names = asa_malloc((size_t)2 * L->count * 104);
@@ -503,7 +522,7 @@ static int save_optimizer(const char *path, const asa_model *m, const asa_adamw 
             o->shape[0] = t->shape[0];
             o->shape[1] = t->shape[1];
             o->dtype = ASA_ST_F32;
-            o->f32 = (k ? hv : hm) + t->offset;
+            o->f32 = (k ? mv : mm) + t->offset;
         }
     }
     int32_t step = opt->step;
@@ -573,8 +592,8 @@ int asa_checkpoint_latest(const char *run_dir, char **dir) {
     return rc;
 }
 
-int asa_checkpoint_save(const char *run_dir, const asa_model *m, const asa_adamw *opt, const asa_train_state *st,
-                        int keep, char **written) {
+int asa_checkpoint_save(const char *run_dir, const asa_model *m, const asa_adamw *opt, const float *const *moments,
+                        const asa_train_state *st, int keep, char **written) {
     char name[32], tmpname[48];
     snprintf(name, sizeof name, "step-%07d", st->step);
     snprintf(tmpname, sizeof tmpname, ".tmp-%s", name);
@@ -596,7 +615,7 @@ int asa_checkpoint_save(const char *run_dir, const asa_model *m, const asa_adamw
     if (!rc && path_exists(tmp)) rc = rm_flat_dir(tmp);
     if (!rc && mkdir(tmp, 0777) != 0) rc = asa_err_set("%s: cannot create directory: %s", tmp, strerror(errno));
     if (!rc) rc = asa_weights_save(&m->layout, host, p_model, ASA_ST_F32);
-    if (!rc) rc = save_optimizer(p_opt, m, opt);
+    if (!rc) rc = save_optimizer(p_opt, m, opt, moments);
     if (!rc) rc = write_json(p_state, sj);
     if (!rc) rc = asa_config_save(&m->cfg, p_cfg);
     if (!rc && path_exists(run_tok)) rc = copy_file(run_tok, p_tok);
@@ -607,14 +626,21 @@ int asa_checkpoint_save(const char *run_dir, const asa_model *m, const asa_adamw
     if (!rc) rc = fsync_dir(ckdir);
     if (!rc) rc = asa_file_write_atomic(latest, latest_text, (size_t)latest_len);
     if (rc && path_exists(tmp)) rm_flat_dir(tmp);  // keep the first message; the temp dir is best-effort
+    if (rc) asa_err_prefix("checkpoint %s not written, the previous ones are kept: ", name);
     if (!rc) {
         char **names;
         int n;
         if (list_ckpts(ckdir, &names, &n) == ASA_OK) {
             for (int i = keep; i < n; i++) {
                 if (!strcmp(names[i], name)) continue;
-                char *old = path_join(ckdir, names[i]);
-                rm_flat_dir(old);  // a checkpoint that cannot be pruned costs disk, not correctness
+                // Renamed out of the checkpoint namespace first, so that a crash mid-removal leaves a .tmp-
+                // directory (removed on resume), never a step directory with files missing.
+                char del[48];
+                snprintf(del, sizeof del, ".tmp-del-%s", names[i]);
+                char *old = path_join(ckdir, names[i]), *gone = path_join(ckdir, del);
+                if (path_exists(gone)) rm_flat_dir(gone);
+                if (rename(old, gone) == 0) rm_flat_dir(gone);  // one that cannot be pruned costs disk only
+                free(gone);
                 free(old);
             }
             free_names(names, n);
@@ -664,8 +690,7 @@ int asa_checkpoint_load(const char *dir, asa_model *m, asa_adamw *opt, asa_train
         rc = asa_err_set("%s: optimizer step %d does not match step %d of %s", p_opt, step, s.step, p_state);
     if (!rc) {
         asa_model_set_params(m, hp);
-        m->be->to_device(m->be, opt->m, hm, total * sizeof(float));
-        m->be->to_device(m->be, opt->v, hv, total * sizeof(float));
+        asa_adamw_set_moments(opt, m, hm, hv);
         opt->step = step;
         *st = s;
     }
@@ -677,6 +702,139 @@ int asa_checkpoint_load(const char *dir, asa_model *m, asa_adamw *opt, asa_train
     free(p_opt);
     free(p_state);
     free(p_cfg);
+    return rc;
+}
+
+// --------------------------------------------------------------------------------- run directory
+
+// Bytes of one checkpoint of cfg: the data of model.safetensors and optimizer.safetensors (weights, m
+// and v), their headers (each tensor's name and at most ~100 bytes of dtype, shape and offsets, three
+// times: the weights, "m." and "v."), trainer_state.json and config.json (16 KB each at most), latest,
+// and the copy of tokenizer.json (tokenizer: its path, or NULL).
+static uint64_t ckpt_bytes(const asa_config *cfg, const char *tokenizer) {
+    asa_param_layout L;
+    asa_layout_build(cfg, &L);
+    uint64_t b = 2 * 1024 + 4 + 32 * 1024 + 16;
+    for (int i = 0; i < L.count; i++) b += 3 * (L.tensors[i].numel * sizeof(float) + strlen(L.tensors[i].name) + 104);
+    asa_layout_free(&L);
+    struct stat st;
+    if (tokenizer && stat(tokenizer, &st) == 0) b += (uint64_t)st.st_size;
+    return b;
+}
+
+static void fmt_bytes(double b, char *buf, size_t n) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    int u = 0;
+    while (b >= 1024 && u < 5) b /= 1024, u++;
+    snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+}
+
+// Refuses to start a run whose file system has no room for two checkpoints: the next one is written in
+// full beside those already there before the oldest is pruned, and a run should not start only to fail
+// at its second checkpoint. `run` may not exist yet: its nearest existing ancestor is asked.
+static int check_disk_space(const char *run, const asa_config *cfg, const char *tokenizer) {
+    uint64_t one = ckpt_bytes(cfg, tokenizer), need = 2 * one;
+    size_t n = strlen(run);
+    char *dir = asa_malloc(n + 2);
+    memcpy(dir, run, n + 1);
+    while (n > 1 && dir[n - 1] == '/') dir[--n] = 0;
+    struct stat st;
+    // Up to the nearest ancestor that exists (a path through a regular file is left to trainer_setup_dir,
+    // which names the culprit).
+    while (stat(dir, &st) != 0 && strcmp(dir, ".") && strcmp(dir, "/")) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) strcpy(dir, ".");
+        else if (slash == dir) dir[1] = 0;
+        else *slash = 0;
+    }
+    struct statvfs vs;
+    int rc = ASA_OK;
+    if (statvfs(dir, &vs) != 0) rc = asa_err_set("%s: cannot query free disk space: %s", dir, strerror(errno));
+    else {
+        uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+        if (avail < need) {
+            char hn[32], ha[32];
+            fmt_bytes((double)need, hn, sizeof hn);
+            fmt_bytes((double)avail, ha, sizeof ha);
+            rc = asa_err_set("%s: not enough free disk space for checkpoints: needs %llu bytes (%s: twice the %llu "
+                             "bytes of one checkpoint of this model), but the file system of %s has %llu bytes (%s) "
+                             "free", run, (unsigned long long)need, hn, (unsigned long long)one, dir,
+                             (unsigned long long)avail, ha);
+        }
+    }
+    free(dir);
+    return rc;
+}
+
+// What a start of a run writes before its first checkpoint is published (trainer_setup_dir, the first
+// steps' log and chart, the temp files of their atomic writes), and the probe of trainer_setup_dir.
+static int is_start_file(const char *name) {
+    static const char *const files[] = {"config.json", "tokenizer.json", "log.jsonl", "loss.svg"};
+    if (!strncmp(name, ".write-test.", 12)) return 1;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        size_t n = strlen(files[i]);
+        if (!strncmp(name, files[i], n) && (!name[n] || !strncmp(name + n, ".tmp.", 5))) return 1;
+    }
+    return 0;
+}
+
+// 1 when there is nothing to resume at `run` and nothing but asa's own files to lose by starting it anew:
+// it does not exist, or it is empty, or it is what a start stopped before its first checkpoint leaves
+// (checkpoints/ without `latest`, holding at most temp directories and a checkpoint directory that
+// `latest` never named, beside the files of is_start_file). checkpoints/ is created first, so it marks
+// a directory that asa started; a directory holding only probes is empty by the same token.
+static int run_never_checkpointed(const char *run) {
+    if (!path_exists(run)) return 1;
+    DIR *d = opendir(run);
+    if (!d) return 0;
+    int ok = 1, marked = 0, others = 0;
+    struct dirent *e;
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!strcmp(e->d_name, "checkpoints")) marked = 1;
+        else if (is_start_file(e->d_name)) others += strncmp(e->d_name, ".write-test.", 12) != 0;
+        else ok = 0;
+    }
+    closedir(d);
+    if (!ok || (!marked && others)) return 0;
+    if (!marked) return 1;
+    char *ckdir = path_join(run, "checkpoints");
+    d = opendir(ckdir);
+    ok = d != NULL;
+    while (ok && (e = readdir(d)))
+        ok = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_ckpt_name(e->d_name) ||
+             !strncmp(e->d_name, ".tmp-", 5) || !strncmp(e->d_name, "latest.tmp.", 11);
+    if (d) closedir(d);
+    free(ckdir);
+    return ok;
+}
+
+// Empties a directory run_never_checkpointed accepted, checkpoints/ last: a crash half way leaves one
+// that it still accepts.
+static int clear_never_checkpointed(const char *run) {
+    DIR *d = opendir(run);
+    if (!d) return asa_err_set("%s: cannot read directory: %s", run, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (is_start_file(e->d_name)) {
+            char *p = path_join(run, e->d_name);
+            unlink(p);
+            free(p);
+        }
+    closedir(d);
+    char *ckdir = path_join(run, "checkpoints");
+    int rc = ASA_OK;
+    d = opendir(ckdir);
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = path_join(ckdir, e->d_name);
+        int r = is_dir(p) ? rm_flat_dir(p)
+                          : unlink(p) == 0 ? ASA_OK : asa_err_set("%s: cannot remove: %s", p, strerror(errno));
+        if (r) rc = ASA_ERR;
+        free(p);
+    }
+    if (d) closedir(d);
+    free(ckdir);
     return rc;
 }
 
@@ -846,9 +1004,10 @@ static int log_truncate(const char *path, int step, curve *c) {
         if (!nl) break;  // unterminated: cut off by a crash
         cJSON *j = cJSON_ParseWithLength(line, (size_t)(nl - line));
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *l = cJSON_GetObjectItemCaseSensitive(j, "loss");
-        if (cJSON_IsNumber(s) && cJSON_IsNumber(l) && s->valuedouble <= step) {
+        int skipped = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "skipped"));
+        if (cJSON_IsNumber(s) && (cJSON_IsNumber(l) || skipped) && s->valuedouble <= step) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "val_loss");
-            curve_add(c, s->valueint, (float)l->valuedouble, cJSON_IsNumber(v) ? v->valuedouble : NAN);
+            if (!skipped) curve_add(c, s->valueint, (float)l->valuedouble, cJSON_IsNumber(v) ? v->valuedouble : NAN);
             memcpy(out + olen, line, (size_t)(nl - line) + 1);
             olen += (size_t)(nl - line) + 1;
         }
@@ -921,6 +1080,7 @@ typedef struct {
     asa_dist one;
     asa_model model;
     asa_adamw opt;
+    int zero;               // the moments are sharded across the ranks (ZeRO-1)
     int have_model;
     asa_train_state st;
     data_src data;
@@ -928,6 +1088,7 @@ typedef struct {
     curve curve;
     FILE *log;
     char *last_ckpt;        // the newest checkpoint this run can fall back to
+    int restart;            // the run directory has no checkpoint (run_never_checkpointed)
 } trainer;
 
 static void trainer_free(trainer *t) {
@@ -942,11 +1103,25 @@ static void trainer_free(trainer *t) {
     free(t->last_ckpt);
 }
 
+// ZeRO-1 needs collectives (an attached asa_dist); by default it is on whenever there are several ranks.
+static int zero_wanted(const trainer *t) {
+    int z = t->given->zero == ASA_TRAIN_UNSET ? t->d->world > 1 : t->given->zero;
+    return z && t->d->impl != NULL;
+}
+
 static void trainer_model_init(trainer *t) {
     t->be = t->given->backend;
     asa_model_init(&t->model, &t->cfg, t->be, (uint64_t)(t->o.seed >= 0 ? t->o.seed : 1));
+    t->model.recompute = t->given->recompute;
     asa_adamw_config oc = asa_adamw_defaults();
-    asa_adamw_init(&t->opt, &t->model, oc);
+    t->zero = zero_wanted(t);
+    if (t->zero) {
+        size_t lo, n;
+        asa_dist_shard(t->d, t->d->rank, t->model.layout.total, &lo, &n);
+        asa_adamw_init_shard(&t->opt, &t->model, oc, lo, n);
+    } else {
+        asa_adamw_init(&t->opt, &t->model, oc);
+    }
     t->have_model = 1;
 }
 
@@ -955,9 +1130,16 @@ static int trainer_prepare(trainer *t) {
     const asa_train_options *g = t->given;
     char *run_cfg = path_join(t->run, "config.json");
     int rc = ASA_OK;
-    if (g->resume) {
+    // --resume of a run without a checkpoint starts it when given all that a new run needs, so that one
+    // command starts or continues a run, whichever it finds (a preempted job that is simply rerun).
+    t->restart = run_never_checkpointed(t->run);
+    int resume = g->resume && !(t->restart && g->config_path && (g->data_dir || g->synthetic));
+    if (resume) {
         if (!is_dir(t->run)) rc = asa_err_set("%s: no such run directory to resume", t->run);
         if (!rc) rc = asa_checkpoint_latest(t->run, &t->ckpt_dir);
+        if (rc && t->restart && is_dir(t->run))
+            asa_err_set("%s: no checkpoint to resume from: the run stopped before its first checkpoint; to start it "
+                        "again give its --config and --data or --synthetic (with or without --resume)", t->run);
         if (!rc) rc = asa_config_load(run_cfg, &t->cfg);
         if (!rc && g->config_path) {
             asa_config c;
@@ -968,6 +1150,11 @@ static int trainer_prepare(trainer *t) {
             else if (nd > 0) rc = asa_err_set("--resume: %s differs from the run's %s: %s", g->config_path, run_cfg, diff);
         }
         snprintf(t->cfg_name, sizeof t->cfg_name, "%s", run_cfg);
+        if (!rc && t->d->rank == 0) {  // rank 0 alone writes checkpoints
+            char *tok = path_join(t->run, "tokenizer.json");
+            rc = check_disk_space(t->run, &t->cfg, tok);
+            free(tok);
+        }
         if (!rc) {
             t->o = *g;
             trainer_model_init(t);
@@ -978,12 +1165,14 @@ static int trainer_prepare(trainer *t) {
             rc = opts_resolve_resume(g, &saved);
             saved.resume = 1;
             saved.exit_after = g->exit_after;
+            saved.zero = g->zero;
+            saved.on_nan = g->on_nan;
             saved.sample = g->sample;
             saved.sample_user = g->sample_user;
             saved.quiet = g->quiet;
             saved.backend = g->backend;
             t->o = saved;
-            if (!rc && asa_model_check_memory(t->be, &t->cfg, t->o.batch, t->o.seq, 1, 1) != ASA_OK)
+            if (!rc && asa_model_check_memory(t->be, &t->cfg, t->o.batch, t->o.seq, 1, 1, g->recompute) != ASA_OK)
                 rc = asa_err_prefix("%s: ", t->cfg_name);
         }
         if (!rc && g->synthetic && (!t->st.synthetic[0] || strcmp(g->synthetic, t->st.synthetic)))
@@ -1003,15 +1192,22 @@ static int trainer_prepare(trainer *t) {
         snprintf(t->cfg_name, sizeof t->cfg_name, "%s", g->config_path ? g->config_path : "");
         if (!rc && path_exists(t->run)) {
             int e = is_dir(t->run) ? dir_is_empty(t->run) : asa_err_set("%s: exists and is not a directory", t->run);
-            if (e == 0)
+            if (e == 0 && !t->restart)
                 rc = asa_err_set("%s: run directory exists and is not empty; pass --resume to continue it, or choose "
                                  "another --out", t->run);
             else if (e < 0) rc = ASA_ERR;
         }
+        if (!rc && t->d->rank == 0) {
+            char *tok = g->data_dir ? path_join(g->data_dir, "tokenizer.json") : NULL;
+            rc = check_disk_space(t->run, &t->cfg, tok);
+            free(tok);
+        }
         if (!rc) {
             t->o = *g;
+            t->o.resume = 0;
             opts_fill_defaults(&t->o);
-            rc = asa_model_check_memory(g->backend, &t->cfg, t->o.batch, t->o.seq, 1, 0);
+            rc = asa_model_check_memory(g->backend, &t->cfg, t->o.batch, t->o.seq, zero_wanted(t) ? t->d->world : 1, 0,
+                                        g->recompute);
             if (rc) asa_err_prefix("%s: ", t->cfg_name);
         }
         if (!rc) {
@@ -1032,7 +1228,7 @@ static int trainer_prepare(trainer *t) {
         rc = data_open(&t->data, &t->o, t->st.data_dir[0] ? t->st.data_dir : NULL, &t->cfg, t->cfg_name, t->d);
         t->have_data = rc == ASA_OK;
     }
-    if (!rc && g->resume) {
+    if (!rc && resume) {
         asa_loader_state pos = t->st.train_pos;
         pos.index /= (uint64_t)t->d->world;
         if (t->data.synthetic) t->data.rng = t->st.train_rng;
@@ -1047,20 +1243,33 @@ static int trainer_prepare(trainer *t) {
     return rc;
 }
 
-// First changes to the run directory: for a new run create it with config.json (and tokenizer.json);
-// for a resume drop what the crashed or stopped invocation left after its checkpoint.
+// First changes to the run directory: for a new run create it with config.json (and tokenizer.json),
+// after clearing what a start stopped before its first checkpoint left; for a resume drop what the
+// crashed or stopped invocation left after its checkpoint.
 static int trainer_setup_dir(trainer *t) {
+    // Ignored, a file-size limit (ulimit -f) fails the write with EFBIG, reported with the file's name and
+    // the previous checkpoint kept, instead of killing the process.
+    signal(SIGXFSZ, SIG_IGN);
+    int leftovers = !t->o.resume && t->restart && is_dir(t->run) && dir_is_empty(t->run) == 0;
+    char *ckdir = path_join(t->run, "checkpoints");
     int rc = mkdir_p(t->run);
     char probe[64];
     snprintf(probe, sizeof probe, ".write-test.%ld", (long)getpid());
     char *probe_path = path_join(t->run, probe), *log_path = path_join(t->run, "log.jsonl");
-    char *ckdir = path_join(t->run, "checkpoints");
     if (!rc) {
         FILE *f = fopen(probe_path, "w");
         if (!f || fputs("ok\n", f) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0)
             rc = asa_err_set("%s: run directory is not writable: %s", t->run, strerror(errno));
         if (f) fclose(f);
         unlink(probe_path);
+    }
+    // checkpoints/ before any other file: it marks the directory as one that asa started
+    // (run_never_checkpointed).
+    if (!rc) rc = mkdir_p(ckdir);
+    if (!rc && leftovers) {
+        if (!t->o.quiet)
+            printf("%s: no checkpoint yet (its last start stopped before the first one): starting anew\n", t->run);
+        rc = clear_never_checkpointed(t->run);
     }
     if (!rc && !t->o.resume) {
         char *cfg = path_join(t->run, "config.json");
@@ -1072,7 +1281,6 @@ static int trainer_setup_dir(trainer *t) {
             free(src);
             free(dst);
         }
-        if (!rc) rc = mkdir_p(ckdir);
         if (!rc) rc = asa_file_write_atomic(log_path, "", 0);
     }
     if (!rc && t->o.resume) {
@@ -1091,6 +1299,7 @@ static int trainer_setup_dir(trainer *t) {
         if (d) closedir(d);
         remove_temp_files(t->run, "log.jsonl.tmp.");
         remove_temp_files(t->run, "loss.svg.tmp.");
+        remove_temp_files(t->run, ".write-test.");
         rc = log_truncate(log_path, t->st.step, &t->curve);
         if (!rc) t->last_ckpt = strdup(t->ckpt_dir);
     }
@@ -1102,6 +1311,17 @@ static int trainer_setup_dir(trainer *t) {
     free(log_path);
     free(ckdir);
     return rc;
+}
+
+// The log lines of the steps a checkpoint covers must be on disk before it is published: a resume keeps
+// the lines up to its step, so a write that failed (a full disk) or a power loss would leave gaps.
+static int log_sync(trainer *t) {
+    if (!t->log) return ASA_OK;  // ranks other than 0
+    errno = 0;
+    if (fflush(t->log) == 0 && !ferror(t->log) && fsync(fileno(t->log)) == 0) return ASA_OK;
+    return asa_err_set("%s/log.jsonl: write failed: %s; no checkpoint of step %d written (the last good checkpoint "
+                       "is %s)", t->run, errno ? strerror(errno) : "an earlier write to it failed", t->st.step,
+                       t->last_ckpt ? t->last_ckpt : "none: no checkpoint was written yet");
 }
 
 static int trainer_checkpoint(trainer *t) {
@@ -1116,9 +1336,25 @@ static int trainer_checkpoint(trainer *t) {
         t->st.train_pos = asa_loader_get_state(&t->data.train);
         t->st.train_pos.index *= (uint64_t)t->d->world;
     }
-    // Every rank holds the same weights and state: rank 0 alone writes them.
+    // Every rank holds the same weights and state: rank 0 alone writes them. Sharded moments are gathered
+    // on rank 0 first.
     char *dir = NULL;
-    int rc = t->d->rank == 0 ? asa_checkpoint_save(t->run, &t->model, &t->opt, &t->st, t->o.keep, &dir) : ASA_OK;
+    float *moments[2] = {NULL, NULL};
+    if (t->zero) {
+        size_t total = t->model.layout.total;
+        if (t->d->rank == 0) {
+            moments[0] = asa_malloc(sizeof(float) * total);
+            moments[1] = asa_malloc(sizeof(float) * total);
+        }
+        asa_dist_gather_to_root(t->d, moments[0], t->opt.m, total);
+        asa_dist_gather_to_root(t->d, moments[1], t->opt.v, total);
+    }
+    int rc = log_sync(t);
+    if (!rc) rc = t->d->rank == 0 ? asa_checkpoint_save(t->run, &t->model, &t->opt, t->zero ? (const float *const *)moments : NULL,
+                                                   &t->st, t->o.keep, &dir)
+                             : ASA_OK;
+    free(moments[0]);
+    free(moments[1]);
     rc = asa_dist_agree(t->d, rc);
     if (rc) {
         free(dir);
@@ -1129,10 +1365,42 @@ static int trainer_checkpoint(trainer *t) {
     return ASA_OK;
 }
 
-static int nonfinite_stop(const trainer *t, int step, const char *what, double v) {
-    return asa_err_set("step %d: %s is %s; stopping without a checkpoint of this state (the last good checkpoint "
-                       "is %s)", step, what, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
-                       t->last_ckpt ? t->last_ckpt : "none: no checkpoint was written yet");
+static const char *nonfinite_name(double v) { return isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"; }
+
+// After a step whose loss is not finite: which tensor went bad first, as "<what>; first non-finite: <where>".
+// Each rank looks at its own micro-batch (bad_index: the one whose loss was not finite, or -1); the lowest
+// rank that found one speaks for all.
+static void diagnose_loss(trainer *t, float loss, long long bad_index, char *out, size_t cap) {
+    int rc = ASA_OK;
+    if (bad_index >= 0) {
+        char where[256];
+        asa_model_find_nonfinite(&t->model, where, sizeof where);
+        rc = asa_err_set("loss is %s (global micro-batch %lld); first non-finite: %s", nonfinite_name(t->model.loss),
+                         bad_index, where[0] ? where : "the loss itself (every tensor before it is finite)");
+    }
+    if (asa_dist_agree(t->d, rc) != ASA_OK) snprintf(out, cap, "%s", asa_err_msg());
+    else snprintf(out, cap, "loss is %s (the sum over micro-batches overflowed)", nonfinite_name(loss));
+}
+
+// After a step whose gradient norm is not finite: the first non-finite gradient in backward order. Under
+// ZeRO-1 each rank holds the reduced gradients of its shard only.
+static void diagnose_grads(trainer *t, double gnorm, char *out, size_t cap) {
+    asa_model *m = &t->model;
+    int idx = t->zero ? asa_model_find_nonfinite_grad(m, t->opt.lo, t->opt.n)
+                      : asa_model_find_nonfinite_grad(m, 0, m->layout.total);
+    if (t->zero) idx = asa_dist_max(t->d, idx);  // backward order runs from the highest index down
+    snprintf(out, cap, "gradient norm is %s; first non-finite gradient (in backward order): %s", nonfinite_name(gnorm),
+             idx >= 0 ? m->layout.tensors[idx].name : "none (the norm's sum of squares overflowed)");
+}
+
+static void log_skipped(trainer *t, int step, float lr, const char *why) {
+    if (!t->log) return;
+    cJSON *j = cJSON_CreateString(why);  // printed quoted and escaped
+    char *text = cJSON_PrintUnformatted(j);
+    if (text) fprintf(t->log, "{\"step\": %d, \"skipped\": %s, \"lr\": %.9g}\n", step, text, lr);
+    fflush(t->log);
+    free(text);
+    cJSON_Delete(j);
 }
 
 static int trainer_loop(trainer *t) {
@@ -1142,8 +1410,6 @@ static int trainer_loop(trainer *t) {
     const asa_dist *d = t->d;
     int local = accum / d->world;  // this rank's micro-batches of every step
     size_t n_grads = m->layout.total;
-    // The reduction works on host memory: in place on the CPU backend, through a copy on others.
-    float *host_grads = d->world > 1 && strcmp(m->be->name, "cpu") ? asa_malloc(sizeof(float) * n_grads) : NULL;
     int stop = 0;  // a stop request every rank has seen at the last reduction
     int32_t *tok = asa_malloc(sizeof(int32_t) * (size_t)B * T), *tgt = asa_malloc(sizeof(int32_t) * (size_t)B * T);
     char *svg_path = path_join(t->run, "loss.svg");
@@ -1155,6 +1421,7 @@ static int trainer_loop(trainer *t) {
     int log_step0 = start, ckpt_step = start;
     float first_loss = NAN;
     double last_val = NAN;
+    int skipped_run = 0;  // consecutive steps skipped for a NaN/Inf (--on-nan skip)
 
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -1171,6 +1438,7 @@ static int trainer_loop(trainer *t) {
         asa_model_zero_grad(m);
         // Rank r takes global micro-batches r, r + world, ... of the step, as the shard loader does.
         double red[3] = {0, 0, 0};  // loss sum, ranks whose data failed, ranks asked to stop
+        long long bad_index = -1;   // the micro-batch whose loss was not finite (its activations are kept)
         for (int k = 0; k < local; k++) {
             uint64_t index = (uint64_t)step * (uint64_t)accum + (uint64_t)k * (uint64_t)d->world + (uint64_t)d->rank;
             if (data_next(&t->data, index, tok, tgt, B, T)) {
@@ -1179,7 +1447,10 @@ static int trainer_loop(trainer *t) {
             }
             float l = asa_model_forward(m, tok, tgt, B, T);
             red[0] += l;
-            if (!isfinite(l)) break;  // the sum carries it to every rank
+            if (!isfinite(l)) {  // the sum carries it to every rank
+                bad_index = (long long)index;
+                break;
+            }
             asa_model_backward(m, 1.0f / local);
         }
         red[2] = stop_signal != 0;
@@ -1190,24 +1461,43 @@ static int trainer_loop(trainer *t) {
         }
         stop = red[2] > 0;
         float loss = (float)(red[0] / accum);
+        float lr = asa_lr_at((asa_sched_kind)o->schedule, o->lr, step, o->warmup, o->steps, o->min_lr_ratio, o->decay_frac);
+        char bad[768] = "";  // what went non-finite, and where
+        double gnorm = NAN;
         if (!isfinite(loss)) {
-            status = nonfinite_stop(t, step + 1, "loss", loss);
-            break;
-        }
-        if (host_grads) {
-            m->be->to_host(m->be, host_grads, m->grads, sizeof(float) * n_grads);
-            asa_dist_allreduce_mean(d, host_grads, n_grads);
-            m->be->to_device(m->be, m->grads, host_grads, sizeof(float) * n_grads);
+            diagnose_loss(t, loss, bad_index, bad, sizeof bad);
+        } else if (t->zero) {
+            asa_dist_reduce_scatter_mean(d, m->grads, n_grads);
+            double ss = asa_grad_sum_squares(m, t->opt.lo, t->opt.n);
+            asa_dist_allreduce_sum(d, &ss, 1);
+            gnorm = sqrt(ss);
         } else {
             asa_dist_allreduce_mean(d, m->grads, n_grads);
+            gnorm = asa_grad_norm(m);
         }
-        double gnorm = asa_grad_norm(m);
-        if (!isfinite(gnorm)) {
-            status = nonfinite_stop(t, step + 1, "gradient norm", gnorm);
-            break;
+        if (!bad[0] && !isfinite(gnorm)) diagnose_grads(t, gnorm, bad, sizeof bad);
+        if (bad[0]) {
+            const char *last_ckpt = t->last_ckpt ? t->last_ckpt : "none: no checkpoint was written yet";
+            if (o->on_nan != ASA_ON_NAN_SKIP) {
+                status = asa_err_set("step %d: %s; stopping without a checkpoint of this state (the last good checkpoint "
+                                     "is %s; --on-nan skip would skip such steps)", step + 1, bad, last_ckpt);
+                break;
+            }
+            if (++skipped_run > ASA_MAX_SKIPPED_STEPS) {
+                status = asa_err_set("step %d: %s; %d steps in a row were skipped: the run has diverged; stopping (the "
+                                     "last good checkpoint is %s)", step + 1, bad, ASA_MAX_SKIPPED_STEPS + 1, last_ckpt);
+                break;
+            }
+            // The step's data is consumed and the schedule moves on; weights and AdamW state stay as they were.
+            if (!o->quiet) printf("step %6d/%d | skipped: %s\n", step + 1, o->steps, bad);
+            log_skipped(t, step + 1, lr, bad);
+            t->st.step = step + 1;
+            t->st.tokens_seen += (uint64_t)o->batch_tokens;
+            continue;
         }
-        float lr = asa_lr_at((asa_sched_kind)o->schedule, o->lr, step, o->warmup, o->steps, o->min_lr_ratio, o->decay_frac);
-        asa_adamw_step(&t->opt, m, lr);
+        skipped_run = 0;
+        asa_adamw_update(&t->opt, m, lr, gnorm);
+        if (t->zero) asa_dist_allgather(d, m->params, n_grads);
         double step_time = now_sec() - ts;
         t->st.step = step + 1;
         t->st.tokens_seen += (uint64_t)o->batch_tokens;
@@ -1282,7 +1572,6 @@ static int trainer_loop(trainer *t) {
             printf(", %.0f tok/s; run directory %s\n", (double)(t->st.step - start) * o->batch_tokens / el, t->run);
         }
     }
-    free(host_grads);
     free(svg_path);
     free(tok);
     free(tgt);
@@ -1326,6 +1615,14 @@ int asa_train_run(const asa_train_options *opts) {
                t.o.batch, t.o.seq, t.o.batch_tokens / (t.o.batch * t.o.seq * t.d->world));
         if (t.d->world > 1) printf(" x %d ranks", t.d->world);
         printf(" = %d tokens/step\n", t.o.batch_tokens);
+        if (t.d->world > 1 || t.d->impl)
+            printf("  data-parallel: %d rank%s started by %s, gradients over %s\n", t.d->world, t.d->world > 1 ? "s" : "",
+                   t.d->launcher, t.d->transport);
+        if (t.zero) {
+            double mib = 1024.0 * 1024, full = 2.0 * sizeof(float) * (double)t.model.layout.total;
+            printf("  ZeRO-1: AdamW moments sharded over %d ranks: %.2f MiB per rank instead of %.2f MiB\n",
+                   t.d->world, 2.0 * sizeof(float) * (double)t.opt.n / mib, full / mib);
+        }
         if (t.o.resume) printf("  resuming %s at step %d of %d\n", t.ckpt_dir, t.st.step, t.o.steps);
         printf("  %s schedule, peak lr %g, warmup %d, %d steps; run directory %s\n", sched_names[t.o.schedule], t.o.lr,
                t.o.warmup, t.o.steps, t.run);

@@ -1,7 +1,8 @@
 // The training run (SPEC §7, §9): options, the run directory (config.json, log.jsonl, loss.svg,
 // checkpoints/), atomic checkpoints with exact resume, and the loop itself (gradient accumulation to a
 // token batch, warmup + cosine/WSD schedule, clipping, periodic validation, clean stop on SIGINT/SIGTERM,
-// refusal to continue past a NaN/Inf).
+// a NaN/Inf loss or gradient reported with the tensor it started in, then a stop or a skipped step,
+// data-parallel ranks with optional ZeRO-1 sharding of the AdamW moments).
 //
 // Run directory layout:
 //   config.json, tokenizer.json (when the data directory has one), log.jsonl, loss.svg,
@@ -27,6 +28,9 @@ typedef void (*asa_train_sample_fn)(void *user, asa_model *model, int step);
 // them so) take the run's saved value on --resume and the documented default on a new run. On resume,
 // a set value that differs from the run's is refused, except for the ones marked "may change".
 #define ASA_TRAIN_UNSET (-1)
+enum { ASA_ON_NAN_STOP, ASA_ON_NAN_SKIP };
+// Consecutive skipped steps after which --on-nan skip gives up: the run has diverged, not hit one bad batch.
+#define ASA_MAX_SKIPPED_STEPS 10
 typedef struct {
     const char *config_path;  // model config; optional with resume (then the run's config.json)
     const char *run_dir;      // required (the CLI defaults it to runs/<config name>)
@@ -54,7 +58,13 @@ typedef struct {
     int sample_every;         // call `sample` every N steps (0 = never; may change)
     asa_train_sample_fn sample;
     void *sample_user;
+    int zero;                 // ZeRO-1, AdamW moments sharded across ranks: 1, 0, or ASA_TRAIN_UNSET for on
+                              // with more than one rank (not saved: may change on resume)
+    int on_nan;               // a NaN/Inf loss or gradient: ASA_ON_NAN_STOP (default) or ASA_ON_NAN_SKIP the
+                              // step; not saved
     int quiet;                // no progress output (tests)
+    int recompute;            // activation recomputation (asa_model.recompute): less memory, about a quarter
+                              // more compute, the same results; not saved (may change on resume)
     asa_backend *backend;     // where the model lives (required; not owned: the caller frees it after the run)
     const asa_dist *dist;     // data-parallel ranks (asa_dist_init); NULL = this process alone
 } asa_train_options;
@@ -78,11 +88,13 @@ typedef struct {
 
 // Writes RUN/checkpoints/step-NNNNNNN for st->step: under a temporary name, fsynced, renamed into place,
 // then checkpoints/latest is replaced; older checkpoints beyond `keep` are removed afterwards.
+// moments: NULL to save opt's moments, or {m, v} in host memory (layout.total floats each) for a sharded
+// optimizer whose moments were gathered from the ranks.
 // Sets *written to the checkpoint directory path (caller frees) when not NULL.
-int asa_checkpoint_save(const char *run_dir, const asa_model *m, const asa_adamw *opt, const asa_train_state *st,
-                        int keep, char **written);
+int asa_checkpoint_save(const char *run_dir, const asa_model *m, const asa_adamw *opt, const float *const *moments,
+                        const asa_train_state *st, int keep, char **written);
 // Reads checkpoint directory `dir` into the model (whose config must equal the checkpoint's config.json),
-// the optimizer and st. Everything is read and checked before m and opt are touched: on error they are
+// the optimizer (its shard of the moments, when sharded) and st. Everything is read and checked before m and opt are touched: on error they are
 // unchanged and the message names the offending file.
 int asa_checkpoint_load(const char *dir, asa_model *m, asa_adamw *opt, asa_train_state *st);
 // The directory checkpoints/latest names (caller frees), or an error when there is none.

@@ -9,6 +9,10 @@
 // back, and the largest tensor error seen on the H100 is 5.8e-3 (a norm-weight gradient, the end of the
 // longest chain of products). Block selections follow scores computed from rounded products: near-ties
 // may order differently, so at most 1% of the list entries may differ (none did on the H100).
+// Activation recomputation on the GPU must equal the GPU's own default mode bit for bit (loss, logits,
+// every gradient), in both precisions: the same kernels run on the same inputs, the attention, norm and
+// embedding kernels are deterministic (fixed summation orders, no atomics), and cuBLASLt's kernel choice
+// depends on operand alignment, which the arena makes the same (256 bytes) for every view in both modes.
 // Without a GPU: prints "SKIPPED: ..." and exits 77 (ctest SKIP_RETURN_CODE).
 #include <math.h>
 #include <stdlib.h>
@@ -126,6 +130,55 @@ static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, i
     asa_backend_free(cpu);
 }
 
+static void compare_recompute(asa_backend *gpu, const char *pattern, int R, int layers, int B, int T) {
+    const char *prec = gpu->precision == ASA_PRECISION_TF32 ? "tf32" : "fp32";
+    asa_config c = tu_tiny_config(pattern, R);
+    c.num_hidden_layers = layers;
+    TU_CHECK(asa_config_validate(&c, "tiny") == ASA_OK, "%s", asa_err_msg());
+    asa_model ma, mb;
+    asa_model_init(&ma, &c, gpu, 11);
+    asa_model_init(&mb, &c, gpu, 11);
+    mb.recompute = 1;
+    const size_t N = (size_t)B * T, V = (size_t)c.vocab_size, P = ma.layout.total;
+    int32_t *tok = malloc(N * sizeof(int32_t)), *tgt = malloc(N * sizeof(int32_t));
+    asa_rng r;
+    asa_rng_seed(&r, 7);
+    asa_model_zero_grad(&ma);
+    asa_model_zero_grad(&mb);
+    int differ = 0;
+    for (int step = 0; step < 2; step++) {  // the second step reuses the arena and accumulates gradients
+        for (size_t i = 0; i < N; i++) {
+            tok[i] = (int32_t)asa_rng_below(&r, (uint32_t)V);
+            tgt[i] = (i % 7 == 3) ? -1 : (int32_t)asa_rng_below(&r, (uint32_t)V);
+        }
+        float la = asa_model_forward(&ma, tok, tgt, B, T), lb = asa_model_forward(&mb, tok, tgt, B, T);
+        TU_CHECK(memcmp(&la, &lb, sizeof la) == 0 && isfinite(la), "%s %s R=%d step %d: loss %.9g, recompute %.9g",
+                 prec, pattern, R, step, la, lb);
+        float *xa = model_host(&ma, ma.logits, N * V), *xb = model_host(&mb, mb.logits, N * V);
+        TU_CHECK(memcmp(xa, xb, N * V * sizeof(float)) == 0, "%s %s R=%d step %d: logits differ (relative %.3e)", prec,
+                 pattern, R, step, tu_rel_err_f(xb, xa, N * V));
+        free(xa), free(xb);
+        asa_model_backward(&ma, 1.0f);
+        asa_model_backward(&mb, 1.0f);
+        float *ga = model_host(&ma, ma.grads, P), *gb = model_host(&mb, mb.grads, P);
+        for (int ti = 0; ti < ma.layout.count; ti++) {
+            const asa_tensor_info *t = &ma.layout.tensors[ti];
+            int d = memcmp(ga + t->offset, gb + t->offset, t->numel * sizeof(float)) != 0;
+            TU_CHECK(!d, "%s %s R=%d step %d: gradient of %s differs (relative %.3e)", prec, pattern, R, step, t->name,
+                     tu_rel_err_f(gb + t->offset, ga + t->offset, t->numel));
+            differ += d;
+        }
+        free(ga), free(gb);
+    }
+    size_t full = asa_model_act_bytes(&c, B, T, 0), rc = asa_model_act_bytes(&c, B, T, 1);
+    TU_CHECK(rc < full, "%s x %d layers: recompute arena %zu bytes, default %zu", pattern, layers, rc, full);
+    printf("  %s recompute %-3s R=%d x %d layers B=%d T=%-3d: %s, activations %zu -> %zu bytes\n", prec, pattern, R,
+           layers, B, T, differ ? "DIFFERS" : "bit-identical over 2 steps", full, rc);
+    free(tok), free(tgt);
+    asa_model_free(&ma);
+    asa_model_free(&mb);
+}
+
 int main(void) {
     for (int tf32 = 0; tf32 < 2; tf32++) {
         asa_backend *gpu = asa_backend_cuda_new(0, tf32 ? ASA_PRECISION_TF32 : ASA_PRECISION_FP32);
@@ -139,6 +192,8 @@ int main(void) {
         compare_model(gpu, "GL", 4, 2, 41);
         compare_model(gpu, "LG", 2, 1, 130);
         compare_model(gpu, "N", 1, 1, 200);
+        for (int i = 0; i < 5; i++) compare_recompute(gpu, patterns[i], 1, 2, 2, 41);
+        compare_recompute(gpu, "GL", 4, 6, 1, 130);
         asa_backend_free(gpu);
     }
     return tu_finish("test_gpu_model");
