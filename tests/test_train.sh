@@ -234,6 +234,16 @@ check "$(grep -c 'skipped: loss is NaN' <<<"$out" | grep -qx 10; echo $?)" "--on
 check "$(grep -qx step-0000020 "$r6/checkpoints/latest"; echo $?)" "--on-nan skip: latest moved past the good checkpoint"
 expect_error "--on-nan: 'maybe' is not one of stop, skip" train --resume --out "$r6" --on-nan maybe
 
+# ---- a log line that cannot be written (here a 2 KB file-size limit; a full disk alike) stops the run at
+# the next step with a message naming log.jsonl, exit 1
+checks=$((checks + 1))
+out=$( (ulimit -f 2 && "$ASA" train "${COMMON[@]}" --synthetic copy --steps 100 --ckpt-every 0 --val-every 0 \
+    --out "$tmp/logfull") 2>&1)
+rc=$?
+if ((rc != 1)) || ! grep -q "log.jsonl: write failed" <<<"$out"; then
+    fail "a log.jsonl over the file-size limit: exit code $rc: $(tail -n 3 <<<"$out")"
+fi
+
 # ---- other bad input
 expect_error "$tmp/missing-data.*does not exist" train --config "$tmp/tiny.json" --data "$tmp/missing-data" \
     --out "$tmp/m1"

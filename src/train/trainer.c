@@ -1439,7 +1439,13 @@ static int trainer_loop(trainer *t) {
         // Rank r takes global micro-batches r, r + world, ... of the step, as the shard loader does.
         double red[3] = {0, 0, 0};  // loss sum, ranks whose data failed, ranks asked to stop
         long long bad_index = -1;   // the micro-batch whose loss was not finite (its activations are kept)
-        for (int k = 0; k < local; k++) {
+        // A log line that failed to write (full disk) stops the run now rather than at the next checkpoint;
+        // the step's reduction below carries the failure to every rank, with this message.
+        if (t->log && ferror(t->log)) {
+            log_sync(t);
+            red[1] = 1;
+        }
+        for (int k = 0; k < local && !red[1]; k++) {
             uint64_t index = (uint64_t)step * (uint64_t)accum + (uint64_t)k * (uint64_t)d->world + (uint64_t)d->rank;
             if (data_next(&t->data, index, tok, tgt, B, T)) {
                 red[1] = 1;
