@@ -8,7 +8,11 @@
 // 2^-11 = 4.9e-4 and a gemm's output by about 3e-4; the errors compound through every layer forward and
 // back, and the largest tensor error seen on the H100 is 5.8e-3 (a norm-weight gradient, the end of the
 // longest chain of products). Block selections follow scores computed from rounded products: near-ties
-// may order differently, so at most 1% of the list entries may differ (none did on the H100).
+// may order differently, so at most 1% of the list entries may differ. A differing entry means some query
+// rows of that layer attend to another block than on the CPU: their outputs, and every gradient flowing
+// back through them, differ by O(1) in those rows, so when entries differ the gradients are held to
+// TOL_TF32_FLIPPED instead (one entry of 3200 flipped in "tf32 N R=1 B=1 T=200" once the window branch
+// ran on the tensor cores too: gradients then 1.1-1.5e-2 off, logits still 4.7e-3).
 // Activation recomputation on the GPU must equal the GPU's own default mode bit for bit (loss, logits,
 // every gradient), in both precisions: the same kernels run on the same inputs, the attention, norm and
 // embedding kernels are deterministic (fixed summation orders, no atomics), and cuBLASLt's kernel choice
@@ -28,6 +32,7 @@
 
 #define TOL_FP32 1e-4
 #define TOL_TF32 1e-2
+#define TOL_TF32_FLIPPED 5e-2
 
 static float *model_host(asa_model *m, const float *arena, size_t n) {
     float *h = malloc(n * sizeof(float));
@@ -86,13 +91,15 @@ static void compare_model(asa_backend *gpu, const char *pattern, int R, int B, i
 
     asa_model_backward(&mc, 1.0f);
     asa_model_backward(&mg, 1.0f);
+    const double gtol = tf32 && diff ? TOL_TF32_FLIPPED : tol;
     float *grads = model_host(&mg, mg.grads, mc.layout.total);
     double worst = 0;
     const char *worst_name = "-";
     for (int ti = 0; ti < mc.layout.count; ti++) {
         const asa_tensor_info *t = &mc.layout.tensors[ti];
         double e = tu_rel_err_f(grads + t->offset, mc.grads + t->offset, t->numel);
-        TU_CHECK(e < tol, "%s %s R=%d: gradient of %s relative error %.3e", prec, pattern, R, t->name, e);
+        TU_CHECK(e < gtol, "%s %s R=%d: gradient of %s relative error %.3e (bound %.0e)", prec, pattern, R, t->name, e,
+                 gtol);
         if (e > worst) worst = e, worst_name = t->name;
     }
 

@@ -599,6 +599,119 @@ static double test_slc_tf32(const attn_case *c) {
     return eo;
 }
 
+// attn_fwd / attn_bwd (full and window) and attn_cmp_bwd of the tf32 backend (attn_dense_mma.cu) against
+// the CPU, with TOL_TF32 and its reasoning as for test_slc_tf32 (the same products, over the visible keys
+// or the rows that see a key). attn_cmp_fwd stays exact in tf32 mode (its lse feeds select_topk): checked
+// at TOL_ELEM. Backward runs from the CPU's o and lse, twice, bitwise equal. Sets worst[0] / worst[1] to
+// the largest of o's error and of the backward's errors when they exceed it (head dims <= 128 only).
+static void test_dense_tf32(const attn_case *c, double worst[2]) {
+    const asa_attn_shape *s = &c->s;
+    const int N = s->B * s->T, nb = s->block_size > 0 ? asa_attn_num_cmp_blocks(s) : 0;
+    const size_t nq = (size_t)N * s->h * s->dk, nk = (size_t)N * s->g * s->dk, nv = (size_t)N * s->g * s->dv;
+    const size_t no = (size_t)N * s->h * s->dv, nl = (size_t)N * s->h;
+    const size_t nkc = (size_t)s->B * nb * s->g * s->dk, nvc = (size_t)s->B * nb * s->g * s->dv;
+    char what[160];
+    float *q = h_rand(nq, 1), *k = h_rand(nk, 1), *v = h_rand(nv, 1), *dout = h_rand(no, 1);
+    float *o = malloc(no * 4), *lse = malloc(nl * 4), *h = malloc(no * 4);
+    float *gq = d_from(q, nq * 4), *gk = d_from(k, nk * 4), *gv = d_from(v, nv * 4), *gdout = d_from(dout, no * 4);
+    float *go = d_nan(no), *glse = d_nan(nl);
+    cpu->attn_fwd(cpu, s, q, k, v, o, lse);
+    gpu_tf32->attn_fwd(gpu_tf32, s, gq, gk, gv, go, glse);
+    gpu->to_host(gpu, h, go, no * 4);
+    const double eo = tu_rel_err_f(h, o, no);
+    TU_CHECK(eo < TOL_TF32, "%s attn_fwd o: relative error %.3e (tolerance %.0e)", c->name, eo, TOL_TF32);
+    snprintf(what, sizeof what, "%s attn_fwd lse", c->name);
+    const double el = expect_lse_tol(what, glse, lse, nl, TOL_TF32);
+    gpu->to_device(gpu, go, o, no * 4);
+    gpu->to_device(gpu, glse, lse, nl * 4);
+
+    // the dense backward, then (block_size > 0) the compressed branch's, each twice
+    float *kc = malloc((nkc ? nkc : 1) * 4), *vc = malloc((nvc ? nvc : 1) * 4);
+    float *gkc = NULL, *gvc = NULL, *co = NULL, *clse = NULL;
+    double eg[2][3] = {{0, 0, 0}, {0, 0, 0}};
+    const int passes = s->block_size > 0 ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        const char *op = pass ? "attn_cmp_bwd" : "attn_bwd";
+        const size_t n2 = pass ? nkc : nk, n3 = pass ? nvc : nv;
+        if (pass) {
+            cpu->compress_fwd(cpu, s, s->dk, k, kc);
+            cpu->compress_fwd(cpu, s, s->dv, v, vc);
+            co = malloc(no * 4), clse = malloc(nl * 4);
+            cpu->attn_cmp_fwd(cpu, s, q, kc, vc, co, clse);
+            gkc = d_from(kc, nkc * 4), gvc = d_from(vc, nvc * 4);
+            d_poison(go, no);
+            d_poison(glse, nl);
+            gpu_tf32->attn_cmp_fwd(gpu_tf32, s, gq, gkc, gvc, go, glse);
+            snprintf(what, sizeof what, "%s attn_cmp_fwd o (exact in tf32 mode)", c->name);
+            expect_close(what, go, co, no, TOL_ELEM);
+            snprintf(what, sizeof what, "%s attn_cmp_fwd lse (exact in tf32 mode)", c->name);
+            expect_lse(what, glse, clse, nl);
+            gpu->to_device(gpu, go, co, no * 4);
+            gpu->to_device(gpu, glse, clse, nl * 4);
+        }
+        // this pass's keys and values, on the host and on the device, and the forward's o and lse
+        const float *ck = pass ? kc : k, *cv = pass ? vc : v, *gck = pass ? gkc : gk, *gcv = pass ? gvc : gv;
+        const float *ro = pass ? co : o, *rl = pass ? clse : lse;
+        float *dq0 = h_rand(nq, 1), *dk0 = h_rand(n2, 1), *dv0 = h_rand(n3, 1);
+        float *dq = malloc(nq * 4), *dk = malloc((n2 ? n2 : 1) * 4), *dv = malloc((n3 ? n3 : 1) * 4);
+        memcpy(dq, dq0, nq * 4), memcpy(dk, dk0, n2 * 4), memcpy(dv, dv0, n3 * 4);
+        if (pass) cpu->attn_cmp_bwd(cpu, s, q, ck, cv, ro, rl, dout, dq, dk, dv);
+        else cpu->attn_bwd(cpu, s, q, ck, cv, ro, rl, dout, dq, dk, dv);
+        float *run[2][3];
+        for (int r = 0; r < 2; r++) {
+            float *gdq = d_from(dq0, nq * 4), *gdk = d_from(dk0, n2 * 4), *gdv = d_from(dv0, n3 * 4);
+            if (pass) gpu_tf32->attn_cmp_bwd(gpu_tf32, s, gq, gck, gcv, go, glse, gdout, gdq, gdk, gdv);
+            else gpu_tf32->attn_bwd(gpu_tf32, s, gq, gck, gcv, go, glse, gdout, gdq, gdk, gdv);
+            run[r][0] = malloc(nq * 4), run[r][1] = malloc((n2 ? n2 : 1) * 4), run[r][2] = malloc((n3 ? n3 : 1) * 4);
+            gpu->to_host(gpu, run[r][0], gdq, nq * 4);
+            gpu->to_host(gpu, run[r][1], gdk, n2 * 4);
+            gpu->to_host(gpu, run[r][2], gdv, n3 * 4);
+            if (r == 0 && !pass && s->window == 1) {
+                // One visible key: the score gradient is zero (ds = dout.v - dout.o, o = v), so dq and dk's
+                // increments are the TF32 error of dout.v (~3e-4 relative on a dot of rms 8 at d = 64) times
+                // scale·k: rms about 3e-4, against ~0.1 for a real score gradient. Bound: 5e-3.
+                for (int x = 0; x < 2; x++) {
+                    const size_t n = x ? n2 : nq;
+                    double ss = 0;
+                    for (size_t e = 0; e < n; e++) {
+                        const double d = (double)run[0][x][e] - (x ? dk0 : dq0)[e];
+                        ss += d * d;
+                    }
+                    eg[0][x] = sqrt(ss / (double)n);
+                    TU_CHECK(eg[0][x] < 5e-3, "%s %s %s: rms increment %.3e, expected zero up to TF32 error",
+                             c->name, op, x ? "dk" : "dq", eg[0][x]);
+                }
+            } else if (r == 0) {
+                snprintf(what, sizeof what, "%s %s dq", c->name, op);
+                eg[pass][0] = expect_increment(what, gdq, dq0, dq, nq, TOL_TF32);
+                snprintf(what, sizeof what, "%s %s dk", c->name, op);
+                eg[pass][1] = expect_increment(what, gdk, dk0, dk, n2, TOL_TF32);
+            }
+            if (r == 0) {
+                snprintf(what, sizeof what, "%s %s dv", c->name, op);
+                eg[pass][2] = expect_increment(what, gdv, dv0, dv, n3, TOL_TF32);
+            }
+            gpu->free(gpu, gdq), gpu->free(gpu, gdk), gpu->free(gpu, gdv);
+        }
+        TU_CHECK(!memcmp(run[0][0], run[1][0], nq * 4) && !memcmp(run[0][1], run[1][1], n2 * 4) &&
+                     !memcmp(run[0][2], run[1][2], n3 * 4),
+                 "%s: two tf32 %s runs differ", c->name, op);
+        if (s->dk <= 128 && s->dv <= 128)
+            for (int i = s->window == 1 && !pass ? 2 : 0; i < 3; i++)  // window 1: dq, dk are rms, not relative
+                worst[1] = eg[pass][i] > worst[1] ? eg[pass][i] : worst[1];
+        for (int r = 0; r < 2; r++) free(run[r][0]), free(run[r][1]), free(run[r][2]);
+        free(dq0), free(dk0), free(dv0), free(dq), free(dk), free(dv);
+    }
+    if (s->dk <= 128 && s->dv <= 128) worst[0] = eo > worst[0] ? eo : worst[0];
+    printf("  %-24s B=%d T=%d h=%d g=%d dk=%d dv=%d w=%d b=%d: o %.1e lse %.1e d %.1e %.1e %.1e cmp d %.1e %.1e %.1e\n",
+           c->name, s->B, s->T, s->h, s->g, s->dk, s->dv, s->window, s->block_size, eo, el, eg[0][0], eg[0][1],
+           eg[0][2], eg[1][0], eg[1][1], eg[1][2]);
+    free(q), free(k), free(v), free(dout), free(o), free(lse), free(h), free(kc), free(vc), free(co), free(clse);
+    gpu->free(gpu, gq), gpu->free(gpu, gk), gpu->free(gpu, gv), gpu->free(gpu, gdout), gpu->free(gpu, go);
+    gpu->free(gpu, glse);
+    if (gkc) gpu->free(gpu, gkc), gpu->free(gpu, gvc);
+}
+
 // ---- decoding ----
 
 // A cache of B sequences of S rows, row width W, viewed as GQA ([k] and v, separate buffers) or latent
@@ -772,6 +885,28 @@ int main(void) {
     }
     // fp32 kernels agree with the CPU to ~1e-7: a larger error shows the tensor cores in use
     TU_CHECK(slc_worst > 1e-5, "tf32 attn_slc_fwd: worst error %.2e, no larger than fp32 arithmetic gives", slc_worst);
+    // tf32 full / window attention and compressed backward: T not a multiple of the 64-row tiles, T < 16,
+    // window 1 and window >= T, G = 1, 4 and 16, head dims 32, 64, 96 / 64 (ASA's local layers), 128 and
+    // padded 40 / 24, and 200 / 160 (over 128: the fp32 kernels serve the tf32 mode too); the dk/dv pass
+    // splits its rows over blocks at these lengths, and T = 2048 gives long compressed-key row streams
+    const attn_case dense_cases[] = {
+        make_case("tf32 full G=1 d64", 2, 150, 4, 4, 64, 64, 0, 16, 16, 1, 1),
+        make_case("tf32 window 37 G=4 d128", 1, 300, 16, 4, 128, 128, 37, 32, 32, 1, 1),
+        make_case("tf32 T<16 G=16 d32", 1, 11, 16, 1, 32, 32, 0, 4, 4, 1, 1),
+        make_case("tf32 window 1", 1, 100, 2, 2, 64, 64, 1, 0, 16, 1, 1),
+        make_case("tf32 window>=T d96/64", 2, 90, 8, 2, 96, 64, 200, 8, 8, 1, 1),
+        make_case("tf32 full G=16 d128", 1, 200, 32, 2, 128, 128, 0, 16, 16, 1, 1),
+        make_case("tf32 d40/24 G=2", 2, 77, 4, 2, 40, 24, 20, 8, 8, 1, 1),
+        make_case("tf32 long cmp b=16", 1, 2048, 4, 2, 32, 32, 0, 16, 16, 1, 1),
+        make_case("tf32 wide heads (fp32)", 1, 70, 2, 1, 200, 160, 5, 8, 8, 1, 1),
+    };
+    double dense_worst[2] = {0, 0};
+    for (size_t i = 0; i < sizeof dense_cases / sizeof dense_cases[0]; i++)
+        test_dense_tf32(&dense_cases[i], dense_worst);
+    // fp32 kernels agree with the CPU to ~1e-7: a larger error shows the tensor cores in use
+    TU_CHECK(dense_worst[0] > 1e-6 && dense_worst[1] > 1e-6,
+             "tf32 dense attention: worst errors %.2e (forward) %.2e (backward), no larger than fp32 gives",
+             dense_worst[0], dense_worst[1]);
     test_decode(0);
     test_decode(1);
 

@@ -2,12 +2,16 @@
 // over their keys with an online softmax, so nothing T×T is ever stored. As on the CPU, the kernels work
 // on "pooled" keys (key m summarises tokens [m*span, (m+1)*span)) so that the compression branch
 // (attn_compress.cu) runs on the same code; dense attention is span = 1.
+// In tf32 mode attn_fwd and every pooled backward (attn_bwd, attn_cmp_bwd) run on the tensor cores
+// (attn_dense_mma.cu). cuda_attn_pooled_fwd, hence attn_cmp_fwd, stays exact in both modes: its lse feeds
+// select_topk's scores, and the block sets must match the CPU's.
 //
 // A block holds ATTN_TILE_ROWS consecutive query rows of one head (forward, dq) or ATTN_TILE_ROWS consecutive key
 // rows of one group (dk/dv), one warp each. The block walks the union of its rows' ranges one tile at a
 // time: up to 32 keys (or query-head pairs) staged in shared memory and shared by all its warps, each
 // warp folding in the part of the tile its own row can see. Rows of scored operands are padded to an odd
 // stride, so the 32 lanes reading 32 different rows hit 32 different banks.
+#include "backend/cuda/attn_dense_mma.cuh"
 #include "backend/cuda/attn_kernels.cuh"
 
 
@@ -260,6 +264,10 @@ void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
 void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
                           const float *k, const float *v, const float *o, const float *lse, const float *dout,
                           float *dq, float *dk, float *dv) {
+    if (be->precision == ASA_PRECISION_TF32 && cuda_dense_mma_ok(s, q, k, v, dout)) {
+        cuda_dense_mma_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
+        return;
+    }
     pooled_args a = pooled_make(s, nkeys, span, window);
     const long rows = (long)s->B * s->T * s->h;
     if (rows == 0) return;
@@ -307,6 +315,10 @@ void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
 
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, float *o,
                    float *lse) {
+    if (be->precision == ASA_PRECISION_TF32 && cuda_dense_mma_ok(s, q, k, v, NULL)) {
+        cuda_dense_mma_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
+        return;
+    }
     cuda_attn_pooled_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
 }
 

@@ -19,14 +19,13 @@
 // of 32): fragment reads (row g, column c; ldmatrix rows alike) hit banks 4g + c and the permuted ones
 // (row 2c, column g) banks 8c + g, all distinct.
 #include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/attn_mma_common.cuh"
 #include "backend/cuda/attn_slc_mma.cuh"
 
 #define SLC_WARPS 4
 #define SLC_KT 32        // keys per staged chunk (forward, dq)
 #define SLC_KEYS 64      // keys per block of the dk/dv pass (16 per warp)
 #define SLC_NR 16        // query rows per staged chunk of the dk/dv pass (2 blocks per SM fit)
-#define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
 
 typedef struct {
     int B, T, h, g, dk, dv, bsel, n, R, na, nsb, G, rows;  // rows = R*G, the rows sharing a list
@@ -41,56 +40,6 @@ static slc_mma_args slc_mma_make(const asa_attn_shape *s) {
     a.G = s->h / s->g, a.rows = a.R * a.G;
     a.scale = s->scale, a.sl2 = s->scale * LOG2E;
     return a;
-}
-
-static __device__ __forceinline__ uint32_t tf32(float x) {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return r;
-}
-
-static __device__ __forceinline__ uint32_t tf32u(uint32_t x) { return tf32(__uint_as_float(x)); }
-
-// Four 8-row x 4-float tiles of shared memory in one instruction (ldmatrix moves bits: b16 pairs are whole
-// floats): lanes 8i .. 8i+7 give the 16-byte rows of tile i, and register i of lane (g, c) receives float c
-// of row g of tile i, i.e. an mma fragment entry.
-static __device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const float *p) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-// c += A·B on one m16n8k8 tile.
-static __device__ __forceinline__ void mma8(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                            uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// 16 bytes global -> shared without a register round trip; bytes = 0 writes zeros (padding).
-static __device__ __forceinline__ void cp16(float *dst, const float *src, int bytes) {
-    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
-}
-static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-static __device__ __forceinline__ void cp_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N));
-}
-
-// Copies rows [0, cn) of a [*, d] operand (row r at src + r*srs) into nrows shared rows of D floats
-// (stride D + 4); columns >= d and rows >= cn become zeros, so padded products add nothing.
-template <int D>
-static __device__ __forceinline__ void stage_rows(float *dst, const float *src, long srs, int cn, int nrows, int d) {
-    constexpr int SEG = D / 4;
-    for (int e = threadIdx.x; e < nrows * SEG; e += blockDim.x) {
-        const int r = e / SEG, c = (e % SEG) * 4;
-        const bool in = r < cn && c < d;
-        cp16(dst + r * (D + 4) + c, in ? src + r * srs + c : src, in ? 16 : 0);
-    }
 }
 
 // Walks a block list in chunks of SLC_KT keys: (e, off) is list entry e, offset off inside its block.
@@ -121,40 +70,6 @@ static __device__ __forceinline__ void slc_tile_row(const slc_mma_args &a, int b
     r = ((long)b * a.T + t) * a.h + j * a.G + rho % a.G;
 }
 
-// S = X·Y^T for n-tile nt of a staged chunk: X (this warp's 16 rows) in registers as A fragments, Y's 8 rows
-// (keys or values, row stride D + 4) in shared memory read by ldmatrix, two k steps per load; two
-// accumulation chains (even and odd k steps) halve the wait on each mma's result.
-template <int D>
-static __device__ __forceinline__ void slc_rowprod(float (&sc)[4], const uint32_t (&xf)[D / 8][4], const float *Ys,
-                                                   int nt, int d, int lane) {
-    float s2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    sc[0] = sc[1] = sc[2] = sc[3] = 0.0f;
-    const float *yr = Ys + (nt * 8 + lane % 8) * (D + 4) + (lane / 8) * 4;
-#pragma unroll
-    for (int kk = 0; kk < D / 8; kk += 2) {
-        if (kk * 8 >= d) break;
-        uint32_t y[4];
-        ldsm4(y, yr + kk * 8);
-        mma8(sc, xf[kk][0], xf[kk][1], xf[kk][2], xf[kk][3], tf32u(y[0]), tf32u(y[1]));
-        mma8(s2, xf[kk + 1][0], xf[kk + 1][1], xf[kk + 1][2], xf[kk + 1][3], tf32u(y[2]), tf32u(y[3]));
-    }
-    sc[0] += s2[0], sc[1] += s2[1], sc[2] += s2[2], sc[3] += s2[3];
-}
-
-// A fragments of rows r0 and r1 (16 x D, columns >= d and invalid rows zero), rounded to TF32.
-template <int D>
-static __device__ __forceinline__ void slc_load_rows(uint32_t (&xf)[D / 8][4], const float *x, long r0, long r1,
-                                                     bool ok0, bool ok1, int d, int c) {
-#pragma unroll
-    for (int kk = 0; kk < D / 8; kk++) {
-        const int c0 = kk * 8 + c, c1 = c0 + 4;
-        xf[kk][0] = tf32(ok0 && c0 < d ? x[r0 * d + c0] : 0.0f);
-        xf[kk][1] = tf32(ok1 && c0 < d ? x[r1 * d + c0] : 0.0f);
-        xf[kk][2] = tf32(ok0 && c1 < d ? x[r0 * d + c1] : 0.0f);
-        xf[kk][3] = tf32(ok1 && c1 < d ? x[r1 * d + c1] : 0.0f);
-    }
-}
-
 // Shared memory of the forward and dq kernels: two chunks of keys and values.
 template <int DK, int DV>
 static size_t slc_chunk_floats() {
@@ -180,7 +95,7 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, c
     slc_tile_row(a, b, an, j, rho0, t0, r0);
     slc_tile_row(a, b, an, j, rho0 + 8, t1, r1);
     uint32_t qf[DK / 8][4];
-    slc_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
+    mma_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
@@ -214,7 +129,7 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, c
             const int nt = ks + i * KS;
             if (nt * 8 >= ccn) break;
             float sc[4];
-            slc_rowprod<DK>(sc, qf, K, nt, a.dk, lane);
+            mma_rowprod<DK>(sc, qf, K, nt, a.dk, lane);
             const int s = nt * 8 + 2 * c;  // key offsets s, s+1 in the chunk
             const float x0 = s < ccn && cc0 + s <= t0 ? sc[0] * a.sl2 : -INFINITY;
             const float x1 = s + 1 < ccn && cc0 + s + 1 <= t0 ? sc[1] * a.sl2 : -INFINITY;
@@ -325,8 +240,8 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const float *q, const float *k, co
     const float lb0 = t0 >= 0 ? L0 * LOG2E : 0.0f, lb1 = t1 >= 0 ? L1 * LOG2E : 0.0f;
     const float D0 = t0 >= 0 ? D[r0] : 0.0f, D1 = t1 >= 0 ? D[r1] : 0.0f;
     uint32_t qf[DK / 8][4], of[DV / 8][4];
-    slc_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
-    slc_load_rows<DV>(of, dout, r0, r1, t0 >= 0, t1 >= 0, a.dv, c);
+    mma_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
+    mma_load_rows<DV>(of, dout, r0, r1, t0 >= 0, t1 >= 0, a.dv, c);
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
@@ -359,8 +274,8 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const float *q, const float *k, co
             const int nt = ks + i * KS;
             if (nt * 8 >= ccn) break;
             float sc[4], dp[4];
-            slc_rowprod<DK>(sc, qf, K, nt, a.dk, lane);
-            slc_rowprod<DV>(dp, of, V, nt, a.dv, lane);
+            mma_rowprod<DK>(sc, qf, K, nt, a.dk, lane);
+            mma_rowprod<DV>(dp, of, V, nt, a.dv, lane);
             const int s = nt * 8 + 2 * c;
             const float p0 = s < ccn && cc0 + s <= t0 ? exp2f(sc[0] * a.sl2 - lb0) : 0.0f;
             const float p1 = s + 1 < ccn && cc0 + s + 1 <= t0 ? exp2f(sc[1] * a.sl2 - lb0) : 0.0f;
@@ -677,31 +592,10 @@ __global__ void slc_mma_scan_kernel(const int *count, long n, int sega, int *sta
     }
 }
 
-static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 bool cuda_slc_mma_ok(const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *dout) {
-    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && aligned16(q) && aligned16(k) &&
-           aligned16(v) && (dout == NULL || aligned16(dout));
+    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && mma_aligned16(q) &&
+           mma_aligned16(k) && mma_aligned16(v) && (dout == NULL || mma_aligned16(dout));
 }
-
-// Runs the statements given with DK, DV: the least instantiated pair (32/32, 64/64, 96/64, 128/128)
-// covering dk and dv; the padding columns are zeros and their products are skipped.
-#define SLC_WITH_DIMS(dk, dv, ...)                                   \
-    do {                                                             \
-        if ((dk) <= 32 && (dv) <= 32) {                              \
-            constexpr int DK = 32, DV = 32;                          \
-            __VA_ARGS__;                                             \
-        } else if ((dk) <= 64 && (dv) <= 64) {                       \
-            constexpr int DK = 64, DV = 64;                          \
-            __VA_ARGS__;                                             \
-        } else if ((dk) <= 96 && (dv) <= 64) {                       \
-            constexpr int DK = 96, DV = 64;                          \
-            __VA_ARGS__;                                             \
-        } else {                                                     \
-            constexpr int DK = 128, DV = 128;                        \
-            __VA_ARGS__;                                             \
-        }                                                            \
-    } while (0)
 
 // m-tiles per block (1, 2 or 4) for R·G rows, and the blocks per (anchor, group).
 static int slc_mtiles(int rows, int *chunks) {
@@ -731,7 +625,7 @@ void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     const int mt = slc_mtiles(a.rows, &chunks);
     const long blocks = (long)a.B * a.na * a.g * chunks;
     if (blocks == 0) return;
-    SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
+    MMA_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);
         attn_allow_smem((const void *)slc_mma_fwd_kernel<DK, DV, MT>, smem);
         slc_mma_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(a, chunks, q, k, v, idx, o, lse);
@@ -768,7 +662,7 @@ void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     cuda_attn_rowdot(dout, o, rows, a.dv, D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
-    SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
+    MMA_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);  // holds the final merge too
         attn_allow_smem((const void *)slc_mma_dq_kernel<DK, DV, MT>, smem);
         slc_mma_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
@@ -784,7 +678,7 @@ void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     slc_mma_csr_kernel<true><<<lb, 128>>>(a, idx, count, start, anchors);
     CUDA_LAUNCH_CHECK();
 
-    SLC_WITH_DIMS(a.dk, a.dv, {
+    MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
         attn_allow_smem((const void *)slc_mma_dkdv_kernel<DK, DV>, smem);
         slc_mma_dkdv_kernel<DK, DV><<<(unsigned)((nlists + xmax) * nkt), SLC_WARPS * 32, smem>>>(

@@ -1,0 +1,118 @@
+// Device helpers of the tensor-core attention kernels (attn_slc_mma.cu, attn_dense_mma.cu): TF32 rounding,
+// mma.sync m16n8k8 TF32, ldmatrix, cp.async staging of operand rows, and the row products on fragments.
+// Fragment layouts and the shared-memory row stride (d + 4 floats) are explained at the top of
+// attn_slc_mma.cu.
+#ifndef ASA_BACKEND_CUDA_ATTN_MMA_COMMON_CUH
+#define ASA_BACKEND_CUDA_ATTN_MMA_COMMON_CUH
+
+#include "backend/cuda/attn_kernels.cuh"
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+static inline bool mma_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+static __device__ __forceinline__ uint32_t tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+static __device__ __forceinline__ uint32_t tf32u(uint32_t x) { return tf32(__uint_as_float(x)); }
+
+// Four 8-row x 4-float tiles of shared memory in one instruction (ldmatrix moves bits: b16 pairs are whole
+// floats): lanes 8i .. 8i+7 give the 16-byte rows of tile i, and register i of lane (g, c) receives float c
+// of row g of tile i, i.e. an mma fragment entry.
+static __device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const float *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// c += A·B on one m16n8k8 tile.
+static __device__ __forceinline__ void mma8(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global -> shared without a register round trip; bytes = 0 writes zeros (padding).
+static __device__ __forceinline__ void cp16(float *dst, const float *src, int bytes) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
+}
+static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+static __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+// Copies rows [0, cn) of a [*, d] operand (row r at src + r*srs) into nrows shared rows of D floats
+// (stride D + 4); columns >= d and rows >= cn become zeros, so padded products add nothing.
+template <int D>
+static __device__ __forceinline__ void stage_rows(float *dst, const float *src, long srs, int cn, int nrows, int d) {
+    constexpr int SEG = D / 4;
+    for (int e = threadIdx.x; e < nrows * SEG; e += blockDim.x) {
+        const int r = e / SEG, c = (e % SEG) * 4;
+        const bool in = r < cn && c < d;
+        cp16(dst + r * (D + 4) + c, in ? src + r * srs + c : src, in ? 16 : 0);
+    }
+}
+
+// S = X·Y^T for n-tile nt of a staged chunk: X (this warp's 16 rows) in registers as A fragments, Y's 8 rows
+// (keys or values, row stride D + 4) in shared memory read by ldmatrix, two k steps per load; two
+// accumulation chains (even and odd k steps) halve the wait on each mma's result.
+template <int D>
+static __device__ __forceinline__ void mma_rowprod(float (&sc)[4], const uint32_t (&xf)[D / 8][4], const float *Ys,
+                                                   int nt, int d, int lane) {
+    float s2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    sc[0] = sc[1] = sc[2] = sc[3] = 0.0f;
+    const float *yr = Ys + (nt * 8 + lane % 8) * (D + 4) + (lane / 8) * 4;
+#pragma unroll
+    for (int kk = 0; kk < D / 8; kk += 2) {
+        if (kk * 8 >= d) break;
+        uint32_t y[4];
+        ldsm4(y, yr + kk * 8);
+        mma8(sc, xf[kk][0], xf[kk][1], xf[kk][2], xf[kk][3], tf32u(y[0]), tf32u(y[1]));
+        mma8(s2, xf[kk + 1][0], xf[kk + 1][1], xf[kk + 1][2], xf[kk + 1][3], tf32u(y[2]), tf32u(y[3]));
+    }
+    sc[0] += s2[0], sc[1] += s2[1], sc[2] += s2[2], sc[3] += s2[3];
+}
+
+// A fragments of rows r0 and r1 (16 x D, columns >= d and invalid rows zero), rounded to TF32.
+template <int D>
+static __device__ __forceinline__ void mma_load_rows(uint32_t (&xf)[D / 8][4], const float *x, long r0, long r1,
+                                                     bool ok0, bool ok1, int d, int c) {
+#pragma unroll
+    for (int kk = 0; kk < D / 8; kk++) {
+        const int c0 = kk * 8 + c, c1 = c0 + 4;
+        xf[kk][0] = tf32(ok0 && c0 < d ? x[r0 * d + c0] : 0.0f);
+        xf[kk][1] = tf32(ok1 && c0 < d ? x[r1 * d + c0] : 0.0f);
+        xf[kk][2] = tf32(ok0 && c1 < d ? x[r0 * d + c1] : 0.0f);
+        xf[kk][3] = tf32(ok1 && c1 < d ? x[r1 * d + c1] : 0.0f);
+    }
+}
+
+// Runs the statements given with DK, DV: the least instantiated pair (32/32, 64/64, 96/64, 128/128)
+// covering dk and dv; the padding columns are zeros and their products are skipped.
+#define MMA_WITH_DIMS(dk, dv, ...)                                   \
+    do {                                                             \
+        if ((dk) <= 32 && (dv) <= 32) {                              \
+            constexpr int DK = 32, DV = 32;                          \
+            __VA_ARGS__;                                             \
+        } else if ((dk) <= 64 && (dv) <= 64) {                       \
+            constexpr int DK = 64, DV = 64;                          \
+            __VA_ARGS__;                                             \
+        } else if ((dk) <= 96 && (dv) <= 64) {                       \
+            constexpr int DK = 96, DV = 64;                          \
+            __VA_ARGS__;                                             \
+        } else {                                                     \
+            constexpr int DK = 128, DV = 128;                        \
+            __VA_ARGS__;                                             \
+        }                                                            \
+    } while (0)
+
+#endif
