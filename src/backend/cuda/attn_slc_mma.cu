@@ -593,9 +593,21 @@ __global__ void slc_mma_scan_kernel(const int *count, long n, int sega, int *sta
 }
 
 bool cuda_slc_mma_ok(const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *dout) {
-    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && mma_aligned16(q) &&
+    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 160 && s->dv <= 128 && mma_aligned16(q) &&
            mma_aligned16(k) && mma_aligned16(v) && (dout == NULL || mma_aligned16(dout));
 }
+
+// The dims of MMA_WITH_DIMS plus dk 160 / dv 128: ASA's global layers attend over latent keys [c ; kr] of
+// 128 + 32 (asa-340M, asa-1.3B) and values of 128.
+#define SLC_WITH_DIMS(dk, dv, ...)                                   \
+    do {                                                             \
+        if ((dk) > 128 && (dk) <= 160 && (dv) <= 128) {              \
+            constexpr int DK = 160, DV = 128;                        \
+            __VA_ARGS__;                                             \
+        } else {                                                     \
+            MMA_WITH_DIMS(dk, dv, __VA_ARGS__);                      \
+        }                                                            \
+    } while (0)
 
 // m-tiles per block (1, 2 or 4) for R·G rows, and the blocks per (anchor, group).
 static int slc_mtiles(int rows, int *chunks) {
@@ -625,7 +637,7 @@ void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     const int mt = slc_mtiles(a.rows, &chunks);
     const long blocks = (long)a.B * a.na * a.g * chunks;
     if (blocks == 0) return;
-    MMA_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
+    SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);
         attn_allow_smem((const void *)slc_mma_fwd_kernel<DK, DV, MT>, smem);
         slc_mma_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(a, chunks, q, k, v, idx, o, lse);
@@ -662,7 +674,7 @@ void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     cuda_attn_rowdot(dout, o, rows, a.dv, D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
-    MMA_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
+    SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);  // holds the final merge too
         attn_allow_smem((const void *)slc_mma_dq_kernel<DK, DV, MT>, smem);
         slc_mma_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
@@ -678,7 +690,7 @@ void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     slc_mma_csr_kernel<true><<<lb, 128>>>(a, idx, count, start, anchors);
     CUDA_LAUNCH_CHECK();
 
-    MMA_WITH_DIMS(a.dk, a.dv, {
+    SLC_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
         attn_allow_smem((const void *)slc_mma_dkdv_kernel<DK, DV>, smem);
         slc_mma_dkdv_kernel<DK, DV><<<(unsigned)((nlists + xmax) * nkt), SLC_WARPS * 32, smem>>>(
