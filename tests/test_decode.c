@@ -22,7 +22,7 @@ static int decode_all(asa_decoder *dec, const int32_t *tokens, int B, int T, int
         for (int b = 0; b < B; b++) col[b] = tokens[b * T + t];
         if (asa_decoder_step(dec, col) != ASA_OK) return ASA_ERR;
         for (int b = 0; b < B; b++)
-            dec->be->to_host(dec->be, out + ((size_t)b * T + t) * V, dec->logits + (size_t)b * V, sizeof(float) * V);
+            dec->be->act_to_host(dec->be, out + ((size_t)b * T + t) * V, asa_act_at(dec->be, dec->logits, (size_t)b * V), V);
     }
     return ASA_OK;
 }

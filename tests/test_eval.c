@@ -465,7 +465,7 @@ static void test_model_scorer(asa_backend *be) {
     for (int j = 4; j < 12; j++) {
         asa_model_forward(&m, g, NULL, 1, j);
         float *logits = malloc(sizeof(float) * 96);
-        be->to_host(be, logits, m.logits + (size_t)(j - 1) * 96, sizeof(float) * 96);
+        be->act_to_host(be, logits, asa_act_at(be, m.logits, (size_t)(j - 1) * 96), 96);
         int arg = 0;
         for (int v = 1; v < 96; v++)
             if (logits[v] > logits[arg]) arg = v;

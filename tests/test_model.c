@@ -185,7 +185,7 @@ static void check_recompute(const char *pattern, int R, int layers) {
                          pattern, l);
         }
     }
-    size_t full = asa_model_act_bytes(&c, B, T, 0), rc = asa_model_act_bytes(&c, B, T, 1);
+    size_t full = asa_model_act_bytes(&c, ASA_F32, B, T, 0), rc = asa_model_act_bytes(&c, ASA_F32, B, T, 1);
     TU_CHECK(rc < full, "%s x %d layers: recompute arena %zu bytes, default %zu", pattern, layers, rc, full);
     printf("  recompute %-3s R=%d x %d layers: bit-identical over 3 steps, activations %zu -> %zu bytes (%.0f%%)\n",
            pattern, R, layers, full, rc, 100.0 * rc / full);

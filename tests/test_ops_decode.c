@@ -47,10 +47,10 @@ static void cache_free(test_cache *c) {
 
 static double ref_key_dot(const float *q, const asa_kv_view *kv, int b, int s, int j) {
     double acc = 0;
-    const float *k1 = kv->k1 + b * kv->k1_bs + s * kv->k1_rs + j * kv->k1_hs;
+    const float *k1 = (const float *)kv->k1 + b * kv->k1_bs + s * kv->k1_rs + j * kv->k1_hs;
     for (int e = 0; e < kv->dk1; e++) acc += (double)q[e] * k1[e];
     if (kv->dk2) {
-        const float *k2 = kv->k2 + b * kv->k2_bs + s * kv->k2_rs + j * kv->k2_hs;
+        const float *k2 = (const float *)kv->k2 + b * kv->k2_bs + s * kv->k2_rs + j * kv->k2_hs;
         for (int e = 0; e < kv->dk2; e++) acc += (double)q[kv->dk1 + e] * k2[e];
     }
     return acc;
@@ -68,7 +68,7 @@ static void ref_attend(const float *q, const asa_kv_view *kv, int b, int j, cons
     for (int c = 0; c < kv->dv; c++) o[c] = 0;
     for (int r = 0; r < nrows; r++) {
         const double p = exp(sc[r] - mx);
-        const float *v = kv->v + b * kv->v_bs + rows[r] * kv->v_rs + j * kv->v_hs;
+        const float *v = (const float *)kv->v + b * kv->v_bs + rows[r] * kv->v_rs + j * kv->v_hs;
         l += p;
         for (int c = 0; c < kv->dv; c++) o[c] += p * v[c];
     }
@@ -132,8 +132,8 @@ static float *cache_as_keys(const test_cache *c) {
             for (int j = 0; j < c->g; j++) {
                 float *dst = k + (((long)b * c->S + s) * c->g + j) * dk;
                 const asa_kv_view *w = &c->view;
-                memcpy(dst, w->k1 + b * w->k1_bs + s * w->k1_rs + j * w->k1_hs, sizeof(float) * (size_t)c->dk1);
-                if (c->dk2) memcpy(dst + c->dk1, w->k2 + b * w->k2_bs + s * w->k2_rs + j * w->k2_hs, sizeof(float) * (size_t)c->dk2);
+                memcpy(dst, (const float *)w->k1 + b * w->k1_bs + s * w->k1_rs + j * w->k1_hs, sizeof(float) * (size_t)c->dk1);
+                if (c->dk2) memcpy(dst + c->dk1, (const float *)w->k2 + b * w->k2_bs + s * w->k2_rs + j * w->k2_hs, sizeof(float) * (size_t)c->dk2);
             }
     return k;
 }

@@ -108,7 +108,7 @@ static void test_gemm_case(int tA, int tB, int M, int N, int K, int batch, float
     float *C0 = malloc((nC ? nC : 1) * sizeof(float));
     memcpy(C0, C, nC * sizeof(float));
 
-    be->gemm(be, tA, tB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+    be->gemm(be, tA, tB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ASA_F32, ldc, strideC, batch);
 
     double *ref = malloc(((size_t)M * N + 1) * sizeof(double));
     float *got = malloc(((size_t)M * N + 1) * sizeof(float));
@@ -624,7 +624,7 @@ static void test_gate_case(int nbr, int N, int h, int dv) {
     for (int b = 0; b < nbr; b++) br[b] = rand_f(no, 1.0f);
 
     float *out = tu_guarded_new(no);
-    be->gate_fwd(be, out, glog, (const float *const *)br, nbr, N, h, dv);
+    be->gate_fwd(be, out, glog, (const void *const *)br, nbr, N, h, dv);
     gate_ctx ctx = {nbr, N, h, dv, to_d(glog, ng), {0}, W};
     for (int b = 0; b < nbr; b++) ctx.br[b] = to_d(br[b], no);
     double *ref = malloc(no * sizeof(double));
@@ -640,7 +640,7 @@ static void test_gate_case(int nbr, int N, int h, int dv) {
     }
     float *dglog = guarded_from(NULL, ng), *dbr[3];
     for (int b = 0; b < nbr; b++) dbr[b] = guarded_from(NULL, no);
-    be->gate_bwd(be, dglog, dbr, W, glog, (const float *const *)br, nbr, N, h, dv);
+    be->gate_bwd(be, dglog, (void *const *)dbr, W, glog, (const void *const *)br, nbr, N, h, dv);
     check_err(what, dglog, gg, ng, TOL);
     check_guard(what, dglog, ng);
     for (int b = 0; b < nbr; b++) {
@@ -651,8 +651,8 @@ static void test_gate_case(int nbr, int N, int h, int dv) {
     float *sg = rand_f(ng, 1.0f), *sb[3], *dbr2[3];
     float *dglog2 = guarded_from(sg, ng);
     for (int b = 0; b < nbr; b++) { sb[b] = rand_f(no, 1.0f); dbr2[b] = guarded_from(sb[b], no); }
-    be->gate_bwd(be, dglog2, dbr2, W, glog, (const float *const *)br, nbr, N, h, dv);
-    be->gate_bwd(be, dglog2, dbr2, W, glog, (const float *const *)br, nbr, N, h, dv);
+    be->gate_bwd(be, dglog2, (void *const *)dbr2, W, glog, (const void *const *)br, nbr, N, h, dv);
+    be->gate_bwd(be, dglog2, (void *const *)dbr2, W, glog, (const void *const *)br, nbr, N, h, dv);
     double *want = twice_from(sg, gg, ng);
     check_err(what, dglog2, want, ng, TOL);
     check_guard(what, dglog2, ng);
@@ -730,7 +730,7 @@ static void test_sum_squares(void) {
         double got[3];
         for (int t = 1; t <= 3; t++) {
             omp_set_num_threads(t);
-            got[t - 1] = be->sum_squares(be, x, n);
+            got[t - 1] = be->sum_squares(be, x, ASA_F32, n);
         }
         omp_set_num_threads(threads);
         // Squares of floats are exact in double; only the order of the additions differs.

@@ -89,7 +89,7 @@ static void check_fixture(const char *name) {
     asa_model_zero_grad(&m);
     float loss = asa_model_forward(&m, tokens, targets, B, T);
     float *ref_loss = read_f32(&f, "loss", 1), *ref_logits = read_f32(&f, "logits", (size_t)N * V);
-    double e_logits = ref_logits ? rel_err(m.logits, ref_logits, (size_t)N * V) : INFINITY;
+    double e_logits = ref_logits ? rel_err((const float *)m.logits, ref_logits, (size_t)N * V) : INFINITY;
     double e_loss = ref_loss ? fabs(loss - ref_loss[0]) / fabs(ref_loss[0]) : INFINITY;
     TU_CHECK(e_logits < 1e-4, "%s: logits relative error %.3e", name, e_logits);
     TU_CHECK(e_loss < 1e-4, "%s: loss %.7f vs reference %.7f", name, loss, ref_loss ? ref_loss[0] : NAN);
@@ -98,7 +98,7 @@ static void check_fixture(const char *name) {
         char nm[64];
         snprintf(nm, sizeof nm, "hidden.%d", l);
         float *ref = read_f32(&f, nm, (size_t)N * cfg.hidden_size);
-        double e = ref ? rel_err(m.res + (size_t)(l + 1) * N * cfg.hidden_size, ref, (size_t)N * cfg.hidden_size) : INFINITY;
+        double e = ref ? rel_err((const float *)m.res + (size_t)(l + 1) * N * cfg.hidden_size, ref, (size_t)N * cfg.hidden_size) : INFINITY;
         TU_CHECK(e < 1e-4, "%s: residual stream after layer %d: relative error %.3e", name, l, e);
         if (e > e_hidden) e_hidden = e;
         free(ref);

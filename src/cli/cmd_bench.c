@@ -1,8 +1,8 @@
 // `asa bench cpu` and `asa bench train`: training throughput of a config (forward, backward and AdamW on
 // synthetic tokens), model FLOPs and the fraction of a matrix-product peak measured in the same run on
 // the same device through the backend's own gemm: OpenBLAS sgemm on the CPU; on a GPU a cuBLASLt gemm in
-// the backend's precision (fp32 with TF32 off, or TF32 tensor cores: see gemm.cu), the ceiling of a backend
-// whose other ops are fp32 kernels. `asa bench attn`: one layer's attention ops alone (training passes or
+// the backend's precision (fp32 with TF32 off, TF32 tensor cores, or bf16 tensor cores on bf16 operands:
+// see gemm.cu). `asa bench attn`: one layer's attention ops alone (training passes or
 // one decoding step), op by op, against that gemm and a device copy.
 #include <math.h>
 #include <omp.h>
@@ -36,21 +36,20 @@ static int is_cuda(const asa_backend *be) { return !strcmp(be->name, "cuda"); }
 // Best of a few n^3 products C = A B^T through the backend's gemm, in GFLOP/s. Random operands:
 // zeros can run faster than real data.
 static double gemm_gflops(asa_backend *be, int n) {
-    size_t nn = (size_t)n * n;
+    size_t nn = (size_t)n * n, esz = asa_dtype_size(be->act);
     float *h = asa_malloc(sizeof(float) * nn);
     asa_rng r;
     asa_rng_seed(&r, 3);
     for (size_t i = 0; i < nn; i++) h[i] = (float)asa_rng_uniform(&r) - 0.5f;
-    float *a = be->alloc(be, sizeof(float) * nn), *b = be->alloc(be, sizeof(float) * nn);
-    float *c = be->alloc(be, sizeof(float) * nn);
-    be->to_device(be, a, h, sizeof(float) * nn);
-    be->to_device(be, b, h, sizeof(float) * nn);
+    void *a = be->alloc(be, esz * nn), *b = be->alloc(be, esz * nn), *c = be->alloc(be, esz * nn);
+    be->act_to_device(be, a, h, nn);
+    be->act_to_device(be, b, h, nn);
     free(h);
     double best = 1e30;
     for (int rep = 0; rep < 6; rep++) {  // the first is a warm-up (heuristics, first touch)
         be->sync(be);
         double t = now_sec();
-        be->gemm(be, 0, 1, n, n, n, 1.0f, a, n, 0, b, n, 0, 0.0f, c, n, 0, 1);
+        be->gemm(be, 0, 1, n, n, n, 1.0f, a, n, 0, b, n, 0, 0.0f, c, be->act, n, 0, 1);
         be->sync(be);
         t = now_sec() - t;
         if (rep > 0 && t < best) best = t;
@@ -204,7 +203,7 @@ static void times_print(const op_times *t, const char *what) {
 // Uniform values of unit variance, from one generator per 2^18 elements (seeded by the element's chunk),
 // so that gigabytes fill in parallel and the same on any thread count. Uploaded through a bounded host
 // buffer.
-static void fill_random(asa_backend *be, float *dst, size_t n, uint64_t seed) {
+static void fill_random(asa_backend *be, asa_act *dst, size_t n, uint64_t seed) {
     const size_t chunk = (size_t)1 << 18, stage = chunk * 64;
     const double half = sqrt(3.0);
     float *h = asa_malloc(sizeof(float) * (n < stage ? n : stage));
@@ -218,7 +217,7 @@ static void fill_random(asa_backend *be, float *dst, size_t n, uint64_t seed) {
             const size_t e1 = ((size_t)c + 1) * chunk < len ? ((size_t)c + 1) * chunk : len;
             for (size_t e = (size_t)c * chunk; e < e1; e++) h[e] = (float)((2.0 * asa_rng_uniform(&r) - 1.0) * half);
         }
-        be->to_device(be, dst + off, h, sizeof(float) * len);
+        be->act_to_device(be, asa_act_at(be, dst, off), h, len);
     }
     free(h);
 }
@@ -262,7 +261,7 @@ typedef struct {
 // head and visible compressed block) and the elementwise pooling and gates. Bytes: each input read once,
 // each output written once (forward: q, k, v, gate logits in, o out; backward: q, k, v, gate logits,
 // dout, o and one log-sum-exp per branch in, dq, dk, dv, dgate out).
-static attn_work attn_work_of(const attn_opts *o, int dk, int dv) {
+static attn_work attn_work_of(const attn_opts *o, int dk, int dv, double esz) {
     attn_work w = {0, 0, 0, 0};
     const double h = o->h, g = o->g;
     const int nbr = o->kind == 'N' ? 3 : o->kind == 'G' ? 2 : 0;
@@ -283,25 +282,28 @@ static attn_work attn_work_of(const attn_opts *o, int dk, int dv) {
         w.bwd_flops += N * (g * (dk + dv) + h * dv * 4.0 * nbr);
     }
     const double in = N * (h * dk + g * (dk + dv) + h * nbr);
-    w.fwd_bytes = 4.0 * (in + N * h * dv);
-    w.bwd_bytes = 4.0 * (in + N * h * (2.0 * dv + (nbr ? nbr : 1)) + in);
+    w.fwd_bytes = esz * (in + N * h * dv);
+    w.bwd_bytes = esz * (in + N * h * (2.0 * dv + (nbr ? nbr : 1)) + in);
     return w;
 }
 
 // Every tensor of one run, allocated together (or only counted, with be == NULL).
 typedef struct {
     asa_backend *be;
+    double esz;  // bytes per activation element
     double bytes;
     int count;
     void *ptr[40];
 } tensor_pool;
 
-static float *pool_take(tensor_pool *p, double n) {
-    p->bytes += 4.0 * n;
+static void *pool_take_bytes(tensor_pool *p, double bytes) {
+    p->bytes += bytes;
     if (!p->be) return NULL;
     ASA_CHECK(p->count < 40);
-    return p->ptr[p->count++] = p->be->alloc(p->be, (size_t)n * 4);
+    return p->ptr[p->count++] = p->be->alloc(p->be, (size_t)bytes);
 }
+static asa_act *pool_take(tensor_pool *p, double n) { return pool_take_bytes(p, p->esz * n); }
+static float *pool_take_f32(tensor_pool *p, double n) { return pool_take_bytes(p, 4.0 * n); }
 
 static void pool_free(tensor_pool *p) {
     for (int i = 0; i < p->count; i++) p->be->free(p->be, p->ptr[i]);
@@ -309,8 +311,9 @@ static void pool_free(tensor_pool *p) {
 }
 
 typedef struct {
-    float *q, *k, *v, *glog, *kc, *vc, *o, *lse, *br[3], *lse_br[3];
-    float *dout, *dq, *dk, *dv, *dkc, *dvc, *dglog, *dbr[3];
+    asa_act *q, *k, *v, *glog, *kc, *vc, *o, *br[3];
+    float *lse, *lse_br[3];
+    asa_act *dout, *dq, *dk, *dv, *dkc, *dvc, *dglog, *dbr[3];
     int32_t *idx;
 } train_tensors;
 
@@ -327,9 +330,9 @@ static void train_carve(tensor_pool *p, const attn_opts *o, const asa_attn_shape
     x->dk = pool_take(p, N * g * s->dk);
     x->dv = pool_take(p, N * g * s->dv);
     // the backends' scratch: backward's row dots D, one float per (token, head)
-    pool_take(p, N * h);
+    pool_take_f32(p, N * h);
     if (!nbr) {
-        x->lse = pool_take(p, N * h);
+        x->lse = pool_take_f32(p, N * h);
         return;
     }
     const double nb = (double)o->B * asa_attn_num_cmp_blocks(s);
@@ -339,10 +342,10 @@ static void train_carve(tensor_pool *p, const attn_opts *o, const asa_attn_shape
     x->vc = pool_take(p, nb * g * s->dv);
     x->dkc = pool_take(p, nb * g * s->dk);
     x->dvc = pool_take(p, nb * g * s->dv);
-    x->idx = (int32_t *)pool_take(p, (double)o->B * asa_attn_num_anchors(s) * g * o->n);
+    x->idx = pool_take_bytes(p, 4.0 * o->B * asa_attn_num_anchors(s) * g * o->n);
     for (int c = 0; c < nbr; c++) {
         x->br[c] = pool_take(p, N * h * s->dv);
-        x->lse_br[c] = pool_take(p, N * h);
+        x->lse_br[c] = pool_take_f32(p, N * h);
         x->dbr[c] = pool_take(p, N * h * s->dv);
     }
 }
@@ -367,7 +370,7 @@ static void train_fwd(asa_backend *be, const attn_opts *o, const asa_attn_shape 
         be->attn_fwd(be, s, x->q, x->k, x->v, x->br[2], x->lse_br[2]);
         marks_op(m, "attn_fwd (window)");
     }
-    const float *br[3] = {x->br[0], x->br[1], x->br[2]};
+    const void *br[3] = {x->br[0], x->br[1], x->br[2]};
     be->gate_fwd(be, x->o, x->glog, br, o->kind == 'N' ? 3 : 2, o->B * o->T, o->h, s->dv);
     marks_op(m, "gate_fwd");
 }
@@ -379,8 +382,9 @@ static void train_bwd(asa_backend *be, const attn_opts *o, const asa_attn_shape 
         marks_op(m, "attn_bwd");
         return;
     }
-    const float *br[3] = {x->br[0], x->br[1], x->br[2]};
-    be->gate_bwd(be, x->dglog, x->dbr, x->dout, x->glog, br, o->kind == 'N' ? 3 : 2, o->B * o->T, o->h, s->dv);
+    const void *br[3] = {x->br[0], x->br[1], x->br[2]};
+    void *dbr[3] = {x->dbr[0], x->dbr[1], x->dbr[2]};
+    be->gate_bwd(be, x->dglog, dbr, x->dout, x->glog, br, o->kind == 'N' ? 3 : 2, o->B * o->T, o->h, s->dv);
     marks_op(m, "gate_bwd");
     if (o->kind == 'N') {
         be->attn_bwd(be, s, x->q, x->k, x->v, x->br[2], x->lse_br[2], x->dbr[2], x->dq, x->dk, x->dv);
@@ -397,23 +401,24 @@ static void train_bwd(asa_backend *be, const attn_opts *o, const asa_attn_shape 
 
 // Backward accumulates: every gradient starts from zero, as in a training step (not timed).
 static void train_zero_grads(asa_backend *be, const attn_opts *o, const asa_attn_shape *s, train_tensors *x) {
-    const size_t N = (size_t)o->B * o->T, h = (size_t)o->h, g = (size_t)o->g;
-    be->zero(be, x->dq, 4 * N * h * s->dk);
-    be->zero(be, x->dk, 4 * N * g * s->dk);
-    be->zero(be, x->dv, 4 * N * g * s->dv);
+    const size_t N = (size_t)o->B * o->T, h = (size_t)o->h, g = (size_t)o->g, e = asa_dtype_size(be->act);
+    be->zero(be, x->dq, e * N * h * s->dk);
+    be->zero(be, x->dk, e * N * g * s->dk);
+    be->zero(be, x->dv, e * N * g * s->dv);
     if (!x->glog) return;
     const size_t nb = (size_t)o->B * asa_attn_num_cmp_blocks(s), nbr = o->kind == 'N' ? 3 : 2;
-    be->zero(be, x->dglog, 4 * N * h * nbr);
-    be->zero(be, x->dkc, 4 * nb * g * s->dk);
-    be->zero(be, x->dvc, 4 * nb * g * s->dv);
-    for (size_t c = 0; c < nbr; c++) be->zero(be, x->dbr[c], 4 * N * h * s->dv);
+    be->zero(be, x->dglog, e * N * h * nbr);
+    be->zero(be, x->dkc, e * nb * g * s->dk);
+    be->zero(be, x->dvc, e * nb * g * s->dv);
+    for (size_t c = 0; c < nbr; c++) be->zero(be, x->dbr[c], e * N * h * s->dv);
 }
 
 // Decoding: one query per sequence at position T-1 against caches holding T tokens.
 typedef struct {
-    float *q, *glog, *o, *br[3], *lse_br[3];
-    float *k, *v, *kc, *vc;  // F W N: [B, T, g*d] keys and values, N: pooled [B, T/b, g*d]
-    float *lat, *latc;       // G: [B, T, g*d + rope] latent rows [c_0 .. c_{g-1} | kr], pooled [B, T/b, ...]
+    asa_act *q, *glog, *o, *br[3];
+    float *lse_br[3];
+    asa_act *k, *v, *kc, *vc;  // F W N: [B, T, g*d] keys and values, N: pooled [B, T/b, g*d]
+    asa_act *lat, *latc;       // G: [B, T, g*d + rope] latent rows [c_0 .. c_{g-1} | kr], pooled [B, T/b, ...]
     int32_t *idx;
     asa_kv_view tok, pooled;
     double bytes_read;       // cache bytes the ops read
@@ -427,9 +432,9 @@ static void decode_carve(tensor_pool *p, const attn_opts *o, const asa_attn_shap
     x->o = pool_take(p, B * h * s->dv);
     for (int c = 0; c < 3; c++) {
         x->br[c] = pool_take(p, B * h * s->dv);
-        x->lse_br[c] = pool_take(p, B * h);
+        x->lse_br[c] = pool_take_f32(p, B * h);
     }
-    x->idx = (int32_t *)pool_take(p, B * g * o->n);
+    x->idx = pool_take_bytes(p, 4.0 * B * g * o->n);
     if (o->kind == 'G') {
         const double width = g * o->d + o->rope;
         x->lat = pool_take(p, B * T * width);
@@ -445,7 +450,7 @@ static void decode_carve(tensor_pool *p, const attn_opts *o, const asa_attn_shap
 }
 
 // Views as the KV cache gives them (asa_kv_layer_view) and the bytes each branch reads from them.
-static void decode_views(const attn_opts *o, const asa_attn_shape *s, decode_tensors *x) {
+static void decode_views(const asa_backend *be, const attn_opts *o, const asa_attn_shape *s, decode_tensors *x) {
     const int nb = asa_attn_num_cmp_blocks(s), t = o->T - 1, G = o->kind == 'G';
     const long width = G ? (long)o->g * o->d + o->rope : (long)o->g * o->d;
     for (int pooled = 0; pooled < 2; pooled++) {
@@ -459,7 +464,7 @@ static void decode_views(const attn_opts *o, const asa_attn_shape *s, decode_ten
         w->k1_hs = w->v_hs = o->d;
         w->dk1 = w->dv = o->d;
         if (G && o->rope) {
-            w->k2 = w->k1 + (long)o->g * o->d;
+            w->k2 = asa_act_at(be, w->k1, (size_t)o->g * o->d);
             w->dk2 = o->rope;
         }
     }
@@ -475,7 +480,7 @@ static void decode_views(const attn_opts *o, const asa_attn_shape *s, decode_ten
         rows = nb * row + nb * key_cols + o->g * keys_slc(o, t) * group_keys;  // compressed, selection scores, selected
         if (o->kind == 'N') rows += keys_win(o, t) * row;
     }
-    x->bytes_read = 4.0 * B * rows;
+    x->bytes_read = (double)asa_dtype_size(be->act) * B * rows;
 }
 
 static void decode_step(asa_backend *be, const attn_opts *o, const asa_attn_shape *s, decode_tensors *x, op_marks *m) {
@@ -497,7 +502,7 @@ static void decode_step(asa_backend *be, const attn_opts *o, const asa_attn_shap
         be->attn_decode(be, B, h, g, s->scale, x->q, &x->tok, t + 1 - keys_win(o, t), t + 1, x->br[2], x->lse_br[2]);
         marks_op(m, "attn_decode (window)");
     }
-    const float *br[3] = {x->br[0], x->br[1], x->br[2]};
+    const void *br[3] = {x->br[0], x->br[1], x->br[2]};
     be->gate_fwd(be, x->o, x->glog, br, o->kind == 'N' ? 3 : 2, B, h, s->dv);
     marks_op(m, "gate_fwd");
 }
@@ -606,7 +611,7 @@ static int bench_attn(int argc, char **argv) {
     s.selection_share = o.R;
 
     // Refused before anything is allocated when it cannot fit, as the model's commands do.
-    tensor_pool pool = {NULL, 0, 0, {0}};
+    tensor_pool pool = {NULL, (double)asa_dtype_size(be->act), 0, 0, {0}};
     train_tensors tx;
     decode_tensors dx;
     if (o.decode) decode_carve(&pool, &o, &s, &dx);
@@ -622,7 +627,7 @@ static int bench_attn(int argc, char **argv) {
         return 1;
     }
 
-    const char *prec = be->precision == ASA_PRECISION_TF32 ? "tf32" : "fp32";
+    const char *prec = asa_precision_name(be->precision);
     printf("asa bench attn%s: kind %c, B %d x T %d, h %d, g %d, d %d", o.decode ? " --decode" : "", o.kind, o.B, o.T,
            o.h, o.g, o.d);
     if (o.kind == 'G') printf(" + rope %d", o.rope);
@@ -648,7 +653,7 @@ static int bench_attn(int argc, char **argv) {
     double t0 = now_sec(), rms = 0;
     if (o.decode) {
         decode_carve(&pool, &o, &s, &dx);
-        decode_views(&o, &s, &dx);
+        decode_views(be, &o, &s, &dx);
         const size_t B = (size_t)o.B;
         fill_random(be, dx.q, B * o.h * s.dk, 1);
         fill_random(be, dx.glog, B * o.h * 3, 2);
@@ -678,7 +683,7 @@ static int bench_attn(int argc, char **argv) {
                cli_bytes(dx.bytes_read, b0, sizeof b0), dx.bytes_read / (ms * 1e-3) / 1e9,
                100.0 * dx.bytes_read / (ms * 1e-3) / 1e9 / gbs);
         if (o.breakdown) times_print(&tf, "decode step");
-        rms = sqrt(be->sum_squares(be, dx.o, B * o.h * s.dv) / ((double)B * o.h * s.dv));
+        rms = sqrt(be->sum_squares(be, dx.o, be->act, B * o.h * s.dv) / ((double)B * o.h * s.dv));
     } else {
         train_carve(&pool, &o, &s, &tx);
         const size_t N = (size_t)o.B * o.T;
@@ -696,7 +701,7 @@ static int bench_attn(int argc, char **argv) {
             if (rep >= 0) times_add(&tb, &m, rep);
         }
         be->sync(be);
-        const attn_work w = attn_work_of(&o, s.dk, s.dv);
+        const attn_work w = attn_work_of(&o, s.dk, s.dv, (double)asa_dtype_size(be->act));
         const double fms = times_total(&tf), bms = times_total(&tb);
         const double unit = gpu ? 1e12 : 1e9;
         const char *uname = gpu ? "TFLOP/s" : "GFLOP/s";
@@ -711,8 +716,8 @@ static int bench_attn(int argc, char **argv) {
             times_print(&tf, "forward");
             times_print(&tb, "backward");
         }
-        rms = sqrt(be->sum_squares(be, tx.o, N * o.h * s.dv) / ((double)N * o.h * s.dv)) +
-              sqrt(be->sum_squares(be, tx.dq, N * o.h * s.dk) / ((double)N * o.h * s.dk));
+        rms = sqrt(be->sum_squares(be, tx.o, be->act, N * o.h * s.dv) / ((double)N * o.h * s.dv)) +
+              sqrt(be->sum_squares(be, tx.dq, be->act, N * o.h * s.dk) / ((double)N * o.h * s.dk));
     }
     // A sanity check on the work timed: outputs (and gradients) of random inputs are finite and not all 0.
     printf("  output rms %.4g, wall time %.1f s\n", rms, now_sec() - t0);
@@ -793,7 +798,7 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     const int gpu = is_cuda(be);
-    const char *prec = be->precision == ASA_PRECISION_TF32 ? "tf32" : "fp32";
+    const char *prec = asa_precision_name(be->precision);
     printf("asa bench %s: %s, batch %d x %d tokens, device %s, %s", legacy_cpu ? "cpu" : "train", config_path, B, T,
            be->name, prec);
     if (!gpu) printf(", %d threads", omp_get_max_threads());
@@ -803,7 +808,10 @@ int cmd_bench(int argc, char **argv) {
     if (gpu) {
         peak = gemm_gflops(be, 8192);
         printf("  %s-mode peak, cuBLASLt gemm 8192^3 (%s): %8.1f TFLOP/s\n", prec,
-               be->precision == ASA_PRECISION_TF32 ? "TF32 tensor cores" : "TF32 off", peak / 1e3);
+               be->precision == ASA_PRECISION_BF16   ? "bf16 tensor cores, bf16 operands"
+               : be->precision == ASA_PRECISION_TF32 ? "TF32 tensor cores"
+                                                     : "TF32 off",
+               peak / 1e3);
     } else {
         peak = gemm_gflops(be, 1024);
         printf("  OpenBLAS sgemm 1024^3:      %8.1f GFLOP/s\n", peak);
@@ -858,7 +866,7 @@ int cmd_bench(int argc, char **argv) {
                cli_bytes(used0, b2, sizeof b2));
         char b3[32];
         printf("  activations (asa_model_act_bytes): %s%s\n",
-               cli_bytes((double)asa_model_act_bytes(&cfg, B, T, recompute), b3, sizeof b3),
+               cli_bytes((double)asa_model_act_bytes(&cfg, be->act, B, T, recompute), b3, sizeof b3),
                recompute ? " (--recompute)" : "");
     } else {
         printf("  achieved:                   %8.1f GFLOP/s = %.1f%% of sgemm\n", gflops, 100.0 * gflops / peak);

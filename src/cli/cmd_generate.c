@@ -31,9 +31,8 @@ static void usage(FILE *f) {
                "  --greedy         always the most probable token\n"
                "  --device D       cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build\n"
                "                   has the CUDA backend and a GPU is present, else cpu)\n"
-               "  --precision P    fp32 | tf32 (default tf32 on a GPU; the CPU has fp32 only): tf32 runs the\n"
-               "                   matrix products on the tensor cores (operands rounded to TF32, fp32 sums);\n"
-               "                   tensors stay fp32\n");
+               "  --precision P    fp32 | tf32 | bf16 (default tf32 on a GPU; the CPU has fp32 only): see\n"
+               "                   `asa train --help`; bf16 also halves the KV cache\n");
 }
 
 // Writes a token's bytes to stdout at once (the text appears as it is produced).

@@ -81,14 +81,17 @@ int cmd_info(int argc, char **argv) {
     printf("  model total: %s at %d tokens = %s per token\n", cli_bytes((double)total, b1, sizeof b1), context,
            cli_bytes((double)total / context, b3, sizeof b3));
 
-    // What asa train allocates for activations (fp32) on top of weights, gradients and AdamW moments.
-    double act = (double)asa_model_act_bytes(&cfg, 1, context, 0);
-    double act_rc = (double)asa_model_act_bytes(&cfg, 1, context, 1);
-    printf("\ntraining activations (fp32) for one sequence of %d tokens (x B for a batch of B)\n", context);
-    printf("  %-22s %12s\n", "every layer kept", cli_bytes(act, b1, sizeof b1));
-    printf("  %-22s %12s  (%.1f%%: each layer's input kept, its activations recomputed before its\n"
-           "  %-22s %12s   backward: one more forward of every layer but the last)\n",
-           "--recompute", cli_bytes(act_rc, b2, sizeof b2), 100.0 * act_rc / act, "", "");
+    // What asa train allocates for activations on top of weights, gradients and AdamW moments.
+    printf("\ntraining activations for one sequence of %d tokens (x B for a batch of B)\n", context);
+    printf("  %-22s %12s %12s\n", "", "fp32, tf32", "bf16");
+    double act[2][2];
+    for (int rc = 0; rc < 2; rc++)
+        for (int t = 0; t < 2; t++) act[rc][t] = (double)asa_model_act_bytes(&cfg, t ? ASA_BF16 : ASA_F32, 1, context, rc);
+    printf("  %-22s %12s %12s\n", "every layer kept", cli_bytes(act[0][0], b1, sizeof b1), cli_bytes(act[0][1], b2, sizeof b2));
+    printf("  %-22s %12s %12s  (%.1f%%: each layer's input kept, its activations recomputed before\n"
+           "  %-22s %12s %12s   its backward: one more forward of every layer but the last)\n",
+           "--recompute", cli_bytes(act[1][0], b1, sizeof b1), cli_bytes(act[1][1], b2, sizeof b2),
+           100.0 * act[1][0] / act[0][0], "", "", "");
     asa_layout_free(&layout);
     return 0;
 }

@@ -25,8 +25,8 @@ static int cuda_device_count(void) {
 #endif
 
 asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const char *precision, int gpu_index) {
-    if (precision && strcmp(precision, "fp32") != 0 && strcmp(precision, "tf32") != 0) {
-        fprintf(stderr, "asa %s: --precision: unknown precision '%s' (fp32 or tf32)\n", cmd, precision);
+    if (precision && strcmp(precision, "fp32") != 0 && strcmp(precision, "tf32") != 0 && strcmp(precision, "bf16") != 0) {
+        fprintf(stderr, "asa %s: --precision: unknown precision '%s' (fp32, tf32 or bf16)\n", cmd, precision);
         return NULL;
     }
     const char *how = "--device";
@@ -43,9 +43,9 @@ asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const cha
 #endif
     }
     if (!strcmp(device, "cpu")) {
-        if (precision && !strcmp(precision, "tf32")) {
-            fprintf(stderr, "asa %s: --precision tf32: the CPU backend computes in fp32 only (tf32 needs a GPU: "
-                    "--device cuda)\n", cmd);
+        if (precision && strcmp(precision, "fp32") != 0) {
+            fprintf(stderr, "asa %s: --precision %s: the CPU backend computes in fp32 only (%s needs a GPU: "
+                    "--device cuda)\n", cmd, precision, precision);
             return NULL;
         }
         fprintf(stderr, "asa %s: device cpu (fp32)\n", cmd);
@@ -64,14 +64,18 @@ asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const cha
         }
         if (n) {
 #ifdef ASA_HAVE_CUDA
-            int fp32 = precision && !strcmp(precision, "fp32");
-            asa_backend *be = asa_backend_cuda_new(gpu, fp32 ? ASA_PRECISION_FP32 : ASA_PRECISION_TF32);
+            asa_precision mode = !precision                ? ASA_PRECISION_TF32
+                                 : !strcmp(precision, "fp32") ? ASA_PRECISION_FP32
+                                 : !strcmp(precision, "bf16") ? ASA_PRECISION_BF16
+                                                              : ASA_PRECISION_TF32;
+            asa_backend *be = asa_backend_cuda_new(gpu, mode);
             if (!be) {
                 fprintf(stderr, "asa %s: device %s: %s\n", cmd, device, asa_err_msg());
                 return NULL;
             }
-            const char *arith =
-                fp32 ? "fp32" : "tf32: tensor-core matrix products, fp32 storage";
+            const char *arith = mode == ASA_PRECISION_FP32   ? "fp32"
+                                : mode == ASA_PRECISION_BF16 ? "bf16: bf16 activations and weight copy, fp32 master weights"
+                                                             : "tf32: tensor-core matrix products, fp32 storage";
             struct cudaDeviceProp p;
             if (cudaGetDeviceProperties(&p, gpu) == cudaSuccess)
                 fprintf(stderr, "asa %s: device cuda:%d (%s, %.1f GiB), %s\n", cmd, gpu, p.name,

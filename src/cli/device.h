@@ -9,14 +9,15 @@
 #define CLI_DEVICE_HELP                                                                                     \
     "  --device D         cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build has\n" \
     "                     the CUDA backend and a GPU is present, else cpu)\n"                                \
-    "  --precision P      fp32 | tf32 (default tf32 on a GPU; the CPU has fp32 only): tf32 runs the matrix\n" \
-    "                     products on the tensor cores (operands rounded to TF32, fp32 sums); tensors stay\n" \
-    "                     fp32\n"
+    "  --precision P      fp32 | tf32 | bf16 (default tf32 on a GPU; the CPU has fp32 only): tf32 runs the\n" \
+    "                     matrix products on the tensor cores (operands rounded to TF32, fp32 sums) on fp32\n" \
+    "                     tensors; bf16 keeps activations, KV caches and a copy of the weights in bf16 (fp32\n" \
+    "                     master weights, gradients of the weights and optimizer) for bf16 tensor cores\n"
 
 // The backend for `device` ("cpu", "cuda", "cuda:N"; NULL = the default above) in `precision` ("fp32",
-// "tf32"; NULL = the device's default). Prints "asa <cmd>: device ..." naming the precision to stderr.
+// "tf32", "bf16"; NULL = the device's default). Prints "asa <cmd>: device ..." naming the precision to stderr.
 // Returns NULL after printing "asa <cmd>: <why>" when the device is unknown or unusable (cuda in a build
-// without CUDA, no GPU) or the precision is unknown or not offered by the device (tf32 on the CPU).
+// without CUDA, no GPU) or the precision is unknown or not offered by the device (tf32, bf16 on the CPU).
 asa_backend *cli_backend_new_precision(const char *cmd, const char *device, const char *precision);
 
 // The same, with "cuda" (given or chosen by default) meaning GPU gpu_index rather than 0: the GPU of a

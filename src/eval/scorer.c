@@ -73,7 +73,7 @@ static int model_score(asa_scorer *s, const asa_score_req *req, int n, asa_score
                 ms->rows = asa_malloc(sizeof(float) * need);
                 ms->rows_cap = need;
             }
-            be->to_host(be, ms->rows, m->logits + ((size_t)b * T + first) * V, sizeof(float) * need);
+            be->act_to_host(be, ms->rows, asa_act_at(be, m->logits, ((size_t)b * T + first) * V), need);
             double lp = 0;
             int greedy = 1;
 #pragma omp parallel for reduction(+ : lp) reduction(& : greedy)

@@ -15,18 +15,20 @@
 // One step's activations, B rows each (backend memory).
 typedef struct {
     int32_t *tokens;                         // [B]
-    float *x;                                // [B, D] residual stream
-    float *an, *rstd;                        // [B, D] normalised input, [B] 1/rms (not kept)
-    float *q, *k, *v;                        // [B, h*dq] after RoPE; GQA [B, g*d] key (after RoPE), value
-    float *cpre, *c, *c_rstd, *kr;           // latent: [B, lat] before / after kv_norm, [B, groups], [B, dr]
-    float *qa;                               // latent: [B, h, dc+dr] absorbed query
-    float *glog;                             // [B, h*nbr] gate logits
-    float *o_cmp, *lse_cmp, *o_slc, *lse_slc, *o_win, *lse_win;  // branch outputs [B, h, dv], [B, h];
-                                             // lse_win is also the lse of F, W and L (not kept)
-    float *ol;                               // latent: [B, h, dc] output in latent space
-    float *o;                                // [B, h*dv] the input of o_proj
-    float *mg, *mu, *mh;                     // [B, I]
-    float *logits;                           // [B, V]
+    asa_act *x;                              // [B, D] residual stream
+    asa_act *an;                             // [B, D] normalised input
+    float *rstd;                             // [B] 1/rms (not kept)
+    asa_act *q, *k, *v;                      // [B, h*dq] after RoPE; GQA [B, g*d] key (after RoPE), value
+    asa_act *cpre, *c, *kr;                  // latent: [B, lat] before / after kv_norm, [B, dr]
+    float *c_rstd;                           // latent: [B, groups]
+    asa_act *qa;                             // latent: [B, h, dc+dr] absorbed query
+    asa_act *glog;                           // [B, h*nbr] gate logits
+    asa_act *o_cmp, *o_slc, *o_win;          // branch outputs [B, h, dv]
+    float *lse_cmp, *lse_slc, *lse_win;      // [B, h]; lse_win is also the lse of F, W and L (not kept)
+    asa_act *ol;                             // latent: [B, h, dc] output in latent space
+    asa_act *o;                              // [B, h*dv] the input of o_proj
+    asa_act *mg, *mu, *mh;                   // [B, I]
+    asa_act *logits;                         // [B, V]
 } asa_decode_acts;
 
 typedef struct {
@@ -38,7 +40,8 @@ typedef struct {
     void *arena;             // the activations' arena
     size_t arena_bytes;
     asa_decode_acts a;
-    const float *logits;     // [B, V] logits of the last step (backend memory, valid until the next step)
+    const asa_act *logits;   // [B, V] logits of the last step (backend memory, valid until the next step;
+                             // read them with be->act_to_host)
 } asa_decoder;
 
 // A decoder for B sequences of at most max_len tokens, with an empty cache.

@@ -21,14 +21,14 @@ int asa_generate(asa_decoder *dec, asa_sampler *s, const int32_t *prompt, int n_
     double t0 = now_s();
     for (int t = 0; t < n_prompt && rc == ASA_OK; t++) rc = asa_decoder_step(dec, &prompt[t]);
     double t1 = now_s();
-    if (rc == ASA_OK) be->to_host(be, logits, dec->logits, sizeof(float) * (size_t)V);
+    if (rc == ASA_OK) be->act_to_host(be, logits, dec->logits, (size_t)V);
     while (rc == ASA_OK && n_gen < max_new) {
         int32_t next = asa_sampler_sample(s, logits);
         if (next == stop_id) break;
         if (on_token) on_token(user, next);
         if (++n_gen == max_new) break;
         rc = asa_decoder_step(dec, &next);
-        if (rc == ASA_OK) be->to_host(be, logits, dec->logits, sizeof(float) * (size_t)V);
+        if (rc == ASA_OK) be->act_to_host(be, logits, dec->logits, (size_t)V);
     }
     double t2 = now_s();
     free(logits);

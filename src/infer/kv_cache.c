@@ -13,14 +13,16 @@
 typedef struct {
     char *base;
     size_t off;
+    size_t act_size;  // bytes per cached element (be->act)
 } carver;
 
-static void *carve(carver *cv, size_t elems, size_t *bytes) {
+static void *carve_bytes(carver *cv, size_t n, size_t *bytes) {
     void *p = cv->base ? cv->base + cv->off : NULL;
-    *bytes += elems * 4;
-    cv->off += (elems * 4 + 63) & ~(size_t)63;
+    *bytes += n;
+    cv->off += (n + 63) & ~(size_t)63;
     return p;
 }
+static asa_act *carve(carver *cv, size_t elems, size_t *bytes) { return carve_bytes(cv, elems * cv->act_size, bytes); }
 
 static void carve_layer(const asa_config *c, char kind, int B, int max_len, carver *cv, asa_layer_kv *l) {
     memset(l, 0, sizeof *l);
@@ -41,7 +43,7 @@ static void carve_layer(const asa_config *c, char kind, int B, int max_len, carv
             l->kc = carve(cv, Bz * l->nblocks * l->width, &l->bytes);
             l->vc = carve(cv, Bz * l->nblocks * l->width, &l->bytes);
             l->nsel = c->num_kv_heads * c->block_counts;
-            l->idx = carve(cv, Bz * l->nsel, &l->bytes);
+            l->idx = carve_bytes(cv, Bz * l->nsel * sizeof(int32_t), &l->bytes);
         }
         break;
     case 'L':
@@ -54,15 +56,15 @@ static void carve_layer(const asa_config *c, char kind, int B, int max_len, carv
         l->nblocks = max_len / c->block_size;
         l->latc = carve(cv, Bz * l->nblocks * l->width, &l->bytes);
         l->nsel = c->latent_groups * c->block_counts;
-        l->idx = carve(cv, Bz * l->nsel, &l->bytes);
+        l->idx = carve_bytes(cv, Bz * l->nsel * sizeof(int32_t), &l->bytes);
         break;
     default:
         ASA_CHECK(0 && "unknown layer kind");
     }
 }
 
-static size_t carve_all(const asa_config *c, int B, int max_len, char *base, asa_layer_kv *layers) {
-    carver cv = {base, 0};
+static size_t carve_all(const asa_config *c, asa_dtype act, int B, int max_len, char *base, asa_layer_kv *layers) {
+    carver cv = {base, 0, asa_dtype_size(act)};
     asa_layer_kv tmp;
     for (int i = 0; i < c->num_hidden_layers; i++) carve_layer(c, c->layer_kinds[i], B, max_len, &cv, layers ? &layers[i] : &tmp);
     return cv.off;
@@ -76,9 +78,9 @@ void asa_kv_cache_init(asa_kv_cache *kv, const asa_config *cfg, asa_backend *be,
     kv->max_len = max_len;
     kv->num_layers = cfg->num_hidden_layers;
     kv->layer = asa_calloc((size_t)kv->num_layers, sizeof(asa_layer_kv));
-    kv->arena_bytes = carve_all(cfg, B, max_len, NULL, NULL);
+    kv->arena_bytes = carve_all(cfg, be->act, B, max_len, NULL, NULL);
     kv->arena = be->alloc(be, kv->arena_bytes);
-    carve_all(cfg, B, max_len, kv->arena, kv->layer);
+    carve_all(cfg, be->act, B, max_len, kv->arena, kv->layer);
 }
 
 void asa_kv_cache_free(asa_kv_cache *kv) {
@@ -89,7 +91,7 @@ void asa_kv_cache_free(asa_kv_cache *kv) {
 
 void asa_kv_cache_reset(asa_kv_cache *kv) { kv->be->zero(kv->be, kv->arena, kv->arena_bytes); }
 
-asa_kv_view asa_kv_layer_view(const asa_layer_kv *l, const asa_config *c, int pooled) {
+asa_kv_view asa_kv_layer_view(const asa_backend *be, const asa_layer_kv *l, const asa_config *c, int pooled) {
     asa_kv_view w;
     memset(&w, 0, sizeof w);
     const long rs = l->width, bs = (long)(pooled ? l->nblocks : l->rows) * rs;
@@ -106,21 +108,21 @@ asa_kv_view asa_kv_layer_view(const asa_layer_kv *l, const asa_config *c, int po
     // latent row [c_0 .. c_{ng-1} | kr]: group j's key is [c_j ; kr], its value c_j
     const int dc = l->kind == 'L' ? c->kv_lora_rank : c->latent_dim;
     const int groups = l->kind == 'L' ? 1 : c->latent_groups;
-    const float *base = pooled ? l->latc : l->lat;
+    const asa_act *base = pooled ? l->latc : l->lat;
     w.k1 = w.v = base;
     w.k1_bs = w.v_bs = w.k2_bs = bs;
     w.k1_rs = w.v_rs = w.k2_rs = rs;
     w.k1_hs = w.v_hs = dc;
     w.dk1 = w.dv = dc;
-    w.k2 = base + (long)groups * dc;
+    w.k2 = asa_act_at(be, base, (size_t)groups * dc);
     w.k2_hs = 0;
     w.dk2 = c->qk_rope_head_dim;
     return w;
 }
 
-void asa_kv_store(asa_backend *be, const asa_layer_kv *l, float *buf, int B, int pos, int col0, const float *src,
+void asa_kv_store(asa_backend *be, const asa_layer_kv *l, asa_act *buf, int B, int pos, int col0, const asa_act *src,
                   int src_rs, int cols) {
-    float *dst = buf + (long)asa_kv_row(l, pos) * l->width + col0;
+    asa_act *dst = asa_act_at(be, buf, (size_t)asa_kv_row(l, pos) * l->width + col0);
     // one "row" per sequence: the destination's row stride is the cache's batch stride
     be->copy_heads(be, dst, l->rows * l->width, 0, src, src_rs, 0, B, 1, cols, 0);
 }
@@ -136,12 +138,13 @@ void asa_kv_pool_block(asa_backend *be, const asa_layer_kv *l, int B, int m, int
     s.selection_block_size = block_size;
     s.selection_share = 1;
     for (int b = 0; b < B; b++) {
-        const long src = ((long)b * l->rows + (long)m * block_size) * l->width, dst = ((long)b * l->nblocks + m) * l->width;
+        const size_t src = ((size_t)b * l->rows + (size_t)m * block_size) * l->width;
+        const size_t dst = ((size_t)b * l->nblocks + m) * l->width;
         if (l->kind == 'N') {
-            be->compress_fwd(be, &s, l->width, l->k + src, l->kc + dst);
-            be->compress_fwd(be, &s, l->width, l->v + src, l->vc + dst);
+            be->compress_fwd(be, &s, l->width, asa_act_at(be, l->k, src), asa_act_at(be, l->kc, dst));
+            be->compress_fwd(be, &s, l->width, asa_act_at(be, l->v, src), asa_act_at(be, l->vc, dst));
         } else {
-            be->compress_fwd(be, &s, l->width, l->lat + src, l->latc + dst);
+            be->compress_fwd(be, &s, l->width, asa_act_at(be, l->lat, src), asa_act_at(be, l->latc, dst));
         }
     }
 }

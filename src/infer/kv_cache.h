@@ -14,15 +14,15 @@
 typedef struct {
     char kind;
     int rows;       // token rows kept per sequence: max_len, or min(window, max_len) as a ring (W, L)
-    int width;      // floats per token row: g*d for k and for v (F W N); dc+dr (L); ng*dcg+dr (G)
+    int width;      // elements per token row: g*d for k and for v (F W N); dc+dr (L); ng*dcg+dr (G)
     int nblocks;    // pooled rows per sequence (N, G): max_len / block_size
     int nsel;       // entries of one sequence's block lists (N, G): groups * block_counts
-    float *k, *v;   // F W N: [B, rows, width] keys (after RoPE) and values
-    float *kc, *vc; // N: [B, nblocks, width] pooled keys and values
-    float *lat;     // L G: [B, rows, width]
-    float *latc;    // G: [B, nblocks, width] pooled latent rows
+    asa_act *k, *v;   // F W N: [B, rows, width] keys (after RoPE) and values (be->act, as every cached row)
+    asa_act *kc, *vc; // N: [B, nblocks, width] pooled keys and values
+    asa_act *lat;     // L G: [B, rows, width]
+    asa_act *latc;    // G: [B, nblocks, width] pooled latent rows
     int32_t *idx;   // N G: [B, groups, block_counts]
-    size_t bytes;   // bytes of this layer's tensors: B * asa_kv_bytes(cfg, kind, max_len, 4)
+    size_t bytes;   // bytes of this layer's tensors: B * asa_kv_bytes(cfg, kind, max_len, element size)
 } asa_layer_kv;
 
 typedef struct {
@@ -44,11 +44,11 @@ static inline int asa_kv_row(const asa_layer_kv *l, int pos) { return pos % l->r
 // Views of a layer's token rows (pooled = 0) or pooled rows (pooled = 1) for the decode ops.
 // GQA kinds: k1 = k, v = v with head stride d. Latent kinds: k1 = c_j (head stride d_c; L has the one
 // latent, g = 1), k2 = kr (head stride 0: shared by the groups), v = c_j.
-asa_kv_view asa_kv_layer_view(const asa_layer_kv *l, const asa_config *cfg, int pooled);
+asa_kv_view asa_kv_layer_view(const asa_backend *be, const asa_layer_kv *l, const asa_config *cfg, int pooled);
 
 // Writes one token's values into columns [col0, col0+cols) of its row of buf (l->k, l->v or l->lat) for
 // every sequence: buf row of sequence b at position pos <- src[b*src_rs .. + cols).
-void asa_kv_store(asa_backend *be, const asa_layer_kv *l, float *buf, int B, int pos, int col0, const float *src,
+void asa_kv_store(asa_backend *be, const asa_layer_kv *l, asa_act *buf, int B, int pos, int col0, const asa_act *src,
                   int src_rs, int cols);
 // Pools block m (tokens [m*b, (m+1)*b), all cached) into the layer's pooled rows, for every sequence.
 void asa_kv_pool_block(asa_backend *be, const asa_layer_kv *l, int B, int m, int block_size);

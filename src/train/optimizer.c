@@ -34,13 +34,13 @@ double asa_grad_norm(asa_model *m) {
     double ss = 0;
     for (int i = 0; i < m->layout.count; i++) {
         const asa_tensor_info *t = &m->layout.tensors[i];
-        ss += m->be->sum_squares(m->be, m->grads + t->offset, t->numel);
+        ss += m->be->sum_squares(m->be, m->grads + t->offset, ASA_F32, t->numel);
     }
     return sqrt(ss);
 }
 
 double asa_grad_sum_squares(asa_model *m, size_t lo, size_t n) {
-    return n ? m->be->sum_squares(m->be, m->grads + lo, n) : 0.0;
+    return n ? m->be->sum_squares(m->be, m->grads + lo, ASA_F32, n) : 0.0;
 }
 
 void asa_adamw_update(asa_adamw *opt, asa_model *m, float lr, double norm) {

@@ -5,7 +5,9 @@
 
 #include "backend/cpu/attn_kernels.h"
 
-void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc) {
+void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const void *x_, void *xc_) {
+    const float *x = x_;
+    float *xc = xc_;
     const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);
     const float inv = 1.0f / (float)bs;
 #pragma omp parallel for collapse(3) if ((long)B * nb * bs * g * d >= CPU_PAR_MIN_WORK)
@@ -24,7 +26,9 @@ void cpu_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const flo
 
 // Each token row of a complete block receives its block's gradient / b; a trailing partial block's
 // tokens are never pooled and get nothing.
-void cpu_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const float *dxc, float *dx) {
+void cpu_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const void *dxc_, void *dx_) {
+    const float *dxc = dxc_;
+    float *dx = dx_;
     const int B = s->B, T = s->T, g = s->g, bs = s->block_size, nb = asa_attn_num_cmp_blocks(s);
     const float inv = 1.0f / (float)bs;
 #pragma omp parallel for collapse(2) if ((long)B * nb * bs * g * d >= CPU_PAR_MIN_WORK)
@@ -36,14 +40,25 @@ void cpu_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const flo
         }
 }
 
-void cpu_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc,
-                      const float *vc, float *o, float *lse) {
+void cpu_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *kc_, const void *vc_,
+                      void *o_, float *lse) {
+    const float *q = q_;
+    const float *kc = kc_;
+    const float *vc = vc_;
+    float *o = o_;
     cpu_attn_pooled_fwd(s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse);
 }
 
-void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc,
-                      const float *vc, const float *o, const float *lse, const float *dout, float *dq,
-                      float *dkc, float *dvc) {
+void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *kc_, const void *vc_,
+                      const void *o_, const float *lse, const void *dout_, void *dq_, void *dkc_, void *dvc_) {
+    const float *q = q_;
+    const float *kc = kc_;
+    const float *vc = vc_;
+    const float *o = o_;
+    const float *dout = dout_;
+    float *dq = dq_;
+    float *dkc = dkc_;
+    float *dvc = dvc_;
     cpu_attn_pooled_bwd(s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, dq, dkc,
                         dvc);
 }

@@ -10,13 +10,13 @@
 #include "core/error.h"
 
 static inline const float *view_k1(const asa_kv_view *kv, int b, int s, int j) {
-    return kv->k1 + (long)b * kv->k1_bs + (long)s * kv->k1_rs + (long)j * kv->k1_hs;
+    return (const float *)kv->k1 + (long)b * kv->k1_bs + (long)s * kv->k1_rs + (long)j * kv->k1_hs;
 }
 static inline const float *view_k2(const asa_kv_view *kv, int b, int s, int j) {
-    return kv->k2 + (long)b * kv->k2_bs + (long)s * kv->k2_rs + (long)j * kv->k2_hs;
+    return (const float *)kv->k2 + (long)b * kv->k2_bs + (long)s * kv->k2_rs + (long)j * kv->k2_hs;
 }
 static inline const float *view_v(const asa_kv_view *kv, int b, int s, int j) {
-    return kv->v + (long)b * kv->v_bs + (long)s * kv->v_rs + (long)j * kv->v_hs;
+    return (const float *)kv->v + (long)b * kv->v_bs + (long)s * kv->v_rs + (long)j * kv->v_hs;
 }
 
 // q . [k1 ; k2]. A two-part key is gathered into `key` first so that dot() sees the same vector, in the
@@ -71,8 +71,10 @@ static void finish(const online_softmax *st, int dv, float *o, float *lse) {
 
 #define ROW_CHUNK 64
 
-void cpu_attn_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv,
-                     int s0, int s1, float *o, float *lse) {
+void cpu_attn_decode(asa_backend *be, int B, int h, int g, float scale, const void *q_, const asa_kv_view *kv, int s0,
+                     int s1, void *o_, float *lse) {
+    const float *q = q_;
+    float *o = o_;
     const int G = h / g, dk = kv->dk1 + kv->dk2, dv = kv->dv;
     ASA_CHECK(h % g == 0);
 #pragma omp parallel if ((long)B * h * (s1 - s0) * (dk + dv) >= CPU_PAR_MIN_WORK)
@@ -97,9 +99,10 @@ void cpu_attn_decode(asa_backend *be, int B, int h, int g, float scale, const fl
     }
 }
 
-void cpu_select_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kvc,
+void cpu_select_decode(asa_backend *be, int B, int h, int g, float scale, const void *q_, const asa_kv_view *kvc,
                        const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts,
                        int32_t *idx) {
+    const float *q = q_;
     const int G = h / g, dk = kvc->dk1 + kvc->dk2, n = block_counts;
     const int per = selection_block_size / block_size;  // compression blocks per selection block
     const int c = t / selection_block_size, nm = (t + 1) / block_size;
@@ -128,9 +131,11 @@ void cpu_select_decode(asa_backend *be, int B, int h, int g, float scale, const 
     }
 }
 
-void cpu_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv,
-                         const int32_t *idx, int t, int selection_block_size, int block_counts, float *o,
+void cpu_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const void *q_, const asa_kv_view *kv,
+                         const int32_t *idx, int t, int selection_block_size, int block_counts, void *o_,
                          float *lse) {
+    const float *q = q_;
+    float *o = o_;
     const int G = h / g, dk = kv->dk1 + kv->dk2, dv = kv->dv, bsel = selection_block_size;
     ASA_CHECK(h % g == 0);
 #pragma omp parallel if ((long)B * h * block_counts * bsel * (dk + dv) >= CPU_PAR_MIN_WORK)

@@ -151,12 +151,24 @@ void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int windo
     free(D);
 }
 
-void cpu_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                  float *o, float *lse) {
+void cpu_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_, void *o_,
+                  float *lse) {
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
+    float *o = o_;
     cpu_attn_pooled_fwd(s, s->T, 1, s->window, q, k, v, o, lse);
 }
 
-void cpu_attn_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                  const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv) {
+void cpu_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_,
+                  const void *o_, const float *lse, const void *dout_, void *dq_, void *dk_, void *dv_) {
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
+    const float *o = o_;
+    const float *dout = dout_;
+    float *dq = dq_;
+    float *dk = dk_;
+    float *dv = dv_;
     cpu_attn_pooled_bwd(s, s->T, 1, s->window, q, k, v, o, lse, dout, dq, dk, dv);
 }

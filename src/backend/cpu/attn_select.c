@@ -12,8 +12,10 @@ static inline int num_sel_blocks(const asa_attn_shape *s) {
     return (s->T + s->selection_block_size - 1) / s->selection_block_size;
 }
 
-void cpu_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc,
-                     const float *lse_cmp, int32_t *idx) {
+void cpu_select_topk(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *kc_, const float *lse_cmp,
+                     int32_t *idx) {
+    const float *q = q_;
+    const float *kc = kc_;
     const int B = s->B, T = s->T, h = s->h, g = s->g, dk = s->dk, G = h / g;
     const int bsz = s->block_size, bsel = s->selection_block_size, n = s->block_counts, R = s->selection_share;
     const int nb = asa_attn_num_cmp_blocks(s), na = asa_attn_num_anchors(s), nsb = num_sel_blocks(s);
@@ -55,8 +57,12 @@ static inline const int32_t *slc_row(const asa_attn_shape *s, const int32_t *idx
     return idx + (((long)b * asa_attn_num_anchors(s) + t / s->selection_share) * s->g + j) * s->block_counts;
 }
 
-void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                      const int32_t *idx, float *o, float *lse) {
+void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_,
+                      const int32_t *idx, void *o_, float *lse) {
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
+    float *o = o_;
     const int B = s->B, T = s->T, h = s->h, g = s->g, dk = s->dk, dv = s->dv, G = h / g;
     const int bsel = s->selection_block_size, n = s->block_counts;
     const float scale = s->scale;
@@ -119,9 +125,17 @@ void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
 // into, per (batch, group, block), the ascending anchors that selected it (CSR: counts, prefix sums,
 // entries); each block then gathers from the R queries of each of its anchors, so every key row has
 // one writer and a fixed summation order.
-void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                      const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq,
-                      float *dk, float *dv) {
+void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_,
+                      const int32_t *idx, const void *o_, const float *lse, const void *dout_, void *dq_, void *dk_,
+                      void *dv_) {
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
+    const float *o = o_;
+    const float *dout = dout_;
+    float *dq = dq_;
+    float *dk = dk_;
+    float *dv = dv_;
     const int B = s->B, T = s->T, h = s->h, g = s->g, dkh = s->dk, dvh = s->dv, G = h / g;
     const int bsel = s->selection_block_size, n = s->block_counts, R = s->selection_share;
     const int na = asa_attn_num_anchors(s), nsb = num_sel_blocks(s);

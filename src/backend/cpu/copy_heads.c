@@ -4,8 +4,10 @@
 
 // Threads split rows only: with dst_hs == 0 all heads of a row land on the same values, and one
 // thread adding them in head order keeps that sum race-free and deterministic.
-void cpu_copy_heads(asa_backend *be, float *dst, int dst_rs, int dst_hs, const float *src, int src_rs, int src_hs,
+void cpu_copy_heads(asa_backend *be, void *dst_, int dst_rs, int dst_hs, const void *src_, int src_rs, int src_hs,
                     int rows, int heads, int cols, int accumulate) {
+    float *dst = dst_;
+    const float *src = src_;
     // A zero destination head stride without accumulation would keep only the last head: a caller bug.
     ASA_CHECK(dst_hs != 0 || accumulate || heads <= 1);
 #pragma omp parallel for schedule(static) if ((long)rows * heads * cols >= CPU_PAR_MIN_WORK)

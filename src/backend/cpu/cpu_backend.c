@@ -17,6 +17,17 @@ static void cpu_free(asa_backend *be, void *p) { free(p); }
 static void cpu_zero(asa_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(asa_backend *be, void *dst, const void *src, size_t bytes) { if (dst != src) memcpy(dst, src, bytes); }
 static void cpu_sync(asa_backend *be) {}
+// Activations are fp32 on the CPU: no bf16 tensor exists here to convert to or from.
+static void cpu_act_copy_in(asa_backend *be, void *dst, const float *src, size_t n) {
+    cpu_copy(be, dst, src, n * sizeof(float));
+}
+static void cpu_act_copy_out(asa_backend *be, float *dst, const void *src, size_t n) {
+    cpu_copy(be, dst, src, n * sizeof(float));
+}
+static void cpu_convert(asa_backend *be, void *dst, asa_dtype dt, const void *src, asa_dtype st, size_t n) {
+    ASA_CHECK(dt == ASA_F32 && st == ASA_F32);
+    cpu_copy(be, dst, src, n * sizeof(float));
+}
 
 // MemAvailable (what the kernel can hand out without swapping) when /proc says it, else free pages.
 static void cpu_mem_info(asa_backend *be, size_t *free_bytes, size_t *total_bytes) {
@@ -37,6 +48,7 @@ asa_backend *asa_backend_cpu_new(void) {
     asa_backend *be = asa_calloc(1, sizeof *be);
     be->name = "cpu";
     be->precision = ASA_PRECISION_FP32;
+    be->act = ASA_F32;
     be->destroy = cpu_destroy;
     be->alloc = cpu_alloc;
     be->free = cpu_free;
@@ -45,6 +57,9 @@ asa_backend *asa_backend_cpu_new(void) {
     be->to_host = cpu_copy;
     be->sync = cpu_sync;
     be->mem_info = cpu_mem_info;
+    be->act_to_device = cpu_act_copy_in;
+    be->act_to_host = cpu_act_copy_out;
+    be->convert = cpu_convert;
     be->gemm = cpu_gemm;
     be->embedding_fwd = cpu_embedding_fwd;
     be->embedding_bwd = cpu_embedding_bwd;

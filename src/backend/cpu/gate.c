@@ -2,11 +2,17 @@
 #include <math.h>
 
 #include "backend/cpu/cpu_ops.h"
+#include "core/error.h"
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h,
+void cpu_gate_fwd(asa_backend *be, void *out_, const void *glog_, const void *const *br_, int nbr, int N, int h,
                   int dv) {
+    float *out = out_;
+    const float *glog = glog_;
+    const float *br[ASA_GATE_MAX_BRANCHES];
+    ASA_CHECK(nbr <= ASA_GATE_MAX_BRANCHES);
+    for (int c = 0; c < nbr; c++) br[c] = br_[c];
 #pragma omp parallel for schedule(static) if ((long)N * h * nbr * dv >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         for (int i = 0; i < h; i++) {
@@ -23,8 +29,18 @@ void cpu_gate_fwd(asa_backend *be, float *out, const float *glog, const float *c
 }
 
 // d out / d br[c] = sigmoid(l_c); d out / d l_c = sigmoid'(l_c) br[c] with sigmoid' = s (1 - s).
-void cpu_gate_bwd(asa_backend *be, float *dglog, float *const *dbr, const float *dout, const float *glog,
-                  const float *const *br, int nbr, int N, int h, int dv) {
+void cpu_gate_bwd(asa_backend *be, void *dglog_, void *const *dbr_, const void *dout_, const void *glog_,
+                  const void *const *br_, int nbr, int N, int h, int dv) {
+    float *dglog = dglog_;
+    float *dbr[ASA_GATE_MAX_BRANCHES];
+    const float *dout = dout_;
+    const float *glog = glog_;
+    const float *br[ASA_GATE_MAX_BRANCHES];
+    ASA_CHECK(nbr <= ASA_GATE_MAX_BRANCHES);
+    for (int c = 0; c < nbr; c++) {
+        br[c] = br_[c];
+        dbr[c] = dbr_[c];
+    }
 #pragma omp parallel for schedule(static) if ((long)N * h * nbr * dv >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         for (int i = 0; i < h; i++) {

@@ -28,9 +28,12 @@ static void gemm_scale_c(int M, int N, float beta, float *C, int ldc) {
         for (int j = 0; j < N; j++) C[(long)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(long)i * ldc + j];
 }
 
-void cpu_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-              long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc, long strideC,
-              int batch) {
+void cpu_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const void *A_, int lda,
+              long strideA, const void *B_, int ldb, long strideB, float beta, void *C_, asa_dtype ct, int ldc,
+              long strideC, int batch) {
+    const float *A = A_, *B = B_;
+    float *C = C_;
+    ASA_CHECK(ct == ASA_F32);
     ASA_CHECK(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
     if (M == 0 || N == 0 || batch == 0) return;
     ASA_CHECK(ldc >= N);

@@ -11,6 +11,7 @@
 // PyTorch's AdamW: decay first, p *= 1 - lr*wd, then p -= lr * mhat / (sqrt(vhat) + eps).
 void cpu_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                float beta2, float eps, float wd, int step, float grad_scale) {
+
     ASA_CHECK(step >= 1);
     float bc1 = (float)(1.0 - pow(beta1, step));
     float bc2 = (float)(1.0 - pow(beta2, step));
@@ -26,7 +27,9 @@ void cpu_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, si
     }
 }
 
-double cpu_sum_squares(asa_backend *be, const float *x, size_t n) {
+double cpu_sum_squares(asa_backend *be, const void *x_, asa_dtype t, size_t n) {
+    const float *x = x_;
+    ASA_CHECK(t == ASA_F32);
     double part[SUMSQ_CHUNKS];
     size_t chunk = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
 #pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
@@ -51,11 +54,13 @@ double cpu_sum_squares(asa_backend *be, const float *x, size_t n) {
 }
 
 void cpu_scale(asa_backend *be, float *x, size_t n, float alpha) {
+
 #pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++) x[i] *= alpha;
 }
 
 void cpu_add(asa_backend *be, float *y, const float *x, size_t n) {
+
 #pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }

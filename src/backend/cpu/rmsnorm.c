@@ -6,8 +6,10 @@
 // Columns per task of the weight-gradient pass (see cpu_rmsnorm_bwd).
 #define RMS_COL_CHUNK 64
 
-void cpu_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, const float *w, int N, int groups,
+void cpu_rmsnorm_fwd(asa_backend *be, void *out_, float *rstd, const void *x_, const float *w, int N, int groups,
                      int C, float eps) {
+    float *out = out_;
+    const float *x = x_;
     long row = (long)groups * C;
 #pragma omp parallel for schedule(static) if (N * row >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
@@ -26,8 +28,11 @@ void cpu_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, c
 
 // With out_c = x_c r w_c and r = (mean(x^2) + eps)^(-1/2), dr/dx_c = -r^3 x_c / C, so
 //   dx_c = r w_c dout_c - (r^3 / C) x_c sum_k(dout_k w_k x_k),   dw_c = sum_n dout_c x_c r.
-void cpu_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, const float *x, const float *w,
+void cpu_rmsnorm_bwd(asa_backend *be, void *dx_, float *dw, const void *dout_, const void *x_, const float *w,
                      const float *rstd, int N, int groups, int C) {
+    float *dx = dx_;
+    const float *dout = dout_;
+    const float *x = x_;
     long row = (long)groups * C;
 #pragma omp parallel for schedule(static) if (N * row >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {

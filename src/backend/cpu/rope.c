@@ -33,12 +33,14 @@ static void rope_apply(float *x, int N, int T, int pos0, int heads, int row_stri
     }
 }
 
-void cpu_rope_fwd(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride,
+void cpu_rope_fwd(asa_backend *be, void *x_, int N, int T, int pos0, int heads, int row_stride, int head_stride,
                   int offset, int rot_dim, float theta) {
+    float *x = x_;
     rope_apply(x, N, T, pos0, heads, row_stride, head_stride, offset, rot_dim, theta, 1);
 }
 
-void cpu_rope_bwd(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride,
+void cpu_rope_bwd(asa_backend *be, void *dx_, int N, int T, int pos0, int heads, int row_stride, int head_stride,
                   int offset, int rot_dim, float theta) {
+    float *dx = dx_;
     rope_apply(dx, N, T, pos0, heads, row_stride, head_stride, offset, rot_dim, theta, -1);
 }

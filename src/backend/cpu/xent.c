@@ -6,8 +6,10 @@
 
 // dlogits may alias logits: each row reads everything it needs (max, log-sum-exp, the target's
 // logit) before overwriting, and then reads and writes element j in the same step.
-void cpu_xent_fwd_bwd(asa_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets,
+void cpu_xent_fwd_bwd(asa_backend *be, float *losses, void *dlogits_, const void *logits_, const int32_t *targets,
                       int N, int V, float dloss_scale) {
+    float *dlogits = dlogits_;
+    const float *logits = logits_;
 #pragma omp parallel for schedule(static) if ((long)N * V >= CPU_PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V;

@@ -2,9 +2,11 @@
 // over their keys with an online softmax, so nothing T×T is ever stored. As on the CPU, the kernels work
 // on "pooled" keys (key m summarises tokens [m*span, (m+1)*span)) so that the compression branch
 // (attn_compress.cu) runs on the same code; dense attention is span = 1.
-// In tf32 mode attn_fwd and every pooled backward (attn_bwd, attn_cmp_bwd) run on the tensor cores
-// (attn_dense_mma.cu). cuda_attn_pooled_fwd, hence attn_cmp_fwd, stays exact in both modes: its lse feeds
-// select_topk's scores, and the block sets must match the CPU's.
+// In tf32 and bf16 modes attn_fwd and every pooled backward (attn_bwd, attn_cmp_bwd) run on the tensor cores
+// (attn_dense_mma.cu). cuda_attn_pooled_fwd, hence attn_cmp_fwd, stays exact fp32 math in every mode: its lse
+// feeds select_topk's scores, and the block sets must match the CPU's (on the same inputs).
+// Kernels are templates over the storage type T of the activation tensors (float or bf16): they load with
+// ld_f, stage and sum in fp32, and store (or accumulate) with st_f.
 //
 // A block holds ATTN_TILE_ROWS consecutive query rows of one head (forward, dq) or ATTN_TILE_ROWS consecutive key
 // rows of one group (dk/dv), one warp each. The block walks the union of its rows' ranges one tile at a
@@ -40,9 +42,9 @@ typedef struct {
     int tile, kst, vst;
 } pooled_args;
 
-template <int COLS>
+template <typename T, int COLS>
 __global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
-pooled_fwd_kernel(pooled_args a, const float *q, const float *k, const float *v, float *o, float *lse) {
+pooled_fwd_kernel(pooled_args a, const T *q, const T *k, const T *v, T *o, float *lse) {
     extern __shared__ float smem[];
     float *Ks = smem, *Vs = Ks + a.tile * a.kst, *Qs = Vs + a.tile * a.dv;
     const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
@@ -53,7 +55,7 @@ pooled_fwd_kernel(pooled_args a, const float *q, const float *k, const float *v,
     const bool active = t < a.T;
     const long r = ((long)b * a.T + t) * a.h + i;
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
     float *qs = Qs + wib * a.dk;
     if (active) warp_load(qs, q + r * a.dk, a.dk, lane);
     const int u0 = keys_begin(tfirst, a.window), u1 = keys_end(tlast, a.span, a.nkeys);
@@ -73,29 +75,30 @@ pooled_fwd_kernel(pooled_args a, const float *q, const float *k, const float *v,
                            s1 - s0, mx, l, acc, lane);
     }
     if (!active) return;
-    float *orow = o + r * a.dv;
+    T *orow = o + r * a.dv;
     const float inv = m1 > m0 ? 1.0f / l : 0.0f;
 #pragma unroll
     for (int c = 0; c < COLS; c++)
-        if (lane + 32 * c < a.dv) orow[lane + 32 * c] = acc[c] * inv;
+        if (lane + 32 * c < a.dv) st_f(orow + lane + 32 * c, acc[c] * inv);
     if (lane == 0) lse[r] = m1 > m0 ? mx + logf(l) : -INFINITY;
 }
 
-__global__ void rowdot_kernel(const float *dout, const float *o, long rows, int dv, float *D) {
+template <typename T>
+__global__ void rowdot_kernel(const T *dout, const T *o, long rows, int dv, float *D) {
     const int lane = threadIdx.x % 32;
     const long r = blockIdx.x * (long)ATTN_WARPS + threadIdx.x / 32;
     if (r >= rows) return;
     float acc = 0.0f;
-    for (int c = lane; c < dv; c += 32) acc += dout[r * dv + c] * o[r * dv + c];
+    for (int c = lane; c < dv; c += 32) acc += ld_f(dout + (r * dv + c)) * ld_f(o + (r * dv + c));
     acc = warp_sum(acc);
     if (lane == 0) D[r] = acc;
 }
 
 // dq, query-major: the forward's tiling, with both k and v scored (kst, vst padded).
-template <int COLS>
+template <typename T, int COLS>
 __global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
-pooled_dq_kernel(pooled_args a, const float *q, const float *k, const float *v, const float *lse, const float *D,
-                 const float *dout, float *dq) {
+pooled_dq_kernel(pooled_args a, const T *q, const T *k, const T *v, const float *lse, const float *D, const T *dout,
+                 T *dq) {
     extern __shared__ float smem[];
     float *Ks = smem, *Vs = Ks + a.tile * a.kst, *Qs = Vs + a.tile * a.vst;
     const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
@@ -106,7 +109,7 @@ pooled_dq_kernel(pooled_args a, const float *q, const float *k, const float *v, 
     const bool active = t < a.T;
     const long r = ((long)b * a.T + t) * a.h + i;
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
     float *qs = Qs + wib * (a.dk + a.dv), *dos = qs + a.dk;
     if (active) {
         warp_load(qs, q + r * a.dk, a.dk, lane);
@@ -130,19 +133,19 @@ pooled_dq_kernel(pooled_args a, const float *q, const float *k, const float *v, 
                          a.scale, 0, s1 - s0, acc, lane);
     }
     if (!active || m1 <= m0) return;
-    float *dqr = dq + r * a.dk;
+    T *dqr = dq + r * a.dk;
 #pragma unroll
     for (int c = 0; c < COLS; c++)
-        if (lane + 32 * c < a.dk) dqr[lane + 32 * c] += a.scale * acc[c];
+        if (lane + 32 * c < a.dk) st_f(dqr + lane + 32 * c, ld_f(dqr + lane + 32 * c) + a.scale * acc[c]);
 }
 
 // dk / dv, key-major: a block holds ATTN_TILE_ROWS consecutive keys of one group and walks the union of their
 // query ranges as tiles of (query, head) pairs: pair p = (t, i) with t = T0 + p / G, i = j*G + p % G.
 // Each warp adds the pairs of its own range [(t0 - T0)*G, (t1 - T0)*G) in ascending order.
-template <int COLS>
+template <typename T, int COLS>
 __global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
-pooled_dkdv_kernel(pooled_args a, int nsplit, const float *q, const float *k, const float *v, const float *lse,
-                   const float *D, const float *dout, float *dk, float *dv, float *part) {
+pooled_dkdv_kernel(pooled_args a, int nsplit, const T *q, const T *k, const T *v, const float *lse, const float *D,
+                   const T *dout, T *dk, T *dv, float *part) {
     extern __shared__ float smem[];
     float *Qt = smem, *Ot = Qt + a.tile * a.kst, *Lt = Ot + a.tile * a.vst, *Dt = Lt + a.tile;
     float *KVs = Dt + a.tile;
@@ -174,11 +177,11 @@ pooled_dkdv_kernel(pooled_args a, int nsplit, const float *q, const float *k, co
         // pair p's row: qb + (p / G) * h + p % G
         for (int e = threadIdx.x; e < cn * a.dk; e += blockDim.x) {
             const int p = c0 + e / a.dk;
-            Qt[(e / a.dk) * a.kst + e % a.dk] = q[(qb + (long)(p / G) * a.h + p % G) * a.dk + e % a.dk];
+            Qt[(e / a.dk) * a.kst + e % a.dk] = ld_f(q + ((qb + (long)(p / G) * a.h + p % G) * a.dk + e % a.dk));
         }
         for (int e = threadIdx.x; e < cn * a.dv; e += blockDim.x) {
             const int p = c0 + e / a.dv;
-            Ot[(e / a.dv) * a.vst + e % a.dv] = dout[(qb + (long)(p / G) * a.h + p % G) * a.dv + e % a.dv];
+            Ot[(e / a.dv) * a.vst + e % a.dv] = ld_f(dout + ((qb + (long)(p / G) * a.h + p % G) * a.dv + e % a.dv));
         }
         for (int e = threadIdx.x; e < cn; e += blockDim.x) {
             const long pr = qb + (long)((c0 + e) / G) * a.h + (c0 + e) % G;
@@ -214,14 +217,16 @@ pooled_dkdv_kernel(pooled_args a, int nsplit, const float *q, const float *k, co
         }
         return;
     }
+    T *dkr = dk + kr * a.dk, *dvr = dv + kr * a.dv;
 #pragma unroll
     for (int c = 0; c < COLS; c++) {
-        if (lane + 32 * c < a.dk) dk[kr * a.dk + lane + 32 * c] += a.scale * ak[c];
-        if (lane + 32 * c < a.dv) dv[kr * a.dv + lane + 32 * c] += av[c];
+        if (lane + 32 * c < a.dk) st_f(dkr + lane + 32 * c, ld_f(dkr + lane + 32 * c) + a.scale * ak[c]);
+        if (lane + 32 * c < a.dv) st_f(dvr + lane + 32 * c, ld_f(dvr + lane + 32 * c) + av[c]);
     }
 }
 
-__global__ void pooled_split_sum_kernel(pooled_args a, int nsplit, const float *part, float *dk, float *dv) {
+template <typename T>
+__global__ void pooled_split_sum_kernel(pooled_args a, int nsplit, const float *part, T *dk, T *dv) {
     const int w = a.dk + a.dv;
     const long krows = (long)a.B * a.nkeys * a.g, total = krows * w;
     for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
@@ -229,15 +234,19 @@ __global__ void pooled_split_sum_kernel(pooled_args a, int nsplit, const float *
         for (int sp = 0; sp < nsplit; sp++) acc += part[sp * total + e];
         const long kr = e / w;
         const int c = (int)(e % w);
-        if (c < a.dk)
-            dk[kr * a.dk + c] += a.scale * acc;
-        else
-            dv[kr * a.dv + c - a.dk] += acc;
+        if (c < a.dk) {
+            T *x = dk + (kr * a.dk + c);
+            st_f(x, ld_f(x) + a.scale * acc);
+        } else {
+            T *x = dv + (kr * a.dv + c - a.dk);
+            st_f(x, ld_f(x) + acc);
+        }
     }
 }
 
-void cuda_attn_rowdot(const float *dout, const float *o, long rows, int dv, float *D) {
-    rowdot_kernel<<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(dout, o, rows, dv, D);
+void cuda_attn_rowdot(asa_backend *be, const void *dout, const void *o, long rows, int dv, float *D) {
+    DISPATCH_ACT(be, rowdot_kernel<act_t><<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
+                         (const act_t *)dout, (const act_t *)o, rows, dv, D));
     CUDA_LAUNCH_CHECK();
 }
 
@@ -248,26 +257,29 @@ static pooled_args pooled_make(const asa_attn_shape *s, int nkeys, int span, int
     return a;
 }
 
-void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                          const float *k, const float *v, float *o, float *lse) {
+template <typename T>
+static void pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const T *q,
+                       const T *k, const T *v, T *o, float *lse) {
     pooled_args a = pooled_make(s, nkeys, span, window);
     const long blocks = (long)s->B * s->h * ((s->T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
     if (blocks == 0) return;
     const size_t smem = attn_tile(be, &a.tile, a.kst + a.dv, ATTN_TILE_ROWS * a.dk);
     ATTN_WITH_COLS(s->dk > s->dv ? s->dk : s->dv, {
-        attn_allow_smem((const void *)pooled_fwd_kernel<COLS>, smem);
-        pooled_fwd_kernel<COLS><<<(unsigned)blocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, o, lse);
+        attn_allow_smem((const void *)pooled_fwd_kernel<T, COLS>, smem);
+        pooled_fwd_kernel<T, COLS><<<(unsigned)blocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, o, lse);
     });
     CUDA_LAUNCH_CHECK();
 }
 
-void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                          const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                          float *dq, float *dk, float *dv) {
-    if (be->precision == ASA_PRECISION_TF32 && cuda_dense_mma_ok(s, q, k, v, dout)) {
-        cuda_dense_mma_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
-        return;
-    }
+void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
+                          const void *k, const void *v, void *o, float *lse) {
+    DISPATCH_ACT(be, pooled_fwd<act_t>(be, s, nkeys, span, window, (const act_t *)q, (const act_t *)k,
+                                       (const act_t *)v, (act_t *)o, lse));
+}
+
+template <typename T>
+static void pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const T *q,
+                       const T *k, const T *v, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
     pooled_args a = pooled_make(s, nkeys, span, window);
     const long rows = (long)s->B * s->T * s->h;
     if (rows == 0) return;
@@ -287,42 +299,54 @@ void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
     const size_t part_bytes = nsplit > 1 ? (size_t)nsplit * krows * (s->dk + s->dv) * sizeof(float) : 0;
     char *scr = (char *)cuda_scratch(be, off_part + part_bytes);
     float *D = (float *)scr, *part = (float *)(scr + off_part);
-    cuda_attn_rowdot(dout, o, rows, s->dv, D);
+    cuda_attn_rowdot(be, dout, o, rows, s->dv, D);
 
     const long qblocks = (long)s->B * s->h * ((s->T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
     size_t smem = attn_tile(be, &a.tile, a.kst + a.vst, ATTN_TILE_ROWS * (a.dk + a.dv));
     const int dmax = s->dk > s->dv ? s->dk : s->dv;
     ATTN_WITH_COLS(dmax, {
-        attn_allow_smem((const void *)pooled_dq_kernel<COLS>, smem);
-        pooled_dq_kernel<COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, D, dout, dq);
+        attn_allow_smem((const void *)pooled_dq_kernel<T, COLS>, smem);
+        pooled_dq_kernel<T, COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
 
     if (kblocks == 0) return;
     smem = attn_tile(be, &a.tile, a.kst + a.vst + 2, ATTN_TILE_ROWS * (a.dk + a.dv));
     ATTN_WITH_COLS(dmax, {
-        attn_allow_smem((const void *)pooled_dkdv_kernel<COLS>, smem);
-        pooled_dkdv_kernel<COLS><<<(unsigned)(kblocks * nsplit), ATTN_TILE_ROWS * 32, smem>>>(
+        attn_allow_smem((const void *)pooled_dkdv_kernel<T, COLS>, smem);
+        pooled_dkdv_kernel<T, COLS><<<(unsigned)(kblocks * nsplit), ATTN_TILE_ROWS * 32, smem>>>(
             a, nsplit, q, k, v, lse, D, dout, dk, dv, part);
     });
     CUDA_LAUNCH_CHECK();
     if (nsplit > 1) {
-        pooled_split_sum_kernel<<<cuda_blocks(krows * (s->dk + s->dv), CUDA_THREADS), CUDA_THREADS>>>(a, nsplit, part,
-                                                                                                    dk, dv);
+        pooled_split_sum_kernel<T><<<cuda_blocks(krows * (s->dk + s->dv), CUDA_THREADS), CUDA_THREADS>>>(
+            a, nsplit, part, dk, dv);
         CUDA_LAUNCH_CHECK();
     }
 }
 
-void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, float *o,
+void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
+                          const void *k, const void *v, const void *o, const float *lse, const void *dout,
+                          void *dq, void *dk, void *dv) {
+    if (be->precision != ASA_PRECISION_FP32 && cuda_dense_mma_ok(be, s, q, k, v, dout)) {
+        cuda_dense_mma_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
+        return;
+    }
+    DISPATCH_ACT(be, pooled_bwd<act_t>(be, s, nkeys, span, window, (const act_t *)q, (const act_t *)k,
+                                       (const act_t *)v, (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq,
+                                       (act_t *)dk, (act_t *)dv));
+}
+
+void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o,
                    float *lse) {
-    if (be->precision == ASA_PRECISION_TF32 && cuda_dense_mma_ok(s, q, k, v, NULL)) {
+    if (be->precision != ASA_PRECISION_FP32 && cuda_dense_mma_ok(be, s, q, k, v, NULL)) {
         cuda_dense_mma_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
         return;
     }
     cuda_attn_pooled_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
 }
 
-void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                   const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv) {
+void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                   const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv) {
     cuda_attn_pooled_bwd(be, s, s->T, 1, s->window, q, k, v, o, lse, dout, dq, dk, dv);
 }

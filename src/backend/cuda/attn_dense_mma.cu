@@ -1,17 +1,21 @@
-// Causal attention over pooled keys on the tensor cores, for the tf32 mode, FlashAttention-2 style:
+// Causal attention over pooled keys on the tensor cores, for the tf32 and bf16 modes, FlashAttention-2 style:
 // mma.sync m16n8k8 on operands rounded to TF32, online softmax, masks and sums in fp32. Key m summarises
 // tokens [m*span, (m+1)*span) and is visible to query t iff (m+1)*span - 1 <= t and, with a window,
 // t - window < m (span 1: full or window attention; span b: the compressed branch).
+// The kernels are templates over the storage type T of q, k, v, o, dout, dq, dk, dv (float, or bf16, whose
+// values TF32 holds exactly): operands are loaded into fp32 shared tiles and registers, outputs stored (and
+// accumulated) with st_f.
 //
 // Forward and dq: a block holds 64 consecutive (query, head) rows of one GQA group (row rho is token
 // rho / G, head j*G + rho % G, so the G heads sharing K/V share the staged tiles), 16 rows per warp. It
 // walks the union of its rows' key ranges in chunks of DM_KT keys, staged in shared memory by cp.async
-// with the next chunk in flight; every warp takes the whole chunk for its 16 rows (S = Q·K^T, then
-// O += P·V, or dS·K for dq), skipping chunks its rows cannot see and masking only chunks not fully
-// visible to all of them. dk / dv: a block holds 64 keys of one group (16 per warp) and streams the
-// (query, head) rows that can see them, 16 per chunk in ascending order, recomputing P from the saved lse;
-// when keys are few (the compressed branch) each key tile's rows are split over several blocks whose
-// partial sums a second pass adds in split order. No atomics, fixed orders: deterministic.
+// with the next chunk in flight (fp32 storage; bf16 rows go through registers, see stage4); every warp takes
+// the whole chunk for its 16 rows (S = Q·K^T, then O += P·V, or dS·K for dq), skipping chunks its rows
+// cannot see and masking only chunks not fully visible to all of them. dk / dv: a block holds 64 keys of one
+// group (16 per warp) and streams the (query, head) rows that can see them, 16 per chunk in ascending order,
+// recomputing P from the saved lse; when keys are few (the compressed branch) each key tile's rows are split
+// over several blocks whose partial sums a second pass adds in split order. No atomics, fixed orders:
+// deterministic.
 // Fragment layouts and the reuse of S's accumulator as P's A fragment: see attn_slc_mma.cu.
 #include <limits.h>
 
@@ -87,9 +91,9 @@ static size_t dm_chunk_bytes() {
     return 2 * (size_t)DM_KT * (DK + 4 + DV + 4) * sizeof(float);
 }
 
-template <int DK, int DV>
+template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(DM_WARPS * 32)
-dm_fwd_kernel(dm_args a, long ntiles, const float *q, const float *k, const float *v, float *o, float *lse) {
+dm_fwd_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, T *o, float *lse) {
     constexpr int KST = DK + 4, VST = DV + 4, NT = DM_KT / 8;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + 2 * DM_KT * KST;
@@ -110,7 +114,7 @@ dm_fwd_kernel(dm_args a, long ntiles, const float *q, const float *k, const floa
     dm_block_keys(a, rbase, u0, u1);
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
     float acc[DV / 8][4];
 #pragma unroll
     for (int nd = 0; nd < DV / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
@@ -194,8 +198,8 @@ dm_fwd_kernel(dm_args a, long ntiles, const float *q, const float *k, const floa
     for (int nd = 0; nd < DV / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dv) break;
-        if (t0 >= 0) o[r0 * a.dv + col] = acc[nd][0] * i0, o[r0 * a.dv + col + 1] = acc[nd][1] * i0;
-        if (t1 >= 0) o[r1 * a.dv + col] = acc[nd][2] * i1, o[r1 * a.dv + col + 1] = acc[nd][3] * i1;
+        if (t0 >= 0) st_f(o + r0 * a.dv + col, acc[nd][0] * i0), st_f(o + r0 * a.dv + col + 1, acc[nd][1] * i0);
+        if (t1 >= 0) st_f(o + r1 * a.dv + col, acc[nd][2] * i1), st_f(o + r1 * a.dv + col + 1, acc[nd][3] * i1);
     }
     if (c == 0) {
         if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
@@ -205,10 +209,10 @@ dm_fwd_kernel(dm_args a, long ntiles, const float *q, const float *k, const floa
 
 // dq += scale * sum_m p_m (dout.v_m - D) k_m with p_m = exp(q.k_m*scale - lse), the forward's tiling; q and
 // dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers.
-template <int DK, int DV>
+template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(DM_WARPS * 32)
-dm_dq_kernel(dm_args a, long ntiles, const float *q, const float *k, const float *v, const float *lse, const float *D,
-             const float *dout, float *dq) {
+dm_dq_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, const float *lse, const float *D,
+             const T *dout, T *dq) {
     constexpr int KST = DK + 4, VST = DV + 4, NT = DM_KT / 8;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + 2 * DM_KT * KST;
@@ -236,7 +240,7 @@ dm_dq_kernel(dm_args a, long ntiles, const float *q, const float *k, const float
     dm_block_keys(a, rbase, u0, u1);
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
     float acc[DK / 8][4];
 #pragma unroll
     for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
@@ -290,19 +294,18 @@ dm_dq_kernel(dm_args a, long ntiles, const float *q, const float *k, const float
     for (int nd = 0; nd < DK / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dk) break;
-        if (t0 >= 0) dq[r0 * a.dk + col] += a.scale * acc[nd][0], dq[r0 * a.dk + col + 1] += a.scale * acc[nd][1];
-        if (t1 >= 0) dq[r1 * a.dk + col] += a.scale * acc[nd][2], dq[r1 * a.dk + col + 1] += a.scale * acc[nd][3];
+        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
+        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
     }
 }
 
 // Stages rows [i0, i0 + DM_NR) of the (query, head) row stream of group j that starts at token T0 (row i is
-// token T0 + i / G, head j*G + i % G; rows at or past i1 are padding): q and dout by cp.async, lse (base
+// token T0 + i / G, head j*G + i % G; rows at or past i1 are padding): q and dout (stage4), lse (base
 // 2), D and t per row (t = -1 for padding and rows with no visible key: they add nothing).
-template <int DK, int DV>
+template <int DK, int DV, typename T>
 static __device__ __forceinline__ void dm_stage_queries(const dm_args &a, int b, int j, int T0, long i0, long i1,
-                                                        const float *q, const float *lse, const float *D,
-                                                        const float *dout, float *Qs, float *Os, float *Lb, float *Db,
-                                                        int *Tb) {
+                                                        const T *q, const float *lse, const float *D, const T *dout,
+                                                        float *Qs, float *Os, float *Lb, float *Db, int *Tb) {
     constexpr int TPR = DM_WARPS * 32 / DM_NR;
     const int rr = threadIdx.x / TPR, part = threadIdx.x % TPR;
     const long i = i0 + rr;
@@ -312,12 +315,12 @@ static __device__ __forceinline__ void dm_stage_queries(const dm_args &a, int b,
 #pragma unroll
     for (int x = part; x < DK / 4; x += TPR) {
         const bool in = t >= 0 && x * 4 < a.dk;
-        cp16(Qs + rr * (DK + 4) + x * 4, in ? q + r * a.dk + x * 4 : q, in ? 16 : 0);
+        stage4(Qs + rr * (DK + 4) + x * 4, in ? q + r * a.dk + x * 4 : q, in);
     }
 #pragma unroll
     for (int x = part; x < DV / 4; x += TPR) {
         const bool in = t >= 0 && x * 4 < a.dv;
-        cp16(Os + rr * (DV + 4) + x * 4, in ? dout + r * a.dv + x * 4 : dout, in ? 16 : 0);
+        stage4(Os + rr * (DV + 4) + x * 4, in ? dout + r * a.dv + x * 4 : dout, in);
     }
     if (part == 0) {
         const float L = t >= 0 ? lse[r] : -INFINITY;
@@ -336,10 +339,10 @@ static size_t dm_dkdv_bytes() {
 // on the streamed rows, then dv += P^T·dout and dk += dS^T·Q, P^T's and dS^T's accumulators reused as A
 // fragments (k index c standing for row 2c, c+4 for row 2c+1). With nsplit > 1 every split stores its
 // partial sums (scaled) in `part` for dm_split_sum_kernel.
-template <int DK, int DV>
+template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(DM_WARPS * 32)
-dm_dkdv_kernel(dm_args a, int nsplit, const float *q, const float *k, const float *v, const float *lse,
-               const float *D, const float *dout, float *dk, float *dv, float *part) {
+dm_dkdv_kernel(dm_args a, int nsplit, const T *q, const T *k, const T *v, const float *lse, const float *D,
+               const T *dout, T *dk, T *dv, float *part) {
     constexpr int KST = DK + 4, VST = DV + 4, QBUF = DM_NR * (KST + VST) + 3 * DM_NR;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + DM_KEYS * KST, *Qb = Vs + DM_KEYS * VST;
@@ -474,20 +477,21 @@ dm_dkdv_kernel(dm_args a, int nsplit, const float *q, const float *k, const floa
     for (int nd = 0; nd < DK / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dk) break;
-        if (w0) dk[o0 * a.dk + col] += a.scale * ak[nd][0], dk[o0 * a.dk + col + 1] += a.scale * ak[nd][1];
-        if (w1) dk[o1 * a.dk + col] += a.scale * ak[nd][2], dk[o1 * a.dk + col + 1] += a.scale * ak[nd][3];
+        if (w0) mma_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
+        if (w1) mma_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
     }
 #pragma unroll
     for (int nd = 0; nd < DV / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dv) break;
-        if (w0) dv[o0 * a.dv + col] += av[nd][0], dv[o0 * a.dv + col + 1] += av[nd][1];
-        if (w1) dv[o1 * a.dv + col] += av[nd][2], dv[o1 * a.dv + col + 1] += av[nd][3];
+        if (w0) mma_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
+        if (w1) mma_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
     }
 }
 
 // dk / dv += the splits' partial sums, added in split order.
-__global__ void dm_split_sum_kernel(dm_args a, int nsplit, const float *part, float *dk, float *dv) {
+template <typename T>
+__global__ void dm_split_sum_kernel(dm_args a, int nsplit, const float *part, T *dk, T *dv) {
     const int W = a.dk + a.dv;
     const long total = (long)a.B * a.nkeys * a.g * W;
     for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
@@ -495,14 +499,15 @@ __global__ void dm_split_sum_kernel(dm_args a, int nsplit, const float *part, fl
         for (int sp = 0; sp < nsplit; sp++) acc += part[sp * total + e];
         const long kr = e / W;
         const int col = (int)(e % W);
-        if (col < a.dk) dk[kr * a.dk + col] += acc;
-        else dv[kr * a.dv + col - a.dk] += acc;
+        T *x = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
+        st_f(x, ld_f(x) + acc);
     }
 }
 
-bool cuda_dense_mma_ok(const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *dout) {
-    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && mma_aligned16(q) &&
-           mma_aligned16(k) && mma_aligned16(v) && (dout == NULL || mma_aligned16(dout));
+bool cuda_dense_mma_ok(const asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                       const void *dout) {
+    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && mma_aligned4(be, q) &&
+           mma_aligned4(be, k) && mma_aligned4(be, v) && (dout == NULL || mma_aligned4(be, dout));
 }
 
 static dm_args dm_make(const asa_attn_shape *s, int nkeys, int span, int window) {
@@ -514,23 +519,29 @@ static dm_args dm_make(const asa_attn_shape *s, int nkeys, int span, int window)
     return a;
 }
 
-void cuda_dense_mma_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                        const float *k, const float *v, float *o, float *lse) {
-    (void)be;
+template <typename T>
+static void dm_fwd(const asa_attn_shape *s, int nkeys, int span, int window, const T *q, const T *k, const T *v, T *o,
+                   float *lse) {
     const dm_args a = dm_make(s, nkeys, span, window);
     const long ntiles = ((long)a.T * a.G + DM_ROWS - 1) / DM_ROWS, blocks = (long)a.B * a.g * ntiles;
     if (blocks == 0) return;
     MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = dm_chunk_bytes<DK, DV>();
-        attn_allow_smem((const void *)dm_fwd_kernel<DK, DV>, smem);
-        dm_fwd_kernel<DK, DV><<<(unsigned)blocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, o, lse);
+        attn_allow_smem((const void *)dm_fwd_kernel<T, DK, DV>, smem);
+        dm_fwd_kernel<T, DK, DV><<<(unsigned)blocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, o, lse);
     });
     CUDA_LAUNCH_CHECK();
 }
 
-void cuda_dense_mma_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                        const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                        float *dq, float *dk, float *dv) {
+void cuda_dense_mma_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
+                        const void *k, const void *v, void *o, float *lse) {
+    DISPATCH_ACT(be, dm_fwd<act_t>(s, nkeys, span, window, (const act_t *)q, (const act_t *)k, (const act_t *)v,
+                                   (act_t *)o, lse));
+}
+
+template <typename T>
+static void dm_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const T *q, const T *k,
+                   const T *v, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
     const dm_args a = dm_make(s, nkeys, span, window);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
@@ -548,26 +559,34 @@ void cuda_dense_mma_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int
     const size_t part_bytes = nsplit > 1 ? (size_t)nsplit * krows * (a.dk + a.dv) * sizeof(float) : 0;
     char *scr = (char *)cuda_scratch(be, off_part + part_bytes);
     float *D = (float *)scr, *part = (float *)(scr + off_part);
-    cuda_attn_rowdot(dout, o, rows, a.dv, D);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
 
     const long ntiles = ((long)a.T * a.G + DM_ROWS - 1) / DM_ROWS, qblocks = (long)a.B * a.g * ntiles;
     MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = dm_chunk_bytes<DK, DV>();
-        attn_allow_smem((const void *)dm_dq_kernel<DK, DV>, smem);
-        dm_dq_kernel<DK, DV><<<(unsigned)qblocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, lse, D, dout, dq);
+        attn_allow_smem((const void *)dm_dq_kernel<T, DK, DV>, smem);
+        dm_dq_kernel<T, DK, DV><<<(unsigned)qblocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, lse, D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
     if (kblocks == 0) return;
     MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = dm_dkdv_bytes<DK, DV>();
-        attn_allow_smem((const void *)dm_dkdv_kernel<DK, DV>, smem);
-        dm_dkdv_kernel<DK, DV><<<(unsigned)(kblocks * nsplit), DM_WARPS * 32, smem>>>(a, nsplit, q, k, v, lse, D,
-                                                                                     dout, dk, dv, part);
+        attn_allow_smem((const void *)dm_dkdv_kernel<T, DK, DV>, smem);
+        dm_dkdv_kernel<T, DK, DV><<<(unsigned)(kblocks * nsplit), DM_WARPS * 32, smem>>>(a, nsplit, q, k, v, lse, D,
+                                                                                        dout, dk, dv, part);
     });
     CUDA_LAUNCH_CHECK();
     if (nsplit > 1) {
-        dm_split_sum_kernel<<<cuda_blocks(krows * (a.dk + a.dv), CUDA_THREADS), CUDA_THREADS>>>(a, nsplit, part, dk,
-                                                                                              dv);
+        dm_split_sum_kernel<T><<<cuda_blocks(krows * (a.dk + a.dv), CUDA_THREADS), CUDA_THREADS>>>(a, nsplit, part,
+                                                                                                 dk, dv);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+void cuda_dense_mma_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
+                        const void *k, const void *v, const void *o, const float *lse, const void *dout,
+                        void *dq, void *dk, void *dv) {
+    DISPATCH_ACT(be, dm_bwd<act_t>(be, s, nkeys, span, window, (const act_t *)q, (const act_t *)k, (const act_t *)v,
+                                   (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq, (act_t *)dk,
+                                   (act_t *)dv));
 }

@@ -1,6 +1,8 @@
 // Internals shared by the CUDA attention files: the dot product, the per-warp building blocks (online-
 // softmax forward and dq over a range of keys), shared-memory tiling helpers, and the pooled-key
 // launchers (defined in attn_dense.cu, also run by attn_compress.cu).
+// Activation tensors in global memory are of the storage type (float or bf16, read with ld_f); everything
+// staged in shared memory and every sum is fp32, so the building blocks that read shared memory take floats.
 //
 // Work layout: one warp per query row (forward, dq) or per key row (dk/dv). The warps of a block share
 // tiles of keys (or of query rows) staged in shared memory. Keys are visited 32 at a time, lane e scoring
@@ -18,22 +20,25 @@
 #define ATTN_TILE_ROWS 8             // rows (warps) per block of the tiled kernels
 
 // The CPU's dot (attn_kernels.h): eight partial sums in the same order and no fused multiply-add, so a
-// score here is bit-identical to the CPU's, and top-k selections agree at near-ties too.
-static __device__ __forceinline__ float attn_dot(const float *a, const float *b, int n) {
+// score here is bit-identical to the CPU's, and top-k selections agree at near-ties too. The operands are
+// fp32 (shared memory) or activation tensors of either storage type.
+template <typename TA, typename TB>
+static __device__ __forceinline__ float attn_dot(const TA *a, const TB *b, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
 #pragma unroll
-        for (int l = 0; l < 8; l++) acc[l] = __fadd_rn(acc[l], __fmul_rn(a[i + l], b[i + l]));
+        for (int l = 0; l < 8; l++) acc[l] = __fadd_rn(acc[l], __fmul_rn(ld_f(a + i + l), ld_f(b + i + l)));
     float tail = 0;
-    for (; i < n; i++) tail = __fadd_rn(tail, __fmul_rn(a[i], b[i]));
+    for (; i < n; i++) tail = __fadd_rn(tail, __fmul_rn(ld_f(a + i), ld_f(b + i)));
     return __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(acc[0], acc[4]), __fadd_rn(acc[1], acc[5])),
                                __fadd_rn(__fadd_rn(acc[2], acc[6]), __fadd_rn(acc[3], acc[7]))),
                      tail);
 }
 
 // attn_dot on the concatenation [k1 ; k2] (decode caches keep the two parts apart), in the same order.
-static __device__ __forceinline__ float attn_dot2(const float *a, const float *k1, int n1, const float *k2, int n2) {
+template <typename TA, typename TK>
+static __device__ __forceinline__ float attn_dot2(const TA *a, const TK *k1, int n1, const TK *k2, int n2) {
     if (n2 == 0) return attn_dot(a, k1, n1);
     const int n = n1 + n2;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -42,10 +47,10 @@ static __device__ __forceinline__ float attn_dot2(const float *a, const float *k
 #pragma unroll
         for (int l = 0; l < 8; l++) {
             const int e = i + l;
-            acc[l] = __fadd_rn(acc[l], __fmul_rn(a[e], e < n1 ? k1[e] : k2[e - n1]));
+            acc[l] = __fadd_rn(acc[l], __fmul_rn(ld_f(a + e), ld_f(e < n1 ? k1 + e : k2 + (e - n1))));
         }
     float tail = 0;
-    for (; i < n; i++) tail = __fadd_rn(tail, __fmul_rn(a[i], i < n1 ? k1[i] : k2[i - n1]));
+    for (; i < n; i++) tail = __fadd_rn(tail, __fmul_rn(ld_f(a + i), ld_f(i < n1 ? k1 + i : k2 + (i - n1))));
     return __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(acc[0], acc[4]), __fadd_rn(acc[1], acc[5])),
                                __fadd_rn(__fadd_rn(acc[2], acc[6]), __fadd_rn(acc[3], acc[7]))),
                      tail);
@@ -75,9 +80,11 @@ static __device__ __forceinline__ float attn_dot2(const float *a, const float *k
         }                                                       \
     } while (0)
 
-// Copies n floats to shared memory with the warp's lanes (the caller then __syncwarp()s).
-static __device__ __forceinline__ void warp_load(float *dst, const float *src, int n, int lane) {
-    for (int c = lane; c < n; c += 32) dst[c] = src[c];
+// Copies n values (fp32 or bf16) to shared memory as floats with the warp's lanes (the caller then
+// __syncwarp()s).
+template <typename T>
+static __device__ __forceinline__ void warp_load(float *dst, const T *src, int n, int lane) {
+    for (int c = lane; c < n; c += 32) dst[c] = ld_f(src + c);
 }
 
 // Online softmax of the query qs (shared) over keys [s0, s1) of one head: key s at kb + s*krs, value at
@@ -133,16 +140,18 @@ static __device__ __forceinline__ void warp_dq_keys(const float *qs, const float
     }
 }
 
-// D[r] = dout_r . o_r for every (token, head) row, into device memory (backward's softmax correction).
-void cuda_attn_rowdot(const float *dout, const float *o, long rows, int dv, float *D);
+// D[r] = dout_r . o_r for every (token, head) row (dout, o activation tensors of be->act), into fp32
+// device memory (backward's softmax correction).
+void cuda_attn_rowdot(asa_backend *be, const void *dout, const void *o, long rows, int dv, float *D);
 
 // Causal attention over pooled keys (see cpu/attn_kernels.h): key m summarises tokens [m*span,
 // (m+1)*span), visible to query t iff (m+1)*span - 1 <= t (and t - window < m when window > 0).
-void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                          const float *k, const float *v, float *o, float *lse);
-void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
-                          const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                          float *dq, float *dk, float *dv);
+// q, k, v, o, dout, dq, dk, dv are activation tensors (be->act); lse is fp32.
+void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
+                          const void *k, const void *v, void *o, float *lse);
+void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
+                          const void *k, const void *v, const void *o, const float *lse, const void *dout,
+                          void *dq, void *dk, void *dv);
 
 // Picks the largest tile (32, 16 or 8 rows) whose shared memory fits the device: `tiled` floats per tile
 // row plus `fixed` floats. Returns the bytes and sets *tile_rows.
@@ -168,9 +177,12 @@ static inline void attn_allow_smem(const void *kernel, size_t bytes) {
 // Row stride of a staged operand whose rows are read by 32 lanes at once: odd, so they hit 32 banks.
 static inline int attn_odd(int d) { return d | 1; }
 
-// Copies rows [0, n) of a strided [rows, d] operand (row stride srs) into shared memory with row stride st.
-static __device__ __forceinline__ void block_stage(float *dst, int st, const float *src, long srs, int n, int d) {
-    for (int e = threadIdx.x; e < n * d; e += blockDim.x) dst[(e / d) * st + e % d] = src[(long)(e / d) * srs + e % d];
+// Copies rows [0, n) of a strided [rows, d] operand (row stride srs, fp32 or bf16) into shared memory as
+// floats with row stride st.
+template <typename T>
+static __device__ __forceinline__ void block_stage(float *dst, int st, const T *src, long srs, int n, int d) {
+    for (int e = threadIdx.x; e < n * d; e += blockDim.x)
+        dst[(e / d) * st + e % d] = ld_f(src + ((long)(e / d) * srs + e % d));
 }
 
 static inline void attn_check_dims(const asa_attn_shape *s) {

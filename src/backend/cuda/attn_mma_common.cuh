@@ -1,7 +1,8 @@
 // Device helpers of the tensor-core attention kernels (attn_slc_mma.cu, attn_dense_mma.cu): TF32 rounding,
-// mma.sync m16n8k8 TF32, ldmatrix, cp.async staging of operand rows, and the row products on fragments.
+// mma.sync m16n8k8 TF32, ldmatrix, staging of operand rows, and the row products on fragments.
 // Fragment layouts and the shared-memory row stride (d + 4 floats) are explained at the top of
-// attn_slc_mma.cu.
+// attn_slc_mma.cu. Operands in global memory are activation tensors (float or bf16); shared-memory tiles
+// and fragments are fp32 / TF32 in both cases (bf16 -> fp32 -> TF32 is exact).
 #ifndef ASA_BACKEND_CUDA_ATTN_MMA_COMMON_CUH
 #define ASA_BACKEND_CUDA_ATTN_MMA_COMMON_CUH
 
@@ -10,7 +11,10 @@
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
-static inline bool mma_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+// Rows are staged 4 elements at a time (16 bytes of fp32, 8 of bf16): operands must be aligned to that.
+static inline bool mma_aligned4(const asa_backend *be, const void *p) {
+    return ((uintptr_t)p & (4 * asa_dtype_size(be->act) - 1)) == 0;
+}
 
 static __device__ __forceinline__ uint32_t tf32(float x) {
     uint32_t r;
@@ -50,15 +54,26 @@ static __device__ __forceinline__ void cp_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// 4 elements of an operand row into 4 shared floats, or zeros when !in (src is then any valid address).
+// fp32 rows go by cp.async; bf16 rows through registers (one 8-byte load), widened exactly to fp32.
+static __device__ __forceinline__ void stage4(float *dst, const float *src, bool in) { cp16(dst, src, in ? 16 : 0); }
+static __device__ __forceinline__ void stage4(float *dst, const bf16 *src, bool in) {
+    uint2 x = make_uint2(0, 0);
+    if (in) x = *(const uint2 *)src;
+    // a bf16 is the upper half of the fp32 it stands for; element 0 sits in the low half (little endian)
+    *(float4 *)dst = make_float4(__uint_as_float(x.x << 16), __uint_as_float(x.x & 0xffff0000u),
+                                 __uint_as_float(x.y << 16), __uint_as_float(x.y & 0xffff0000u));
+}
+
 // Copies rows [0, cn) of a [*, d] operand (row r at src + r*srs) into nrows shared rows of D floats
 // (stride D + 4); columns >= d and rows >= cn become zeros, so padded products add nothing.
-template <int D>
-static __device__ __forceinline__ void stage_rows(float *dst, const float *src, long srs, int cn, int nrows, int d) {
+template <int D, typename T>
+static __device__ __forceinline__ void stage_rows(float *dst, const T *src, long srs, int cn, int nrows, int d) {
     constexpr int SEG = D / 4;
     for (int e = threadIdx.x; e < nrows * SEG; e += blockDim.x) {
         const int r = e / SEG, c = (e % SEG) * 4;
         const bool in = r < cn && c < d;
-        cp16(dst + r * (D + 4) + c, in ? src + r * srs + c : src, in ? 16 : 0);
+        stage4(dst + r * (D + 4) + c, in ? src + r * srs + c : src, in);
     }
 }
 
@@ -82,18 +97,25 @@ static __device__ __forceinline__ void mma_rowprod(float (&sc)[4], const uint32_
     sc[0] += s2[0], sc[1] += s2[1], sc[2] += s2[2], sc[3] += s2[3];
 }
 
-// A fragments of rows r0 and r1 (16 x D, columns >= d and invalid rows zero), rounded to TF32.
-template <int D>
-static __device__ __forceinline__ void mma_load_rows(uint32_t (&xf)[D / 8][4], const float *x, long r0, long r1,
+// A fragments of rows r0 and r1 of x [*, d] (16 x D, columns >= d and invalid rows zero), rounded to TF32.
+template <int D, typename T>
+static __device__ __forceinline__ void mma_load_rows(uint32_t (&xf)[D / 8][4], const T *x, long r0, long r1,
                                                      bool ok0, bool ok1, int d, int c) {
 #pragma unroll
     for (int kk = 0; kk < D / 8; kk++) {
         const int c0 = kk * 8 + c, c1 = c0 + 4;
-        xf[kk][0] = tf32(ok0 && c0 < d ? x[r0 * d + c0] : 0.0f);
-        xf[kk][1] = tf32(ok1 && c0 < d ? x[r1 * d + c0] : 0.0f);
-        xf[kk][2] = tf32(ok0 && c1 < d ? x[r0 * d + c1] : 0.0f);
-        xf[kk][3] = tf32(ok1 && c1 < d ? x[r1 * d + c1] : 0.0f);
+        xf[kk][0] = tf32(ok0 && c0 < d ? ld_f(x + (r0 * d + c0)) : 0.0f);
+        xf[kk][1] = tf32(ok1 && c0 < d ? ld_f(x + (r1 * d + c0)) : 0.0f);
+        xf[kk][2] = tf32(ok0 && c1 < d ? ld_f(x + (r0 * d + c1)) : 0.0f);
+        xf[kk][3] = tf32(ok1 && c1 < d ? ld_f(x + (r1 * d + c1)) : 0.0f);
     }
+}
+
+// p[0] += x0, p[1] += x1 (the two output columns of an accumulator entry pair), added in fp32 and stored in
+// p's type.
+template <typename T>
+static __device__ __forceinline__ void mma_acc2(T *p, float x0, float x1) {
+    st_f(p, ld_f(p) + x0), st_f(p + 1, ld_f(p + 1) + x1);
 }
 
 // Runs the statements given with DK, DV: the least instantiated pair (32/32, 64/64, 96/64, 128/128)

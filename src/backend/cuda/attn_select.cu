@@ -1,7 +1,8 @@
 // CUDA selected branch (SPEC §4): attention over the selected blocks (attn_slc_fwd / attn_slc_bwd), fp32
-// CUDA-core kernels bit-compatible with the CPU; in tf32 mode they hand over to the tensor-core kernels
-// of attn_slc_mma.cu. The block selection itself is in select_topk.cu. Work is proportional to the keys
-// each query actually reads; nothing T×T or T×nb is stored.
+// CUDA-core kernels bit-compatible with the CPU; in tf32 and bf16 modes they hand over to the tensor-core
+// kernels of attn_slc_mma.cu. The block selection itself is in select_topk.cu. Work is proportional to the
+// keys each query actually reads; nothing T×T or T×nb is stored. The kernels are templates over the storage
+// type T of the activation tensors (loads with ld_f into fp32 shared tiles, stores with st_f).
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/attn_slc_mma.cuh"
 
@@ -48,10 +49,10 @@ static __device__ __forceinline__ bool slc_row_of(const slc_args &a, int warps, 
     return rho < a.R * G && t < a.T;
 }
 
-template <int COLS>
+template <typename T, int COLS>
 __global__ void __launch_bounds__(SLC_MAX_WARPS * 32)
-slc_fwd_kernel(slc_args a, int warps, int chunks, int tile, int kst, const float *q, const float *k, const float *v,
-               const int32_t *idx, float *o, float *lse) {
+slc_fwd_kernel(slc_args a, int warps, int chunks, int tile, int kst, const T *q, const T *k, const T *v,
+               const int32_t *idx, T *o, float *lse) {
     extern __shared__ float smem[];
     float *Ks = smem, *Vs = Ks + tile * kst, *Qs = Vs + tile * a.dv;
     const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
@@ -60,7 +61,7 @@ slc_fwd_kernel(slc_args a, int warps, int chunks, int tile, int kst, const float
     const bool active = slc_row_of(a, warps, chunks, wib, b, an, j, t, r);
     const int tmax = min(an * a.R + a.R, a.T) - 1;  // the block's last query
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
     float *qs = Qs + wib * a.dk;
     if (active) warp_load(qs, q + r * a.dk, a.dk, lane);
     const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
@@ -83,18 +84,18 @@ slc_fwd_kernel(slc_args a, int warps, int chunks, int tile, int kst, const float
         }
     }
     if (!active) return;
-    float *orow = o + r * a.dv;
+    T *orow = o + r * a.dv;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // an empty list gives o = 0, lse = -inf
 #pragma unroll
     for (int c = 0; c < COLS; c++)
-        if (lane + 32 * c < a.dv) orow[lane + 32 * c] = acc[c] * inv;
+        if (lane + 32 * c < a.dv) st_f(orow + lane + 32 * c, acc[c] * inv);
     if (lane == 0) lse[r] = l > 0.0f ? mx + logf(l) : -INFINITY;
 }
 
-template <int COLS>
+template <typename T, int COLS>
 __global__ void __launch_bounds__(SLC_MAX_WARPS * 32)
-slc_dq_kernel(slc_args a, int warps, int chunks, int tile, int kst, int vst, const float *q, const float *k,
-              const float *v, const int32_t *idx, const float *lse, const float *D, const float *dout, float *dq) {
+slc_dq_kernel(slc_args a, int warps, int chunks, int tile, int kst, int vst, const T *q, const T *k, const T *v,
+              const int32_t *idx, const float *lse, const float *D, const T *dout, T *dq) {
     extern __shared__ float smem[];
     float *Ks = smem, *Vs = Ks + tile * kst, *Qs = Vs + tile * vst;
     const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
@@ -105,7 +106,7 @@ slc_dq_kernel(slc_args a, int warps, int chunks, int tile, int kst, int vst, con
     active = active && L != -INFINITY;
     const int tmax = min(an * a.R + a.R, a.T) - 1;
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
     float *qs = Qs + wib * (a.dk + a.dv), *dos = qs + a.dk;
     if (active) {
         warp_load(qs, q + r * a.dk, a.dk, lane);
@@ -130,10 +131,10 @@ slc_dq_kernel(slc_args a, int warps, int chunks, int tile, int kst, int vst, con
         }
     }
     if (!active) return;
-    float *dqr = dq + r * a.dk;
+    T *dqr = dq + r * a.dk;
 #pragma unroll
     for (int c = 0; c < COLS; c++)
-        if (lane + 32 * c < a.dk) dqr[lane + 32 * c] += a.scale * acc[c];
+        if (lane + 32 * c < a.dk) st_f(dqr + lane + 32 * c, ld_f(dqr + lane + 32 * c) + a.scale * acc[c]);
 }
 
 // Inversion of the block lists into CSR: per list (b, j, u), the ascending anchors that selected block u.
@@ -199,11 +200,10 @@ __global__ void slc_csr_fill_kernel(slc_args a, const int32_t *idx, const int *s
 // warp each; they share u's anchor list. The anchors' (query, head) pairs with t >= the block's first
 // token form one stream, ascending in t (anchors ascending, then t, then head), staged ATTN_TILE_ROWS..32
 // pairs at a time; a warp adds the suffix of each tile with t >= its own p, in stream order.
-template <int COLS>
+template <typename T, int COLS>
 __global__ void __launch_bounds__(ATTN_TILE_ROWS * 32)
-slc_dkdv_kernel(slc_args a, int nsub, int tile, int kst, int vst, const float *q, const float *k, const float *v,
-                const float *lse, const float *D, const float *dout, const int *start, const int *anchors, float *dk,
-                float *dv) {
+slc_dkdv_kernel(slc_args a, int nsub, int tile, int kst, int vst, const T *q, const T *k, const T *v,
+                const float *lse, const float *D, const T *dout, const int *start, const int *anchors, T *dk, T *dv) {
     extern __shared__ float smem[];
     float *Qt = smem, *Ot = Qt + tile * kst, *Lt = Ot + tile * vst, *Dt = Lt + tile;
     int *Pt = (int *)(Dt + tile);  // t of each staged pair
@@ -251,9 +251,9 @@ slc_dkdv_kernel(slc_args a, int nsub, int tile, int kst, int vst, const float *q
         const int cn = tile_n;
         if (cn == 0) break;
         for (int e = threadIdx.x; e < cn * a.dk; e += blockDim.x)
-            Qt[(e / a.dk) * kst + e % a.dk] = q[pair_row[e / a.dk] * a.dk + e % a.dk];
+            Qt[(e / a.dk) * kst + e % a.dk] = ld_f(q + (pair_row[e / a.dk] * a.dk + e % a.dk));
         for (int e = threadIdx.x; e < cn * a.dv; e += blockDim.x)
-            Ot[(e / a.dv) * vst + e % a.dv] = dout[pair_row[e / a.dv] * a.dv + e % a.dv];
+            Ot[(e / a.dv) * vst + e % a.dv] = ld_f(dout + (pair_row[e / a.dv] * a.dv + e % a.dv));
         for (int e = threadIdx.x; e < cn; e += blockDim.x) Lt[e] = lse[pair_row[e]], Dt[e] = D[pair_row[e]];
         __syncthreads();
         const unsigned vis = __ballot_sync(FULL_MASK, active && lane < cn && Pt[lane] >= p);
@@ -275,20 +275,17 @@ slc_dkdv_kernel(slc_args a, int nsub, int tile, int kst, int vst, const float *q
         }
     }
     if (!active) return;
+    T *dkr = dk + kr * a.dk, *dvr = dv + kr * a.dv;
 #pragma unroll
     for (int c = 0; c < COLS; c++) {
-        if (lane + 32 * c < a.dk) dk[kr * a.dk + lane + 32 * c] += a.scale * ak[c];
-        if (lane + 32 * c < a.dv) dv[kr * a.dv + lane + 32 * c] += av[c];
+        if (lane + 32 * c < a.dk) st_f(dkr + lane + 32 * c, ld_f(dkr + lane + 32 * c) + a.scale * ak[c]);
+        if (lane + 32 * c < a.dv) st_f(dvr + lane + 32 * c, ld_f(dvr + lane + 32 * c) + av[c]);
     }
 }
 
-void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                       const int32_t *idx, float *o, float *lse) {
-    attn_check_dims(s);
-    if (be->precision == ASA_PRECISION_TF32 && cuda_slc_mma_ok(s, q, k, v, NULL)) {
-        cuda_slc_mma_fwd(be, s, q, k, v, idx, o, lse);
-        return;
-    }
+template <typename T>
+static void slc_fwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v, const int32_t *idx,
+                    T *o, float *lse) {
     slc_args a = slc_make(s);
     const slc_rows rw = slc_rows_of(a);
     const long blocks = (long)a.B * a.na * a.g * rw.chunks;
@@ -297,23 +294,29 @@ void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q,
     const int kst = attn_odd(a.dk);
     const size_t smem = attn_tile(be, &tile, kst + a.dv, rw.warps * a.dk);
     ATTN_WITH_COLS(a.dk > a.dv ? a.dk : a.dv, {
-        attn_allow_smem((const void *)slc_fwd_kernel<COLS>, smem);
-        slc_fwd_kernel<COLS><<<(unsigned)blocks, rw.warps * 32, smem>>>(a, rw.warps, rw.chunks, tile, kst, q, k, v, idx,
-                                                                        o, lse);
+        attn_allow_smem((const void *)slc_fwd_kernel<T, COLS>, smem);
+        slc_fwd_kernel<T, COLS><<<(unsigned)blocks, rw.warps * 32, smem>>>(a, rw.warps, rw.chunks, tile, kst, q, k, v,
+                                                                           idx, o, lse);
     });
     CUDA_LAUNCH_CHECK();
 }
 
-static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
-
-void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                       const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk,
-                       float *dv) {
+void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                       const int32_t *idx, void *o, float *lse) {
     attn_check_dims(s);
-    if (be->precision == ASA_PRECISION_TF32 && cuda_slc_mma_ok(s, q, k, v, dout)) {
-        cuda_slc_mma_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+    if (be->precision != ASA_PRECISION_FP32 && cuda_slc_mma_ok(be, s, q, k, v, NULL)) {
+        cuda_slc_mma_fwd(be, s, q, k, v, idx, o, lse);
         return;
     }
+    DISPATCH_ACT(be, slc_fwd<act_t>(be, s, (const act_t *)q, (const act_t *)k, (const act_t *)v, idx, (act_t *)o,
+                                    lse));
+}
+
+static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+template <typename T>
+static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v, const int32_t *idx,
+                    const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
     slc_args a = slc_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
@@ -327,13 +330,13 @@ void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q,
     const int kst = attn_odd(a.dk), vst = attn_odd(a.dv);
     int tile;
 
-    cuda_attn_rowdot(dout, o, rows, a.dv, D);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
     const slc_rows rw = slc_rows_of(a);
     size_t smem = attn_tile(be, &tile, kst + vst, rw.warps * (a.dk + a.dv));
     const int dmax = a.dk > a.dv ? a.dk : a.dv;
     ATTN_WITH_COLS(dmax, {
-        attn_allow_smem((const void *)slc_dq_kernel<COLS>, smem);
-        slc_dq_kernel<COLS><<<(unsigned)((long)a.B * a.na * a.g * rw.chunks), rw.warps * 32, smem>>>(
+        attn_allow_smem((const void *)slc_dq_kernel<T, COLS>, smem);
+        slc_dq_kernel<T, COLS><<<(unsigned)((long)a.B * a.na * a.g * rw.chunks), rw.warps * 32, smem>>>(
             a, rw.warps, rw.chunks, tile, kst, vst, q, k, v, idx, lse, D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
@@ -350,9 +353,22 @@ void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q,
     // tile rows: q and dout rows, lse, D and t per pair
     smem = attn_tile(be, &tile, kst + vst + 3, ATTN_TILE_ROWS * (a.dk + a.dv));
     ATTN_WITH_COLS(dmax, {
-        attn_allow_smem((const void *)slc_dkdv_kernel<COLS>, smem);
-        slc_dkdv_kernel<COLS><<<(unsigned)(nlists * nsub), ATTN_TILE_ROWS * 32, smem>>>(
+        attn_allow_smem((const void *)slc_dkdv_kernel<T, COLS>, smem);
+        slc_dkdv_kernel<T, COLS><<<(unsigned)(nlists * nsub), ATTN_TILE_ROWS * 32, smem>>>(
             a, nsub, tile, kst, vst, q, k, v, lse, D, dout, start, anchors, dk, dv);
     });
     CUDA_LAUNCH_CHECK();
+}
+
+void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                       const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
+                       void *dv) {
+    attn_check_dims(s);
+    if (be->precision != ASA_PRECISION_FP32 && cuda_slc_mma_ok(be, s, q, k, v, dout)) {
+        cuda_slc_mma_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+        return;
+    }
+    DISPATCH_ACT(be, slc_bwd<act_t>(be, s, (const act_t *)q, (const act_t *)k, (const act_t *)v, idx,
+                                    (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq, (act_t *)dk,
+                                    (act_t *)dv));
 }

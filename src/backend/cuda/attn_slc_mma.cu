@@ -1,11 +1,14 @@
-// Selected attention (SPEC §4) on the tensor cores, for the tf32 mode: mma.sync m16n8k8 with operands
-// rounded to TF32 (cvt.rna: 10-bit mantissa) and fp32 accumulation; softmax, masks and sums in fp32.
+// Selected attention (SPEC §4) on the tensor cores, for the tf32 and bf16 modes: mma.sync m16n8k8 with
+// operands rounded to TF32 (cvt.rna: 10-bit mantissa) and fp32 accumulation; softmax, masks and sums in fp32.
+// The kernels are templates over the storage type T of q, k, v, o, dout, dq, dk, dv (float, or bf16, which
+// TF32 holds exactly): operands are loaded into fp32 shared tiles and registers, outputs stored with st_f.
 //
 // Forward and dq: a block holds the R·G query rows that share one block list (anchor a, group j; row rho
 // is token a*R + rho / G, head j*G + rho % G), padded to m-tiles of 16 rows, at most 4 m-tiles per block.
-// Each selected KV block is copied into shared memory (cp.async, two chunks of SLC_KT keys in flight) once
-// for all the rows; the 4 warps split the work as (m-tile, key slice): with one m-tile each warp takes a
-// quarter of every chunk's keys and keeps its own online-softmax state, merged at the end in warp order.
+// Each selected KV block is copied into shared memory once for all the rows (cp.async, two chunks of SLC_KT
+// keys in flight, with fp32 storage; bf16 rows go through registers, see stage4); the 4 warps split the work
+// as (m-tile, key slice): with one m-tile each warp takes a quarter of every chunk's keys and keeps its own
+// online-softmax state, merged at the end in warp order.
 // dk / dv: a block holds 64 keys of one selection block u (16 per warp, the warp's m-tile) and streams the
 // (query, head) rows of the anchors that listed u, 16 rows per chunk, in CSR order (ascending anchors);
 // long lists are cut into segments whose partial sums are added in segment order. No atomics, fixed
@@ -76,10 +79,10 @@ static size_t slc_chunk_floats() {
     return 2 * (size_t)SLC_KT * (DK + 4 + DV + 4);
 }
 
-template <int DK, int DV, int MT>
+template <typename T, int DK, int DV, int MT>
 __global__ void __launch_bounds__(SLC_WARPS * 32)
-slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, const float *v, const int32_t *idx,
-                   float *o, float *lse) {
+slc_mma_fwd_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *v, const int32_t *idx, T *o,
+                   float *lse) {
     constexpr int KS = SLC_WARPS / MT, KST = DK + 4, VST = DV + 4;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + 2 * SLC_KT * KST;
@@ -98,7 +101,7 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, c
     mma_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
     const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
     float acc[DV / 8][4];
 #pragma unroll
@@ -205,8 +208,8 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, c
     for (int nd = 0; nd < DV / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dv) break;
-        if (t0 >= 0) o[r0 * a.dv + col] = acc[nd][0] * i0, o[r0 * a.dv + col + 1] = acc[nd][1] * i0;
-        if (t1 >= 0) o[r1 * a.dv + col] = acc[nd][2] * i1, o[r1 * a.dv + col + 1] = acc[nd][3] * i1;
+        if (t0 >= 0) st_f(o + r0 * a.dv + col, acc[nd][0] * i0), st_f(o + r0 * a.dv + col + 1, acc[nd][1] * i0);
+        if (t1 >= 0) st_f(o + r1 * a.dv + col, acc[nd][2] * i1), st_f(o + r1 * a.dv + col + 1, acc[nd][3] * i1);
     }
     if (c == 0) {
         if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
@@ -216,10 +219,10 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const float *q, const float *k, c
 
 // dq of the tile's rows: dq += scale * sum_s p_s (dout.v_s - D) k_s, with p_s = exp(q.k_s*scale - lse).
 // Q and dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers.
-template <int DK, int DV, int MT>
+template <typename T, int DK, int DV, int MT>
 __global__ void __launch_bounds__(SLC_WARPS * 32)
-slc_mma_dq_kernel(slc_mma_args a, int chunks, const float *q, const float *k, const float *v, const int32_t *idx,
-                  const float *lse, const float *D, const float *dout, float *dq) {
+slc_mma_dq_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *v, const int32_t *idx,
+                  const float *lse, const float *D, const T *dout, T *dq) {
     constexpr int KS = SLC_WARPS / MT, KST = DK + 4, VST = DV + 4;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + 2 * SLC_KT * KST;
@@ -244,7 +247,7 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const float *q, const float *k, co
     mma_load_rows<DV>(of, dout, r0, r1, t0 >= 0, t1 >= 0, a.dv, c);
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
-    const float *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const T *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
     const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
     float acc[DK / 8][4];
 #pragma unroll
@@ -317,19 +320,19 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const float *q, const float *k, co
     for (int nd = 0; nd < DK / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dk) break;
-        if (t0 >= 0) dq[r0 * a.dk + col] += a.scale * acc[nd][0], dq[r0 * a.dk + col + 1] += a.scale * acc[nd][1];
-        if (t1 >= 0) dq[r1 * a.dk + col] += a.scale * acc[nd][2], dq[r1 * a.dk + col + 1] += a.scale * acc[nd][3];
+        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
+        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
     }
 }
 
 // Stages rows [i0, i0 + SLC_NR) of the stream of (query, head) rows of list entries e0, e0 + 1, ... (each
-// anchor's R·G rows in tile order, nrows in all): q and dout rows by cp.async, and lse (base 2), D and t
+// anchor's R·G rows in tile order, nrows in all): q and dout rows (stage4), and lse (base 2), D and t
 // per row (t = -1 for rows past the stream, past the sequence, or with no visible key: they add nothing).
 // SLC_WARPS*32 / SLC_NR threads share a row, so each finds its row's address once.
-template <int DK, int DV>
+template <int DK, int DV, typename T>
 static __device__ __forceinline__ void slc_stage_queries(const slc_mma_args &a, int b, int j, const int *anchors,
-                                                         int e0, long nrows, long i0, const float *q, const float *lse,
-                                                         const float *D, const float *dout, float *Qs, float *Os,
+                                                         int e0, long nrows, long i0, const T *q, const float *lse,
+                                                         const float *D, const T *dout, float *Qs, float *Os,
                                                          float *Lb, float *Db, int *Tb) {
     constexpr int TPR = SLC_WARPS * 32 / SLC_NR;
     const int rr = threadIdx.x / TPR, part = threadIdx.x % TPR;
@@ -340,12 +343,12 @@ static __device__ __forceinline__ void slc_stage_queries(const slc_mma_args &a, 
 #pragma unroll
     for (int x = part; x < DK / 4; x += TPR) {
         const bool in = t >= 0 && x * 4 < a.dk;
-        cp16(Qs + rr * (DK + 4) + x * 4, in ? q + r * a.dk + x * 4 : q, in ? 16 : 0);
+        stage4(Qs + rr * (DK + 4) + x * 4, in ? q + r * a.dk + x * 4 : q, in);
     }
 #pragma unroll
     for (int x = part; x < DV / 4; x += TPR) {
         const bool in = t >= 0 && x * 4 < a.dv;
-        cp16(Os + rr * (DV + 4) + x * 4, in ? dout + r * a.dv + x * 4 : dout, in ? 16 : 0);
+        stage4(Os + rr * (DV + 4) + x * 4, in ? dout + r * a.dv + x * 4 : dout, in);
     }
     if (part == 0) {
         const float L = t >= 0 ? lse[r] : -INFINITY;
@@ -367,11 +370,11 @@ static size_t slc_dkdv_floats() {
 // `sega` anchors (segment s of list l is number seg[l] + s overall), so that block 0, which every anchor
 // lists, does not hold up the pass: segment 0 adds into dk / dv, the others store partial sums in `part`
 // (slot seg[l] - l + s - 1) for slc_mma_reduce_kernel to add in segment order.
-template <int DK, int DV>
+template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(SLC_WARPS * 32)
-slc_mma_dkdv_kernel(slc_mma_args a, int nkt, int sega, const float *q, const float *k, const float *v, const float *lse,
-                    const float *D, const float *dout, const int *start, const int *seg, const int *anchors,
-                    float *dk, float *dv, float *part) {
+slc_mma_dkdv_kernel(slc_mma_args a, int nkt, int sega, const T *q, const T *k, const T *v, const float *lse,
+                    const float *D, const T *dout, const int *start, const int *seg, const int *anchors, T *dk, T *dv,
+                    float *part) {
     constexpr int KST = DK + 4, VST = DV + 4, QBUF = SLC_NR * (KST + VST) + 3 * SLC_NR;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + SLC_KEYS * KST, *Qb = Vs + SLC_KEYS * VST;
@@ -509,20 +512,21 @@ slc_mma_dkdv_kernel(slc_mma_args a, int nkt, int sega, const float *q, const flo
     for (int nd = 0; nd < DK / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dk) break;
-        if (p0 < pend) dk[o0 * a.dk + col] += a.scale * ak[nd][0], dk[o0 * a.dk + col + 1] += a.scale * ak[nd][1];
-        if (p1 < pend) dk[o1 * a.dk + col] += a.scale * ak[nd][2], dk[o1 * a.dk + col + 1] += a.scale * ak[nd][3];
+        if (p0 < pend) mma_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
+        if (p1 < pend) mma_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
     }
 #pragma unroll
     for (int nd = 0; nd < DV / 8; nd++) {
         const int col = nd * 8 + 2 * c;
         if (col >= a.dv) break;
-        if (p0 < pend) dv[o0 * a.dv + col] += av[nd][0], dv[o0 * a.dv + col + 1] += av[nd][1];
-        if (p1 < pend) dv[o1 * a.dv + col] += av[nd][2], dv[o1 * a.dv + col + 1] += av[nd][3];
+        if (p0 < pend) mma_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
+        if (p1 < pend) mma_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
     }
 }
 
 // dk / dv += the partial sums of segments 1, 2, ... of list l (key tile kt), in segment order.
-__global__ void slc_mma_reduce_kernel(slc_mma_args a, int nkt, const int *seg, const float *part, float *dk, float *dv) {
+template <typename T>
+__global__ void slc_mma_reduce_kernel(slc_mma_args a, int nkt, const int *seg, const float *part, T *dk, T *dv) {
     const int l = blockIdx.x / nkt, kt = blockIdx.x % nkt, ns = seg[l + 1] - seg[l];
     if (ns <= 1) return;
     const int u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g), W = a.dk + a.dv;
@@ -534,8 +538,8 @@ __global__ void slc_mma_reduce_kernel(slc_mma_args a, int nkt, const int *seg, c
         float sum = 0.0f;
         for (int sl = 0; sl < ns - 1; sl++) sum += pp[(long)sl * nkt * SLC_KEYS * W + x];
         const long kr = ((long)b * a.T + p) * a.g + j;
-        if (col < a.dk) dk[kr * a.dk + col] += sum;
-        else dv[kr * a.dv + col - a.dk] += sum;
+        T *y = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
+        st_f(y, ld_f(y) + sum);
     }
 }
 
@@ -592,9 +596,10 @@ __global__ void slc_mma_scan_kernel(const int *count, long n, int sega, int *sta
     }
 }
 
-bool cuda_slc_mma_ok(const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *dout) {
-    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 160 && s->dv <= 128 && mma_aligned16(q) &&
-           mma_aligned16(k) && mma_aligned16(v) && (dout == NULL || mma_aligned16(dout));
+bool cuda_slc_mma_ok(const asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                     const void *dout) {
+    return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 160 && s->dv <= 128 && mma_aligned4(be, q) &&
+           mma_aligned4(be, k) && mma_aligned4(be, v) && (dout == NULL || mma_aligned4(be, dout));
 }
 
 // The dims of MMA_WITH_DIMS plus dk 160 / dv 128: ASA's global layers attend over latent keys [c ; kr] of
@@ -630,8 +635,9 @@ static int slc_mtiles(int rows, int *chunks) {
         }                             \
     } while (0)
 
-void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                      const int32_t *idx, float *o, float *lse) {
+template <typename T>
+static void slc_mma_fwd(const asa_attn_shape *s, const T *q, const T *k, const T *v, const int32_t *idx, T *o,
+                        float *lse) {
     const slc_mma_args a = slc_mma_make(s);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
@@ -639,17 +645,23 @@ void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     if (blocks == 0) return;
     SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);
-        attn_allow_smem((const void *)slc_mma_fwd_kernel<DK, DV, MT>, smem);
-        slc_mma_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(a, chunks, q, k, v, idx, o, lse);
+        attn_allow_smem((const void *)slc_mma_fwd_kernel<T, DK, DV, MT>, smem);
+        slc_mma_fwd_kernel<T, DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(a, chunks, q, k, v, idx, o, lse);
     }));
     CUDA_LAUNCH_CHECK();
 }
 
+void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                      const int32_t *idx, void *o, float *lse) {
+    DISPATCH_ACT(be, slc_mma_fwd<act_t>(s, (const act_t *)q, (const act_t *)k, (const act_t *)v, idx, (act_t *)o,
+                                        lse));
+}
+
 static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
-void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v,
-                      const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk,
-                      float *dv) {
+template <typename T>
+static void slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v,
+                        const int32_t *idx, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
     const slc_mma_args a = slc_mma_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
@@ -671,13 +683,13 @@ void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
     int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *seg = (int *)(scr + off_seg);
     int *anchors = (int *)(scr + off_anchors);
 
-    cuda_attn_rowdot(dout, o, rows, a.dv, D);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
     SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);  // holds the final merge too
-        attn_allow_smem((const void *)slc_mma_dq_kernel<DK, DV, MT>, smem);
-        slc_mma_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+        attn_allow_smem((const void *)slc_mma_dq_kernel<T, DK, DV, MT>, smem);
+        slc_mma_dq_kernel<T, DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
             a, chunks, q, k, v, idx, lse, D, dout, dq);
     }));
     CUDA_LAUNCH_CHECK();
@@ -692,13 +704,21 @@ void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, 
 
     SLC_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
-        attn_allow_smem((const void *)slc_mma_dkdv_kernel<DK, DV>, smem);
-        slc_mma_dkdv_kernel<DK, DV><<<(unsigned)((nlists + xmax) * nkt), SLC_WARPS * 32, smem>>>(
+        attn_allow_smem((const void *)slc_mma_dkdv_kernel<T, DK, DV>, smem);
+        slc_mma_dkdv_kernel<T, DK, DV><<<(unsigned)((nlists + xmax) * nkt), SLC_WARPS * 32, smem>>>(
             a, nkt, sega, q, k, v, lse, D, dout, start, seg, anchors, dk, dv, part);
     });
     CUDA_LAUNCH_CHECK();
     if (xmax > 0) {
-        slc_mma_reduce_kernel<<<(unsigned)(nlists * nkt), 128>>>(a, nkt, seg, part, dk, dv);
+        slc_mma_reduce_kernel<T><<<(unsigned)(nlists * nkt), 128>>>(a, nkt, seg, part, dk, dv);
         CUDA_LAUNCH_CHECK();
     }
+}
+
+void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                      const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
+                      void *dv) {
+    DISPATCH_ACT(be, slc_mma_bwd<act_t>(be, s, (const act_t *)q, (const act_t *)k, (const act_t *)v, idx,
+                                        (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq, (act_t *)dk,
+                                        (act_t *)dv));
 }

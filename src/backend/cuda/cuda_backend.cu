@@ -1,5 +1,6 @@
-// CUDA backend: context (device, cuBLASLt handle, scratch), device memory ops and the op table. Every op
-// runs on the default stream, so ops are ordered and the synchronous copies see finished results.
+// CUDA backend: context (device, cuBLASLt handle, scratch), device memory ops, activation transfers, dtype
+// conversion and the op table. Every op runs on the default stream, so ops are ordered and the synchronous
+// copies see finished results.
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,6 +46,56 @@ static void cuda_mem_info(asa_backend *be, size_t *free_bytes, size_t *total_byt
     CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
+// Element-wise type conversion (bf16 stores round to nearest even).
+template <typename D, typename S>
+__global__ void convert_kernel(D *dst, const S *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        st_f(dst + i, ld_f(src + i));
+}
+
+void cuda_convert(asa_backend *be, void *dst, asa_dtype dt, const void *src, asa_dtype st, size_t n) {
+    if (n == 0) return;
+    if (dt == st) {
+        CUDA_CHECK(cudaMemcpy(dst, src, n * asa_dtype_size(dt), cudaMemcpyDeviceToDevice));
+        return;
+    }
+    if (dt == ASA_BF16)
+        convert_kernel<<<cuda_blocks((long)n, CUDA_THREADS), CUDA_THREADS>>>((bf16 *)dst, (const float *)src, n);
+    else
+        convert_kernel<<<cuda_blocks((long)n, CUDA_THREADS), CUDA_THREADS>>>((float *)dst, (const bf16 *)src, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+// bf16 transfers stage fp32 values in scratch, a chunk at a time, so that uploading a large tensor does
+// not grow the scratch buffer (which stays allocated) to the tensor's fp32 size.
+#define ACT_STAGE_ELEMS ((size_t)1 << 24)
+
+void cuda_act_to_device(asa_backend *be, void *dst, const float *host_src, size_t n) {
+    if (be->act == ASA_F32) {
+        CUDA_CHECK(cudaMemcpy(dst, host_src, n * sizeof(float), cudaMemcpyHostToDevice));
+        return;
+    }
+    for (size_t i = 0; i < n; i += ACT_STAGE_ELEMS) {
+        const size_t c = n - i < ACT_STAGE_ELEMS ? n - i : ACT_STAGE_ELEMS;
+        float *stage = (float *)cuda_scratch(be, c * sizeof(float));
+        CUDA_CHECK(cudaMemcpy(stage, host_src + i, c * sizeof(float), cudaMemcpyHostToDevice));
+        cuda_convert(be, (bf16 *)dst + i, ASA_BF16, stage, ASA_F32, c);
+    }
+}
+
+void cuda_act_to_host(asa_backend *be, float *host_dst, const void *src, size_t n) {
+    if (be->act == ASA_F32) {
+        CUDA_CHECK(cudaMemcpy(host_dst, src, n * sizeof(float), cudaMemcpyDeviceToHost));
+        return;
+    }
+    for (size_t i = 0; i < n; i += ACT_STAGE_ELEMS) {
+        const size_t c = n - i < ACT_STAGE_ELEMS ? n - i : ACT_STAGE_ELEMS;
+        float *stage = (float *)cuda_scratch(be, c * sizeof(float));
+        cuda_convert(be, stage, ASA_F32, (const bf16 *)src + i, ASA_BF16, c);
+        CUDA_CHECK(cudaMemcpy(host_dst + i, stage, c * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+}
+
 static void cuda_destroy(asa_backend *be) {
     cuda_ctx *cx = cuda_ctx_of(be);
     CUDA_CHECK(cudaDeviceSynchronize());
@@ -56,7 +107,7 @@ static void cuda_destroy(asa_backend *be) {
 }
 
 extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
-    if (precision != ASA_PRECISION_FP32 && precision != ASA_PRECISION_TF32) {
+    if (precision != ASA_PRECISION_FP32 && precision != ASA_PRECISION_TF32 && precision != ASA_PRECISION_BF16) {
         asa_err_set("CUDA backend: unknown precision %d", precision);
         return NULL;
     }
@@ -86,6 +137,7 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     asa_backend *be = (asa_backend *)asa_calloc(1, sizeof *be);
     be->name = "cuda";
     be->precision = (asa_precision)precision;
+    be->act = precision == ASA_PRECISION_BF16 ? ASA_BF16 : ASA_F32;
     be->ctx = cx;
     be->destroy = cuda_destroy;
     be->alloc = cuda_alloc;
@@ -95,6 +147,9 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     be->to_host = cuda_to_host;
     be->sync = cuda_sync;
     be->mem_info = cuda_mem_info;
+    be->act_to_device = cuda_act_to_device;
+    be->act_to_host = cuda_act_to_host;
+    be->convert = cuda_convert;
     be->gemm = cuda_gemm;
     be->embedding_fwd = cuda_embedding_fwd;
     be->embedding_bwd = cuda_embedding_bwd;

@@ -8,10 +8,17 @@
 extern "C" {
 #endif
 
-// The CUDA backend on GPU `device`: fp32 storage and kernels, one kernel family per op, cuBLASLt for gemm.
-// `precision` (asa_precision) picks gemm's arithmetic: ASA_PRECISION_FP32 multiplies in fp32 (TF32 off),
-// ASA_PRECISION_TF32 runs cuBLASLt's FAST_TF32 compute type on the fp32 operands: tensor cores, inputs
-// rounded to TF32, fp32 accumulation (see gemm.cu).
+// The CUDA backend on GPU `device`: one kernel family per op, cuBLASLt for gemm. `precision`
+// (asa_precision) picks what activation tensors store (be->act) and how products are computed; sums,
+// softmax and statistics are fp32 (or double) in every mode, and the fp32 tensors of backend.h (master
+// weights, parameter gradients, optimizer state, norm and embedding weights) stay fp32:
+//   ASA_PRECISION_FP32: fp32 storage; gemm and attention multiply in fp32 (TF32 off).
+//   ASA_PRECISION_TF32: fp32 storage; gemm runs cuBLASLt's FAST_TF32 compute type (tensor cores, inputs
+//     rounded to TF32, fp32 accumulation) and attention its tensor-core (TF32) kernels.
+//   ASA_PRECISION_BF16: bf16 storage (be->act = ASA_BF16) of activations and of the weight copy that gemm
+//     reads; gemm multiplies the bf16 operands on the tensor cores with fp32 accumulation, attention runs
+//     the TF32 tensor-core kernels (bf16 values are exact in TF32), and every other kernel loads bf16,
+//     computes in fp32 and rounds its stores to nearest even.
 // Returns NULL with a message (asa_err_msg) when there is no usable GPU or the precision is unknown.
 asa_backend *asa_backend_cuda_new(int device, int precision);
 

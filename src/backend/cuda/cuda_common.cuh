@@ -4,6 +4,7 @@
 #define ASA_BACKEND_CUDA_COMMON_CUH
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -73,33 +74,56 @@ static __device__ __forceinline__ float warp_max(float x) {
 }
 static __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-void cuda_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc, long strideC, int batch);
-void cuda_embedding_fwd(asa_backend *be, float *out, const int32_t *tokens, const float *E, int N, int D);
-void cuda_embedding_bwd(asa_backend *be, float *dE, const float *dout, const int32_t *tokens, int N, int D);
-void cuda_rmsnorm_fwd(asa_backend *be, float *out, float *rstd, const float *x, const float *w, int N, int groups, int C, float eps);
-void cuda_rmsnorm_bwd(asa_backend *be, float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int N, int groups, int C);
-void cuda_rope_fwd(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
-void cuda_rope_bwd(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
-void cuda_swiglu_fwd(asa_backend *be, float *out, const float *gate, const float *up, int N, int hidden);
-void cuda_swiglu_bwd(asa_backend *be, float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N, int hidden);
-void cuda_copy_heads(asa_backend *be, float *dst, int dst_rs, int dst_hs, const float *src, int src_rs, int src_hs, int rows, int heads, int cols, int accumulate);
-void cuda_xent_fwd_bwd(asa_backend *be, float *losses, float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss_scale);
-void cuda_gate_fwd(asa_backend *be, float *out, const float *glog, const float *const *br, int nbr, int N, int h, int dv);
-void cuda_gate_bwd(asa_backend *be, float *dglog, float *const *dbr, const float *dout, const float *glog, const float *const *br, int nbr, int N, int h, int dv);
-void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, float *o, float *lse);
-void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
-void cuda_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const float *x, float *xc);
-void cuda_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const float *dxc, float *dx);
-void cuda_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *vc, float *o, float *lse);
-void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *vc, const float *o, const float *lse, const float *dout, float *dq, float *dkc, float *dvc);
-void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp, int32_t *idx);
-void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, float *o, float *lse);
-void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const float *q, const float *k, const float *v, const int32_t *idx, const float *o, const float *lse, const float *dout, float *dq, float *dk, float *dv);
-void cuda_attn_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv, int s0, int s1, float *o, float *lse);
-void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kvc, const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts, int32_t *idx);
-void cuda_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const float *q, const asa_kv_view *kv, const int32_t *idx, int t, int selection_block_size, int block_counts, float *o, float *lse);
+// Storage types of activation tensors: kernels are templates over the storage type (float or bf16), load
+// with ld_f and store with st_f, and compute in fp32. bf16 stores round to nearest even.
+typedef __nv_bfloat16 bf16;
+static __device__ __forceinline__ float ld_f(const float *p) { return *p; }
+static __device__ __forceinline__ float ld_f(const bf16 *p) { return __bfloat162float(*p); }
+static __device__ __forceinline__ void st_f(float *p, float x) { *p = x; }
+static __device__ __forceinline__ void st_f(bf16 *p, float x) { *p = __float2bfloat16_rn(x); }
+// Runs a statement with `act_t` naming the backend's storage type, e.g.
+//   DISPATCH_ACT(be, rope_kernel<act_t><<<grid, threads>>>((act_t *)x, ...)).
+#define DISPATCH_ACT(be, ...)                  \
+    do {                                       \
+        if ((be)->act == ASA_BF16) {           \
+            typedef bf16 act_t;                \
+            __VA_ARGS__;                       \
+        } else {                               \
+            typedef float act_t;               \
+            __VA_ARGS__;                       \
+        }                                      \
+    } while (0)
+
+void cuda_act_to_device(asa_backend *be, void *dst, const float *host_src, size_t n);
+void cuda_act_to_host(asa_backend *be, float *host_dst, const void *src, size_t n);
+void cuda_convert(asa_backend *be, void *dst, asa_dtype dt, const void *src, asa_dtype st, size_t n);
+void cuda_gemm(asa_backend *be, int transA, int transB, int M, int N, int K, float alpha, const void *A, int lda, long strideA, const void *B, int ldb, long strideB, float beta, void *C, asa_dtype ct, int ldc, long strideC, int batch);
+void cuda_embedding_fwd(asa_backend *be, void *out, const int32_t *tokens, const float *E, int N, int D);
+void cuda_embedding_bwd(asa_backend *be, float *dE, const void *dout, const int32_t *tokens, int N, int D);
+void cuda_rmsnorm_fwd(asa_backend *be, void *out, float *rstd, const void *x, const float *w, int N, int groups, int C, float eps);
+void cuda_rmsnorm_bwd(asa_backend *be, void *dx, float *dw, const void *dout, const void *x, const float *w, const float *rstd, int N, int groups, int C);
+void cuda_rope_fwd(asa_backend *be, void *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
+void cuda_rope_bwd(asa_backend *be, void *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset, int rot_dim, float theta);
+void cuda_swiglu_fwd(asa_backend *be, void *out, const void *gate, const void *up, int N, int hidden);
+void cuda_swiglu_bwd(asa_backend *be, void *dgate, void *dup, const void *dout, const void *gate, const void *up, int N, int hidden);
+void cuda_copy_heads(asa_backend *be, void *dst, int dst_rs, int dst_hs, const void *src, int src_rs, int src_hs, int rows, int heads, int cols, int accumulate);
+void cuda_xent_fwd_bwd(asa_backend *be, float *losses, void *dlogits, const void *logits, const int32_t *targets, int N, int V, float dloss_scale);
+void cuda_gate_fwd(asa_backend *be, void *out, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
+void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, const void *dout, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
+void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o, float *lse);
+void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
+void cuda_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const void *x, void *xc);
+void cuda_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const void *dxc, void *dx);
+void cuda_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, void *o, float *lse);
+void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, const void *o, const float *lse, const void *dout, void *dq, void *dkc, void *dvc);
+void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const float *lse_cmp, int32_t *idx);
+void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const int32_t *idx, void *o, float *lse);
+void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
+void cuda_attn_decode(asa_backend *be, int B, int h, int g, float scale, const void *q, const asa_kv_view *kv, int s0, int s1, void *o, float *lse);
+void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const void *q, const asa_kv_view *kvc, const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts, int32_t *idx);
+void cuda_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const void *q, const asa_kv_view *kv, const int32_t *idx, int t, int selection_block_size, int block_counts, void *o, float *lse);
 void cuda_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float wd, int step, float grad_scale);
-double cuda_sum_squares(asa_backend *be, const float *x, size_t n);
+double cuda_sum_squares(asa_backend *be, const void *x, asa_dtype t, size_t n);
 void cuda_scale(asa_backend *be, float *x, size_t n, float alpha);
 void cuda_add(asa_backend *be, float *y, const float *x, size_t n);
 

@@ -1,4 +1,5 @@
-// CUDA optimizer step (AdamW) and the flat-vector reductions and updates around it.
+// CUDA optimizer step (AdamW) and the flat-vector reductions and updates around it. All on fp32 tensors,
+// except sum_squares, which also reads bf16 activations.
 #include "backend/cuda/cuda_common.cuh"
 
 // sum_squares: a fixed grid of SUMSQ_BLOCKS blocks sums equal contiguous chunks, then one block adds the
@@ -29,12 +30,16 @@ static __device__ double block_sum_d(double x) {
     return r;
 }
 
-__global__ void sumsq_partial_kernel(double *part, const float *x, size_t n) {
+template <typename E>
+__global__ void sumsq_partial_kernel(double *part, const E *x, size_t n) {
     size_t chunk = (n + SUMSQ_BLOCKS - 1) / SUMSQ_BLOCKS;
     size_t i0 = blockIdx.x * chunk < n ? blockIdx.x * chunk : n;
     size_t i1 = i0 + chunk < n ? i0 + chunk : n;
     double a = 0;
-    for (size_t i = i0 + threadIdx.x; i < i1; i += SUMSQ_THREADS) a += (double)x[i] * x[i];
+    for (size_t i = i0 + threadIdx.x; i < i1; i += SUMSQ_THREADS) {
+        const double xi = ld_f(x + i);
+        a += xi * xi;
+    }
     a = block_sum_d(a);
     if (threadIdx.x == 0) part[blockIdx.x] = a;
 }
@@ -65,10 +70,13 @@ void cuda_adamw(asa_backend *be, float *p, const float *g, float *m, float *v, s
     CUDA_LAUNCH_CHECK();
 }
 
-double cuda_sum_squares(asa_backend *be, const float *x, size_t n) {
+double cuda_sum_squares(asa_backend *be, const void *x, asa_dtype t, size_t n) {
     static_assert(SUMSQ_BLOCKS == SUMSQ_THREADS, "the final pass reads one partial per thread");
     double *part = (double *)cuda_scratch(be, (SUMSQ_BLOCKS + 1) * sizeof(double));
-    sumsq_partial_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS>>>(part, x, n);
+    if (t == ASA_BF16)
+        sumsq_partial_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS>>>(part, (const bf16 *)x, n);
+    else
+        sumsq_partial_kernel<<<SUMSQ_BLOCKS, SUMSQ_THREADS>>>(part, (const float *)x, n);
     CUDA_LAUNCH_CHECK();
     sumsq_final_kernel<<<1, SUMSQ_THREADS>>>(part);
     CUDA_LAUNCH_CHECK();

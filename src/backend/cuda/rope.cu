@@ -3,7 +3,8 @@
 #include "backend/cuda/cuda_common.cuh"
 
 // One thread per (row, frequency), looping over the row's heads, which share its cos/sin.
-__global__ void rope_kernel(float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset,
+template <typename E>
+__global__ void rope_kernel(E *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset,
                             int nhalf, double log_step, int dir) {
     long total = (long)N * nhalf;
     for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
@@ -12,33 +13,33 @@ __global__ void rope_kernel(float *x, int N, int T, int pos0, int heads, int row
         double sd, cd;
         sincos(a, &sd, &cd);
         float c = (float)cd, s = dir * (float)sd;
-        float *xr = x + (long)n * row_stride + offset;
+        E *xr = x + (long)n * row_stride + offset;
         for (int hd = 0; hd < heads; hd++) {
-            float *u = xr + (long)hd * head_stride;
-            float u0 = u[i], u1 = u[i + nhalf];
-            u[i] = u0 * c - u1 * s;
-            u[i + nhalf] = u1 * c + u0 * s;
+            E *u = xr + (long)hd * head_stride;
+            float u0 = ld_f(u + i), u1 = ld_f(u + (i + nhalf));
+            st_f(u + i, u0 * c - u1 * s);
+            st_f(u + (i + nhalf), u1 * c + u0 * s);
         }
     }
 }
 
-static void rope_apply(float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride, int offset,
-                       int rot_dim, float theta, int dir) {
+static void rope_apply(asa_backend *be, void *x, int N, int T, int pos0, int heads, int row_stride, int head_stride,
+                       int offset, int rot_dim, float theta, int dir) {
     ASA_CHECK(rot_dim % 2 == 0 && T > 0);
     int nhalf = rot_dim / 2;
     if ((long)N * nhalf == 0) return;
     double log_step = -2.0 / rot_dim * log((double)theta);  // frequency i is theta^(-2i/rot_dim)
-    rope_kernel<<<cuda_blocks((long)N * nhalf, CUDA_THREADS), CUDA_THREADS>>>(x, N, T, pos0, heads, row_stride,
-                                                                            head_stride, offset, nhalf, log_step, dir);
+    DISPATCH_ACT(be, rope_kernel<<<cuda_blocks((long)N * nhalf, CUDA_THREADS), CUDA_THREADS>>>(
+                         (act_t *)x, N, T, pos0, heads, row_stride, head_stride, offset, nhalf, log_step, dir));
     CUDA_LAUNCH_CHECK();
 }
 
-void cuda_rope_fwd(asa_backend *be, float *x, int N, int T, int pos0, int heads, int row_stride, int head_stride,
+void cuda_rope_fwd(asa_backend *be, void *x, int N, int T, int pos0, int heads, int row_stride, int head_stride,
                    int offset, int rot_dim, float theta) {
-    rope_apply(x, N, T, pos0, heads, row_stride, head_stride, offset, rot_dim, theta, 1);
+    rope_apply(be, x, N, T, pos0, heads, row_stride, head_stride, offset, rot_dim, theta, 1);
 }
 
-void cuda_rope_bwd(asa_backend *be, float *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride,
+void cuda_rope_bwd(asa_backend *be, void *dx, int N, int T, int pos0, int heads, int row_stride, int head_stride,
                    int offset, int rot_dim, float theta) {
-    rope_apply(dx, N, T, pos0, heads, row_stride, head_stride, offset, rot_dim, theta, -1);
+    rope_apply(be, dx, N, T, pos0, heads, row_stride, head_stride, offset, rot_dim, theta, -1);
 }

@@ -17,6 +17,8 @@
 // partial sums in the CPU's order, each step halving the dots a lane keeps: each lane ends with 8 dots.
 // No fused multiply-add is allowed, so the exact products cost two instructions each: the floor is half
 // the fp32 FMA rate.
+// q and kc are activation tensors (float or bf16, the kernel's template type): staging widens bf16 to fp32
+// exactly, and everything after is the same fp32 arithmetic.
 #include "backend/cuda/attn_kernels.cuh"
 
 #define TOPK_THREADS 256
@@ -94,11 +96,12 @@ static __device__ void topk_select_row(const float *sc, unsigned char *chosen, i
     for (int e = cnt + lane; e < n; e += 32) row[e] = -1;
 }
 
-// Copies one q or kc row (dk floats at src; zeros when src is NULL) into the residue-major layout, by a warp.
-static __device__ __forceinline__ void topk_stage_row(float *dst, const float *src, const topk_args &a, int lane) {
+// Copies one q or kc row (dk values at src; zeros when src is NULL) into the residue-major layout, by a warp.
+template <typename T>
+static __device__ __forceinline__ void topk_stage_row(float *dst, const T *src, const topk_args &a, int lane) {
     const int dk8 = 8 * a.d8;
     for (int k = lane; k < a.dk; k += 32)
-        dst[k < dk8 ? (k & 7) * a.rs + (k >> 3) : 8 * a.rs + k - dk8] = src ? src[k] : 0.0f;
+        dst[k < dk8 ? (k & 7) * a.rs + (k >> 3) : 8 * a.rs + k - dk8] = src ? ld_f(src + k) : 0.0f;
 }
 
 // One lane's residue of an 8x8 tile: acc[i*8 + c] += q_i[e] * k_c[e] over its d8 elements in order
@@ -150,8 +153,9 @@ static __device__ __forceinline__ void topk_combine(const float *in, float *out,
     }
 }
 
+template <typename T>
 __global__ void __launch_bounds__(TOPK_THREADS, 2)
-topk_kernel(topk_args a, int anchor_tiles, const float *q, const float *kc, const float *lse_cmp, int32_t *idx) {
+topk_kernel(topk_args a, int anchor_tiles, const T *q, const T *kc, const float *lse_cmp, int32_t *idx) {
     extern __shared__ __align__(16) float smem[];
     float *Qs = smem, *Ks = Qs + (size_t)a.rows_p * a.st, *P = Ks + (size_t)a.mt_p * a.st;
     float *Ls = P + (size_t)a.rows_p * a.pst;
@@ -164,7 +168,7 @@ topk_kernel(topk_args a, int anchor_tiles, const float *q, const float *kc, cons
     const int b = blockIdx.x % (a.B * a.g) / a.g, j = blockIdx.x % a.g;
     const int a0 = at * a.A, nA = min(a.A, a.na - a0);
     const long krs = (long)a.g * a.dk;
-    const float *kg = kc + (long)b * a.nb * krs + (long)j * a.dk;
+    const T *kg = kc + (long)b * a.nb * krs + (long)j * a.dk;
 
     // Query rows r = ai*G + hi (anchor a0+ai, head j*G+hi), their lse and number of visible pooled keys;
     // padding rows are zero and see no key.
@@ -175,7 +179,7 @@ topk_kernel(topk_args a, int anchor_tiles, const float *q, const float *kc, cons
             topk_stage_row(Qs + (size_t)r * a.st, q + row * a.dk, a, lane);
             if (lane == 0) Ls[r] = lse_cmp[row], Nm[r] = min((t + 1) / a.bsz, a.nb);
         } else {
-            topk_stage_row(Qs + (size_t)r * a.st, NULL, a, lane);
+            topk_stage_row(Qs + (size_t)r * a.st, (const T *)NULL, a, lane);
             if (lane == 0) Ls[r] = -INFINITY, Nm[r] = 0;
         }
     }
@@ -242,7 +246,7 @@ topk_kernel(topk_args a, int anchor_tiles, const float *q, const float *kc, cons
     }
 }
 
-void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, const float *kc, const float *lse_cmp,
+void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const float *lse_cmp,
                       int32_t *idx) {
     attn_check_dims(s);
     ASA_CHECK(s->selection_block_size % s->block_size == 0 && s->block_counts >= 3);
@@ -277,7 +281,10 @@ void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const float *q, 
     const long blocks = (long)tiles * a.B * a.g;
     ASA_CHECK(blocks <= 0x7fffffffL);
     const size_t smem = topk_smem(a);
-    attn_allow_smem((const void *)topk_kernel, smem);
-    topk_kernel<<<(unsigned)blocks, TOPK_THREADS, smem>>>(a, tiles, q, kc, lse_cmp, idx);
+    DISPATCH_ACT(be, {
+        attn_allow_smem((const void *)topk_kernel<act_t>, smem);
+        topk_kernel<act_t><<<(unsigned)blocks, TOPK_THREADS, smem>>>(a, tiles, (const act_t *)q, (const act_t *)kc,
+                                                                     lse_cmp, idx);
+    });
     CUDA_LAUNCH_CHECK();
 }
