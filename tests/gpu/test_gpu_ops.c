@@ -908,6 +908,13 @@ static double test_slc_tc(asa_backend *tc, const attn_case *c) {
     return ind;
 }
 
+// bf16 selected attention with more rows sharing a list (R·G = 128) than one block of attn_slc16.cu holds
+// (64): two blocks per (anchor, group).
+static void test_slc16_many_rows(void) {
+    const attn_case c = make_case("R=8 G=16: 128 rows per list", 1, 200, 16, 1, 64, 64, 0, 16, 32, 4, 8);
+    test_slc_tc(gpu_bf16, &c);
+}
+
 // attn_fwd / attn_bwd (full and window) and attn_cmp_bwd of `tc` (attn_dense_mma.cu) against the CPU,
 // with TOL_TF32 and its reasoning as for test_slc_tc (the same products, over the visible keys or the
 // rows that see a key). attn_cmp_fwd keeps exact sums in these modes (its lse feeds select_topk): lse
@@ -1239,6 +1246,7 @@ int main(void) {
     gpu = gpu_bf16, mode = "bf16";
     test_dense_ops();
     test_attention(gpu_bf16);
+    test_slc16_many_rows();
     // gemm last (cuBLASLt aborts the program if it has no kernel for a bf16 layout, after every other
     // result). Operands bf16 (the tensor cores multiply them exactly into fp32), sums fp32: with an fp32 C
     // the product agrees with the CPU's fp32 sgemm on the same rounded operands to fp32 summation error

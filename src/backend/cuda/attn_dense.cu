@@ -2,9 +2,13 @@
 // over their keys with an online softmax, so nothing T×T is ever stored. As on the CPU, the kernels work
 // on "pooled" keys (key m summarises tokens [m*span, (m+1)*span)) so that the compression branch
 // (attn_compress.cu) runs on the same code; dense attention is span = 1.
-// In tf32 and bf16 modes attn_fwd and every pooled backward (attn_bwd, attn_cmp_bwd) run on the tensor cores
-// (attn_dense_mma.cu). cuda_attn_pooled_fwd, hence attn_cmp_fwd, stays exact fp32 math in every mode: its lse
-// feeds select_topk's scores, and the block sets must match the CPU's (on the same inputs).
+// In tf32 and bf16 modes attn_fwd and every pooled backward (attn_bwd, attn_cmp_bwd) run on the tensor cores:
+// the bf16 kernels of attn_dense16.cu in bf16 mode where they apply, else the TF32 ones of attn_dense_mma.cu.
+// The compressed branch's forward (cuda_attn_pooled_fwd with span b) feeds select_topk's scores with its lse,
+// and a TF32 product would round q.k and move near-ties away from the CPU's choice: in tf32 mode it stays
+// exact fp32 math. In bf16 mode it runs on the bf16 tensor cores too: products of bf16 operands are exact
+// and the tensor cores sum them in fp32 (only P is rounded, for P.V), so its lse is the fp32 one up to
+// summation order.
 // Kernels are templates over the storage type T of the activation tensors (float or bf16): they load with
 // ld_f, stage and sum in fp32, and store (or accumulate) with st_f.
 //
@@ -13,6 +17,7 @@
 // time: up to 32 keys (or query-head pairs) staged in shared memory and shared by all its warps, each
 // warp folding in the part of the tile its own row can see. Rows of scored operands are padded to an odd
 // stride, so the 32 lanes reading 32 different rows hit 32 different banks.
+#include "backend/cuda/attn_dense16.cuh"
 #include "backend/cuda/attn_dense_mma.cuh"
 #include "backend/cuda/attn_kernels.cuh"
 
@@ -273,6 +278,11 @@ static void pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int 
 
 void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                           const void *k, const void *v, void *o, float *lse) {
+    const void *ptr16[] = {q, k, v, o};
+    if (cuda_dense16_ok(be, s, ptr16, 4)) {
+        cuda_dense16_fwd(be, s, nkeys, span, window, q, k, v, o, lse);
+        return;
+    }
     DISPATCH_ACT(be, pooled_fwd<act_t>(be, s, nkeys, span, window, (const act_t *)q, (const act_t *)k,
                                        (const act_t *)v, (act_t *)o, lse));
 }
@@ -328,6 +338,11 @@ static void pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int 
 void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                           const void *k, const void *v, const void *o, const float *lse, const void *dout,
                           void *dq, void *dk, void *dv) {
+    const void *ptr16[] = {q, k, v, o, dout, dq, dk, dv};
+    if (cuda_dense16_ok(be, s, ptr16, 8)) {
+        cuda_dense16_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
+        return;
+    }
     if (be->precision != ASA_PRECISION_FP32 && cuda_dense_mma_ok(be, s, q, k, v, dout)) {
         cuda_dense_mma_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
         return;
@@ -339,6 +354,11 @@ void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
 
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o,
                    float *lse) {
+    const void *ptr16[] = {q, k, v, o};
+    if (cuda_dense16_ok(be, s, ptr16, 4)) {
+        cuda_dense16_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
+        return;
+    }
     if (be->precision != ASA_PRECISION_FP32 && cuda_dense_mma_ok(be, s, q, k, v, NULL)) {
         cuda_dense_mma_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
         return;

@@ -1,9 +1,11 @@
 // CUDA selected branch (SPEC §4): attention over the selected blocks (attn_slc_fwd / attn_slc_bwd), fp32
 // CUDA-core kernels bit-compatible with the CPU; in tf32 and bf16 modes they hand over to the tensor-core
-// kernels of attn_slc_mma.cu. The block selection itself is in select_topk.cu. Work is proportional to the
-// keys each query actually reads; nothing T×T or T×nb is stored. The kernels are templates over the storage
-// type T of the activation tensors (loads with ld_f into fp32 shared tiles, stores with st_f).
+// kernels of attn_slc_mma.cu, and the bf16 mode first to the bf16 ones of attn_slc16.cu. The block
+// selection itself is in select_topk.cu. Work is proportional to the keys each query actually reads;
+// nothing T×T or T×nb is stored. The kernels are templates over the storage type T of the activation
+// tensors (loads with ld_f into fp32 shared tiles, stores with st_f).
 #include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/attn_slc16.cuh"
 #include "backend/cuda/attn_slc_mma.cuh"
 
 #define SCAN_THREADS 1024
@@ -304,6 +306,10 @@ static void slc_fwd(asa_backend *be, const asa_attn_shape *s, const T *q, const 
 void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                        const int32_t *idx, void *o, float *lse) {
     attn_check_dims(s);
+    if (cuda_slc16_ok(be, s, q, k, v, NULL)) {
+        cuda_slc16_fwd(be, s, q, k, v, idx, o, lse);
+        return;
+    }
     if (be->precision != ASA_PRECISION_FP32 && cuda_slc_mma_ok(be, s, q, k, v, NULL)) {
         cuda_slc_mma_fwd(be, s, q, k, v, idx, o, lse);
         return;
@@ -364,6 +370,10 @@ void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, 
                        const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
                        void *dv) {
     attn_check_dims(s);
+    if (cuda_slc16_ok(be, s, q, k, v, dout)) {
+        cuda_slc16_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+        return;
+    }
     if (be->precision != ASA_PRECISION_FP32 && cuda_slc_mma_ok(be, s, q, k, v, dout)) {
         cuda_slc_mma_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
         return;

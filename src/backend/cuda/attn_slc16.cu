@@ -1,0 +1,837 @@
+// Selected attention (SPEC §4) on bf16 tensor cores, for the bf16 mode: mma.sync m16n8k16 on bf16 operands
+// with fp32 accumulation; softmax, masks, lse and every sum in fp32. The probabilities P and dS enter their
+// products rounded to bf16 (as in FlashAttention-2); everything else the products read is stored bf16 already.
+//
+// The work split is that of attn_slc_mma.cu (its top comment): forward and dq give a block the R·G query rows
+// sharing one block list (anchor a, group j), padded to m-tiles of 16 rows, at most 4 m-tiles per block, and
+// stage each selected KV block once for all of them; dk / dv give a block 64 keys of one selection block and
+// stream the rows of the anchors that listed it, through the inverted lists (CSR, cut into segments whose
+// partial sums are added in segment order). No atomics, fixed summation orders: deterministic.
+//
+// Shared tiles are bf16 rows of D + 8 elements, filled by cp.async (16 bytes at a time, zeros past the end)
+// with the next chunk in flight. A row is D/8 + 1 16-byte units, an odd number, so the 8 rows an ldmatrix
+// phase reads fall in 8 distinct units of a 128-byte line: no bank conflicts. Operand roles (attn_mma16.cuh
+// gives the fragment layouts): a [key][dim] tile is the B operand of a product over dims (S = Q·K^T, read
+// by plain ldmatrix) and of one over keys (O = P·V, dq = dS·K: ldmatrix.trans). The accumulators of S are,
+// once packed, the A fragments of P, so P·V needs no shuffles. Scores are in base 2 (scale·log2 e folded in).
+#include "backend/cuda/attn_mma16.cuh"
+#include "backend/cuda/attn_mma_common.cuh"
+#include "backend/cuda/attn_slc16.cuh"
+
+#define S16_WARPS 4
+#define S16_KT 64    // keys per staged chunk (forward, dq)
+#define S16_KEYS 64  // keys per block of the dk/dv pass (16 per warp)
+#define S16_NR 32    // query rows per staged chunk of the dk/dv pass
+// Blocks per multiprocessor the dq and dk/dv kernels' registers are fitted to: 3 where that spills only a
+// few registers (head dims up to 128, one m-tile), which measured faster than 2 unspilled blocks.
+#define S16_BWD_BLOCKS(DK, MT) ((DK) <= 128 && (MT) == 1 ? 3 : 2)
+
+typedef struct {
+    int B, T, h, g, dk, dv, bsel, n, R, na, nsb, G, rows;  // rows = R*G, the rows sharing a list
+    float scale, sl2;                                      // sl2 = scale * log2(e)
+} s16_args;
+
+static s16_args s16_make(const asa_attn_shape *s) {
+    s16_args a;
+    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.dk = s->dk, a.dv = s->dv;
+    a.bsel = s->selection_block_size, a.n = s->block_counts, a.R = s->selection_share;
+    a.na = asa_attn_num_anchors(s), a.nsb = (s->T + a.bsel - 1) / a.bsel;
+    a.G = s->h / s->g, a.rows = a.R * a.G;
+    a.scale = s->scale, a.sl2 = s->scale * LOG2E;
+    return a;
+}
+
+// Walks a block list in chunks of S16_KT keys: (e, off) is list entry e, offset off inside its block.
+// Moves to the first chunk at or after (e, off) with keys left (tokens <= tmax); false at the list's end.
+static __device__ __forceinline__ bool s16_chunk(const int32_t *row, const s16_args &a, int tmax, int &e, int &off,
+                                                 int &c0, int &cn) {
+    for (; e < a.n; e++, off = 0) {
+        const int u = row[e];
+        if (u < 0) continue;
+        const int s1 = min((u + 1) * a.bsel, tmax + 1);
+        c0 = u * a.bsel + off;
+        if (c0 < s1) {
+            cn = min(S16_KT, s1 - c0);
+            return true;
+        }
+    }
+    return false;
+}
+
+// Row rho of the tile of (anchor an, group j): token t (-1 for padding or past the sequence) and row r of q.
+static __device__ __forceinline__ void s16_tile_row(const s16_args &a, int b, int an, int j, int rho, int &t, long &r) {
+    t = an * a.R + rho / a.G;
+    if (rho >= a.rows || t >= a.T) {
+        t = -1, r = 0;
+        return;
+    }
+    r = ((long)b * a.T + t) * a.h + j * a.G + rho % a.G;
+}
+
+// Rows [0, cn) of a [*, d] operand (row r at src + r*srs) into nrows shared rows of D + 8 bf16; columns >= d
+// and rows >= cn become zeros, so padded products add nothing.
+template <int D>
+static __device__ __forceinline__ void s16_stage(bf16 *dst, const bf16 *src, long srs, int cn, int nrows, int d) {
+    constexpr int SEG = D / 8;
+    for (int e = threadIdx.x; e < nrows * SEG; e += S16_WARPS * 32) {
+        const int r = e / SEG, c = (e % SEG) * 8;
+        const bool in = r < cn && c < d;
+        cp16_b16(dst + r * (D + 8) + c, in ? src + r * srs + c : src, in ? 16 : 0);
+    }
+}
+
+// A fragments of rows r0 and r1 of x [*, d] (16 x D; columns >= d and rows not ok are zeros).
+template <int D>
+static __device__ __forceinline__ void s16_load_rows(uint32_t (&f)[D / 16][4], const bf16 *x, long r0, long r1,
+                                                     bool ok0, bool ok1, int d, int c) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c0 = kk * 16 + 2 * c, c1 = c0 + 8;
+        f[kk][0] = ok0 && c0 < d ? *(const uint32_t *)(x + (r0 * d + c0)) : 0u;
+        f[kk][1] = ok1 && c0 < d ? *(const uint32_t *)(x + (r1 * d + c0)) : 0u;
+        f[kk][2] = ok0 && c1 < d ? *(const uint32_t *)(x + (r0 * d + c1)) : 0u;
+        f[kk][3] = ok1 && c1 < d ? *(const uint32_t *)(x + (r1 * d + c1)) : 0u;
+    }
+}
+
+// s = X·Y^T for NT n-tiles: X (16 rows) in registers as A fragments, Y's NT*8 rows from shared memory
+// (Y points at the first, row stride D + 8), two n-tiles per ldmatrix.
+template <int D, int NT>
+static __device__ __forceinline__ void s16_rowprod(float (&s)[NT][4], const uint32_t (&xf)[D / 16][4], const bf16 *Y,
+                                                   int d, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    const bf16 *yr = Y + ((lane / 16) * 8 + lane % 8) * (D + 8) + (lane / 8 % 2) * 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        if (kk * 16 >= d) break;
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t y[4];
+            ldsm16_x4(y, yr + np * 16 * (D + 8) + kk * 16);
+            mma16(s[2 * np], xf[kk], y[0], y[1]);
+            mma16(s[2 * np + 1], xf[kk], y[2], y[3]);
+        }
+    }
+}
+
+// acc += P·Y: P (16 x NT*8, the packed accumulators of NT n-tiles) in registers, Y's NT*8 rows [*, D] from
+// shared memory (Y points at the first, row stride D + 8) as B fragments by ldmatrix.trans.
+template <int D, int NT>
+static __device__ __forceinline__ void s16_pv(float (&acc)[D / 8][4], const uint32_t (&pf)[NT / 2][4], const bf16 *Y,
+                                              int d, int lane) {
+    const bf16 *yr = Y + ((lane / 8 % 2) * 8 + lane % 8) * (D + 8) + (lane / 16) * 8;
+#pragma unroll
+    for (int s = 0; s < NT / 2; s++) {
+#pragma unroll
+        for (int np = 0; np < D / 16; np++) {
+            if (np * 16 >= d) break;
+            uint32_t y[4];
+            ldsm16_x4_t(y, yr + s * 16 * (D + 8) + np * 16);
+            mma16(acc[2 * np], pf[s], y[0], y[1]);
+            mma16(acc[2 * np + 1], pf[s], y[2], y[3]);
+        }
+    }
+}
+
+// The A fragment entries of n-tile nt's accumulator pair (x0, x1) of row g and (x2, x3) of row g+8.
+template <int NT>
+static __device__ __forceinline__ void s16_pack(uint32_t (&pf)[NT / 2][4], int nt, float x0, float x1, float x2,
+                                                float x3) {
+    pf[nt / 2][(nt % 2) * 2] = pack_bf16(x0, x1);
+    pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(x2, x3);
+}
+
+// Shared memory of the forward and dq kernels: two chunks of keys and values, then the block list.
+template <int DK, int DV>
+static size_t s16_chunk_bytes(int n) {
+    return 2 * (size_t)S16_KT * (DK + 8 + DV + 8) * sizeof(bf16) + (size_t)n * sizeof(int);
+}
+
+// The block list into shared memory (Lst, after the chunks), so that walking it costs no global load.
+static __device__ __forceinline__ const int32_t *s16_load_list(int32_t *Lst, const int32_t *idx, const s16_args &a,
+                                                               int b, int an, int j) {
+    const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+    for (int x = threadIdx.x; x < a.n; x += S16_WARPS * 32) Lst[x] = row[x];
+    __syncthreads();
+    return Lst;
+}
+
+// Forward: warp w takes m-tile w % MT and key slice w / MT of every chunk (NK keys), with its own online
+// softmax; the slices of an m-tile are merged at the end in slice order.
+template <int DK, int DV, int MT>
+__global__ void __launch_bounds__(S16_WARPS * 32)
+slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx, bf16 *o,
+                 float *lse) {
+    constexpr int KS = S16_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
+    extern __shared__ float4 smem4[];
+    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
+    __shared__ float Ms[S16_WARPS][16], Ls[S16_WARPS][16];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const int mt = w % MT, ks = w / MT;
+    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
+    const int b = blockIdx.x / (chunks * a.g * a.na);
+    const int tmin = an * a.R, tmax = min(tmin + a.R, a.T) - 1;
+    const int rho0 = (chunk * MT + mt) * 16 + g;
+    int t0, t1;
+    long r0, r1;
+    s16_tile_row(a, b, an, j, rho0, t0, r0);
+    s16_tile_row(a, b, an, j, rho0 + 8, t1, r1);
+    uint32_t qf[DK / 16][4];
+    s16_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
+
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const bf16 *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * S16_KT * VST), idx, a, b, an, j);
+    float acc[DV / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
+    bool have = s16_chunk(row, a, tmax, e, off, c0, cn);
+    if (have) {
+        s16_stage<DK>(Ks, kg + c0 * krs, krs, cn, S16_KT, a.dk);
+        s16_stage<DV>(Vs, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
+    }
+    cp_commit();
+    while (have) {
+        const int cc0 = c0, ccn = cn;
+        off += S16_KT;
+        have = s16_chunk(row, a, tmax, e, off, c0, cn);
+        if (have) {
+            s16_stage<DK>(Ks + (buf ^ 1) * S16_KT * KST, kg + c0 * krs, krs, cn, S16_KT, a.dk);
+            s16_stage<DV>(Vs + (buf ^ 1) * S16_KT * VST, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
+        }
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        if (ks * NK < ccn) {
+            const bf16 *K = Ks + (buf * S16_KT + ks * NK) * KST, *V = Vs + (buf * S16_KT + ks * NK) * VST;
+            float sc[NT][4];
+            s16_rowprod<DK, NT>(sc, qf, K, a.dk, lane);
+            // Chunks wholly before the anchor's first query and full need no mask (padding rows, whose
+            // results are dropped, then see finite scores of zero rows).
+            const bool full = ccn == S16_KT && cc0 + S16_KT - 1 <= tmin;
+            float mx0 = m0, mx1 = m1;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                if (full) {
+                    sc[nt][0] *= a.sl2, sc[nt][1] *= a.sl2, sc[nt][2] *= a.sl2, sc[nt][3] *= a.sl2;
+                } else {
+                    const int s = cc0 + ks * NK + nt * 8 + 2 * c, lim = cc0 + ccn;
+                    sc[nt][0] = s < lim && s <= t0 ? sc[nt][0] * a.sl2 : -INFINITY;
+                    sc[nt][1] = s + 1 < lim && s + 1 <= t0 ? sc[nt][1] * a.sl2 : -INFINITY;
+                    sc[nt][2] = s < lim && s <= t1 ? sc[nt][2] * a.sl2 : -INFINITY;
+                    sc[nt][3] = s + 1 < lim && s + 1 <= t1 ? sc[nt][3] * a.sl2 : -INFINITY;
+                }
+                mx0 = fmaxf(mx0, fmaxf(sc[nt][0], sc[nt][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[nt][2], sc[nt][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
+            // A row with no visible key yet keeps max -inf; its factors must be 0, not exp2(-inf + inf).
+            const float f0 = mx0 == -INFINITY ? 1.0f : exp2f(m0 - mx0), f1 = mx1 == -INFINITY ? 1.0f : exp2f(m1 - mx1);
+            const float b0 = mx0 == -INFINITY ? 0.0f : mx0, b1 = mx1 == -INFINITY ? 0.0f : mx1;
+            m0 = mx0, m1 = mx1;
+            uint32_t pf[NT / 2][4];
+            float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const float p0 = exp2f(sc[nt][0] - b0), p1 = exp2f(sc[nt][1] - b0);
+                const float p2 = exp2f(sc[nt][2] - b1), p3 = exp2f(sc[nt][3] - b1);
+                ps0 += p0 + p1, ps1 += p2 + p3;
+                s16_pack<NT>(pf, nt, p0, p1, p2, p3);
+            }
+            l0 = l0 * f0 + ps0, l1 = l1 * f1 + ps1;
+            if (__any_sync(FULL_MASK, f0 != 1.0f || f1 != 1.0f))  // a row's max moved: rescale
+#pragma unroll
+                for (int nd = 0; nd < DV / 8; nd++)
+                    acc[nd][0] *= f0, acc[nd][1] *= f0, acc[nd][2] *= f1, acc[nd][3] *= f1;
+            s16_pv<DV, NT>(acc, pf, V, a.dv, lane);
+        }
+        __syncthreads();  // the next iteration stages into this buffer
+        buf ^= 1;
+    }
+    cp_wait<0>();
+    l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
+    l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
+    l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
+    l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+    if (KS > 1) {  // merge the key slices of each m-tile into the warp with ks = 0, in slice order
+        float *Os = (float *)smem4;  // [S16_WARPS][16][DV]
+        __syncthreads();
+        if (c == 0) Ms[w][g] = m0, Ms[w][g + 8] = m1, Ls[w][g] = l0, Ls[w][g + 8] = l1;
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            float *op = Os + (w * 16 + g) * DV + nd * 8 + 2 * c;
+            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DV] = acc[nd][2], op[8 * DV + 1] = acc[nd][3];
+        }
+        __syncthreads();
+        if (ks != 0) return;
+        float n0 = -INFINITY, n1 = -INFINITY;
+        for (int x = 0; x < KS; x++) n0 = fmaxf(n0, Ms[mt + x * MT][g]), n1 = fmaxf(n1, Ms[mt + x * MT][g + 8]);
+        float f0[KS], f1[KS];
+        l0 = l1 = 0.0f;
+#pragma unroll
+        for (int x = 0; x < KS; x++) {
+            const int wx = mt + x * MT;
+            f0[x] = n0 == -INFINITY ? 0.0f : exp2f(Ms[wx][g] - n0);
+            f1[x] = n1 == -INFINITY ? 0.0f : exp2f(Ms[wx][g + 8] - n1);
+            l0 += Ls[wx][g] * f0[x], l1 += Ls[wx][g + 8] * f1[x];
+        }
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+            for (int x = 0; x < KS; x++) {
+                const float *op = Os + ((mt + x * MT) * 16 + g) * DV + nd * 8 + 2 * c;
+                s0 += op[0] * f0[x], s1 += op[1] * f0[x], s2 += op[8 * DV] * f1[x], s3 += op[8 * DV + 1] * f1[x];
+            }
+            acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
+        }
+        m0 = n0, m1 = n1;
+    }
+    // An empty list gives o = 0 and lse = -inf, as on the CPU.
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dv) break;
+        if (t0 >= 0) st_f(o + r0 * a.dv + col, acc[nd][0] * i0), st_f(o + r0 * a.dv + col + 1, acc[nd][1] * i0);
+        if (t1 >= 0) st_f(o + r1 * a.dv + col, acc[nd][2] * i1), st_f(o + r1 * a.dv + col + 1, acc[nd][3] * i1);
+    }
+    if (c == 0) {
+        if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
+        if (t1 >= 0) lse[r1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+    }
+}
+
+// dq of the tile's rows: dq += scale * sum_s p_s (dout.v_s - D) k_s, with p_s = exp(q.k_s*scale - lse).
+// Q and dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers; dS = P (dP - D) feeds
+// dS·K from the accumulators. The warps split the chunks as in the forward; their sums are added in slice
+// order.
+template <int DK, int DV, int MT>
+__global__ void __launch_bounds__(S16_WARPS * 32, S16_BWD_BLOCKS(DK, MT))
+slc16_dq_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx,
+                const float *lse, const float *D, const bf16 *dout, bf16 *dq) {
+    constexpr int KS = S16_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
+    extern __shared__ float4 smem4[];
+    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const int mt = w % MT, ks = w / MT;
+    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
+    const int b = blockIdx.x / (chunks * a.g * a.na);
+    const int tmin = an * a.R, tmax = min(tmin + a.R, a.T) - 1;
+    const int rho0 = (chunk * MT + mt) * 16 + g;
+    int t0, t1;
+    long r0, r1;
+    s16_tile_row(a, b, an, j, rho0, t0, r0);
+    s16_tile_row(a, b, an, j, rho0 + 8, t1, r1);
+    // Rows with lse = -inf saw no key: no gradient (their q and dout stay zero, so they add nothing).
+    const float L0 = t0 >= 0 ? lse[r0] : -INFINITY, L1 = t1 >= 0 ? lse[r1] : -INFINITY;
+    if (L0 == -INFINITY) t0 = -1;
+    if (L1 == -INFINITY) t1 = -1;
+    const float lb0 = t0 >= 0 ? L0 * LOG2E : 0.0f, lb1 = t1 >= 0 ? L1 * LOG2E : 0.0f;
+    const float D0 = t0 >= 0 ? D[r0] : 0.0f, D1 = t1 >= 0 ? D[r1] : 0.0f;
+    uint32_t qf[DK / 16][4], of[DV / 16][4];
+    s16_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
+    s16_load_rows<DV>(of, dout, r0, r1, t0 >= 0, t1 >= 0, a.dv, c);
+
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const bf16 *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
+    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * S16_KT * VST), idx, a, b, an, j);
+    float acc[DK / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
+    bool have = s16_chunk(row, a, tmax, e, off, c0, cn);
+    if (have) {
+        s16_stage<DK>(Ks, kg + c0 * krs, krs, cn, S16_KT, a.dk);
+        s16_stage<DV>(Vs, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
+    }
+    cp_commit();
+    while (have) {
+        const int cc0 = c0, ccn = cn;
+        off += S16_KT;
+        have = s16_chunk(row, a, tmax, e, off, c0, cn);
+        if (have) {
+            s16_stage<DK>(Ks + (buf ^ 1) * S16_KT * KST, kg + c0 * krs, krs, cn, S16_KT, a.dk);
+            s16_stage<DV>(Vs + (buf ^ 1) * S16_KT * VST, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
+        }
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        if (ks * NK < ccn) {
+            const bf16 *K = Ks + (buf * S16_KT + ks * NK) * KST, *V = Vs + (buf * S16_KT + ks * NK) * VST;
+            float sc[NT][4], dp[NT][4];
+            s16_rowprod<DK, NT>(sc, qf, K, a.dk, lane);
+            s16_rowprod<DV, NT>(dp, of, V, a.dv, lane);
+            const bool full = ccn == S16_KT && cc0 + S16_KT - 1 <= tmin;
+            uint32_t pf[NT / 2][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int s = cc0 + ks * NK + nt * 8 + 2 * c, lim = cc0 + ccn;
+                const bool v0 = full || (s < lim && s <= t0), v1 = full || (s + 1 < lim && s + 1 <= t0);
+                const bool v2 = full || (s < lim && s <= t1), v3 = full || (s + 1 < lim && s + 1 <= t1);
+                const float p0 = v0 ? exp2f(sc[nt][0] * a.sl2 - lb0) : 0.0f;
+                const float p1 = v1 ? exp2f(sc[nt][1] * a.sl2 - lb0) : 0.0f;
+                const float p2 = v2 ? exp2f(sc[nt][2] * a.sl2 - lb1) : 0.0f;
+                const float p3 = v3 ? exp2f(sc[nt][3] * a.sl2 - lb1) : 0.0f;
+                s16_pack<NT>(pf, nt, p0 * (dp[nt][0] - D0), p1 * (dp[nt][1] - D0), p2 * (dp[nt][2] - D1),
+                             p3 * (dp[nt][3] - D1));
+            }
+            s16_pv<DK, NT>(acc, pf, K, a.dk, lane);
+        }
+        __syncthreads();
+        buf ^= 1;
+    }
+    cp_wait<0>();
+    if (KS > 1) {  // sum the key slices of each m-tile in slice order
+        float *Ps = (float *)smem4;  // [S16_WARPS][16][DK]
+        __syncthreads();
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            float *op = Ps + (w * 16 + g) * DK + nd * 8 + 2 * c;
+            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DK] = acc[nd][2], op[8 * DK + 1] = acc[nd][3];
+        }
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+            for (int x = 0; x < KS; x++) {
+                const float *op = Ps + ((mt + x * MT) * 16 + g) * DK + nd * 8 + 2 * c;
+                s0 += op[0], s1 += op[1], s2 += op[8 * DK], s3 += op[8 * DK + 1];
+            }
+            acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
+        }
+    }
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dk) break;
+        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
+        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
+    }
+}
+
+// One staged chunk of the dk/dv pass: S16_NR rows of q and dout, then lse (base 2), D and t per row.
+template <int DK, int DV>
+static constexpr __host__ __device__ size_t s16_qbuf_bytes() {
+    return (size_t)S16_NR * (DK + 8 + DV + 8) * sizeof(bf16) + 3 * S16_NR * sizeof(float);
+}
+
+template <int DK, int DV>
+static size_t s16_dkdv_bytes() {
+    return (size_t)S16_KEYS * (DK + 8 + DV + 8) * sizeof(bf16) + 2 * s16_qbuf_bytes<DK, DV>();
+}
+
+// 4 bytes global -> shared by cp.async; zeros when !in.
+static __device__ __forceinline__ void s16_cp4(void *dst, const void *src, bool in) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(in ? 4 : 0));
+}
+
+// The anchor of row i of the stream of list entries e0, e0 + 1, ... (0 past its end).
+static __device__ __forceinline__ int s16_anchor(const int *anchors, int e0, int rows, long nrows, long i) {
+    return i < nrows ? anchors[e0 + i / rows] : 0;
+}
+
+// Stages rows [i0, i0 + S16_NR) of the stream of (query, head) rows of list entries e0, e0 + 1, ... (each
+// anchor's R·G rows in tile order, nrows in all) into buffer qb, all by cp.async: q and dout rows, lse and
+// D, and t per row (-1 for rows past the stream or the sequence: they add nothing). Four threads share a
+// row; `an` is the anchor of this thread's row, loaded a chunk ahead.
+template <int DK, int DV>
+static __device__ __forceinline__ void s16_stage_queries(const s16_args &a, int b, int j, int an, long nrows, long i0,
+                                                         const bf16 *q, const float *lse, const float *D,
+                                                         const bf16 *dout, char *qb) {
+    constexpr int TPR = S16_WARPS * 32 / S16_NR;
+    bf16 *Qs = (bf16 *)qb, *Os = Qs + S16_NR * (DK + 8);
+    float *Lb = (float *)(Os + S16_NR * (DV + 8)), *Db = Lb + S16_NR;
+    int *Tb = (int *)(Db + S16_NR);
+    const int rr = threadIdx.x / TPR, part = threadIdx.x % TPR;
+    const long i = i0 + rr;
+    int t = -1;
+    long r = 0;
+    if (i < nrows) s16_tile_row(a, b, an, j, (int)(i % a.rows), t, r);
+#pragma unroll
+    for (int x = part; x < DK / 8; x += TPR) {
+        const bool in = t >= 0 && x * 8 < a.dk;
+        cp16_b16(Qs + rr * (DK + 8) + x * 8, in ? q + r * a.dk + x * 8 : q, in ? 16 : 0);
+    }
+#pragma unroll
+    for (int x = part; x < DV / 8; x += TPR) {
+        const bool in = t >= 0 && x * 8 < a.dv;
+        cp16_b16(Os + rr * (DV + 8) + x * 8, in ? dout + r * a.dv + x * 8 : dout, in ? 16 : 0);
+    }
+    if (part == 0) {
+        Tb[rr] = t;
+        s16_cp4(Lb + rr, lse + r, t >= 0);
+        s16_cp4(Db + rr, D + r, t >= 0);
+    }
+}
+
+// dk / dv of 64 keys of selection block u of group j (key tile kt of the block) from one segment of the
+// block's anchor list. Warp w holds keys 16w..16w+15 as the rows of S^T = K·Q^T and dP^T = V·dout^T (A
+// fragments by ldmatrix from the block's K and V tiles, B from the staged rows), then dv += P^T·dout and
+// dk += dS^T·Q with P^T's and dS^T's accumulators as A fragments. Segment 0 of a list adds into dk / dv,
+// the others store partial sums in `part` (slot seg[l] - l + s - 1) for slc16_reduce_kernel.
+template <int DK, int DV>
+__global__ void __launch_bounds__(S16_WARPS * 32, S16_BWD_BLOCKS(DK, 1))
+slc16_dkdv_kernel(s16_args a, int nkt, int sega, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+                  const float *D, const bf16 *dout, const int *start, const int *seg, const int *anchors, bf16 *dk,
+                  bf16 *dv, float *part) {
+    constexpr int KST = DK + 8, VST = DV + 8, NT = S16_NR / 8;
+    constexpr size_t QB = s16_qbuf_bytes<DK, DV>();
+    extern __shared__ float4 smem4[];
+    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + S16_KEYS * KST;
+    char *Qb = (char *)(Vs + S16_KEYS * VST);
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const int nlists = a.B * a.g * a.nsb, kt = blockIdx.x % nkt, gs = blockIdx.x / nkt;
+    if (gs >= seg[nlists]) return;  // the grid covers the most segments there can be
+    int l = 0, hi = nlists;          // seg[l] <= gs < seg[hi]; every list has a segment
+    while (hi - l > 1) {
+        const int mid = (l + hi) / 2;
+        if (seg[mid] <= gs) l = mid;
+        else hi = mid;
+    }
+    const int sidx = gs - seg[l], u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g);
+    const int e0 = start[l] + sidx * sega, e1 = min(e0 + sega, start[l + 1]);
+    const int pfirst = u * a.bsel + kt * S16_KEYS, pend = min((u + 1) * a.bsel, a.T);
+    if (pfirst >= pend || e0 >= e1) return;
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const long kr0 = ((long)b * a.T + pfirst) * a.g + j;  // key row pfirst of head j, in units of heads
+    s16_stage<DK>(Ks, k + kr0 * a.dk, krs, min(S16_KEYS, pend - pfirst), S16_KEYS, a.dk);
+    s16_stage<DV>(Vs, v + kr0 * a.dv, vrs, min(S16_KEYS, pend - pfirst), S16_KEYS, a.dv);
+    const long nrows = (long)(e1 - e0) * a.rows;
+    const int p0 = pfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
+
+    float ak[DK / 8][4], av[DV / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) ak[nd][0] = ak[nd][1] = ak[nd][2] = ak[nd][3] = 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) av[nd][0] = av[nd][1] = av[nd][2] = av[nd][3] = 0.0f;
+
+    constexpr int TPR = S16_WARPS * 32 / S16_NR;
+    const int rr = threadIdx.x / TPR;
+    s16_stage_queries<DK, DV>(a, b, j, s16_anchor(anchors, e0, a.rows, nrows, rr), nrows, 0, q, lse, D, dout, Qb);
+    cp_commit();
+    int an_next = s16_anchor(anchors, e0, a.rows, nrows, S16_NR + rr);
+    // A fragments of this warp's 16 keys (rows lane % 16, column halves lane / 16) and B fragments of two
+    // n-tiles of staged rows per ldmatrix
+    const bf16 *ka = Ks + (w * 16 + lane % 16) * KST + (lane / 16) * 8;
+    const bf16 *va = Vs + (w * 16 + lane % 16) * VST + (lane / 16) * 8;
+    const int brow = (lane / 16) * 8 + lane % 8, bcol = (lane / 8 % 2) * 8;
+    int buf = 0;
+    for (long i0 = 0; i0 < nrows; i0 += S16_NR) {
+        if (i0 + S16_NR < nrows) {
+            s16_stage_queries<DK, DV>(a, b, j, an_next, nrows, i0 + S16_NR, q, lse, D, dout, Qb + (buf ^ 1) * QB);
+            an_next = s16_anchor(anchors, e0, a.rows, nrows, i0 + 2 * S16_NR + rr);
+        }
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        const bf16 *Q = (const bf16 *)(Qb + buf * QB), *O = Q + S16_NR * KST;
+        const float *Lb = (const float *)(O + S16_NR * VST), *Db = Lb + S16_NR;
+        const int *Tb = (const int *)(Db + S16_NR);
+        float st[NT][4], dpt[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+            st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = dpt[nt][0] = dpt[nt][1] = dpt[nt][2] = dpt[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) {
+            if (kk * 16 >= a.dk) break;
+            uint32_t x[4];
+            ldsm16_x4(x, ka + kk * 16);
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t y[4];
+                ldsm16_x4(y, Q + (np * 16 + brow) * KST + kk * 16 + bcol);
+                mma16(st[2 * np], x, y[0], y[1]);
+                mma16(st[2 * np + 1], x, y[2], y[3]);
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; kk++) {
+            if (kk * 16 >= a.dv) break;
+            uint32_t x[4];
+            ldsm16_x4(x, va + kk * 16);
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t y[4];
+                ldsm16_x4(y, O + (np * 16 + brow) * VST + kk * 16 + bcol);
+                mma16(dpt[2 * np], x, y[0], y[1]);
+                mma16(dpt[2 * np + 1], x, y[2], y[3]);
+            }
+        }
+        uint32_t pf[NT / 2][4], sf[NT / 2][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int ra = nt * 8 + 2 * c, rb = ra + 1;  // the accumulator's columns: rows ra, rb of the chunk
+            // rows with lse = -inf saw no key: no gradient
+            const int ta = Lb[ra] == -INFINITY ? -1 : Tb[ra], tb = Lb[rb] == -INFINITY ? -1 : Tb[rb];
+            const float la = Lb[ra] * LOG2E, lb = Lb[rb] * LOG2E, da = Db[ra], db = Db[rb];
+            const float pa0 = p0 <= ta ? exp2f(st[nt][0] * a.sl2 - la) : 0.0f;
+            const float pb0 = p0 <= tb ? exp2f(st[nt][1] * a.sl2 - lb) : 0.0f;
+            const float pa1 = p1 <= ta ? exp2f(st[nt][2] * a.sl2 - la) : 0.0f;
+            const float pb1 = p1 <= tb ? exp2f(st[nt][3] * a.sl2 - lb) : 0.0f;
+            s16_pack<NT>(pf, nt, pa0, pb0, pa1, pb1);
+            s16_pack<NT>(sf, nt, pa0 * (dpt[nt][0] - da), pb0 * (dpt[nt][1] - db), pa1 * (dpt[nt][2] - da),
+                         pb1 * (dpt[nt][3] - db));
+        }
+        s16_pv<DV, NT>(av, pf, O, a.dv, lane);
+        s16_pv<DK, NT>(ak, sf, Q, a.dk, lane);
+        __syncthreads();
+        buf ^= 1;
+    }
+    cp_wait<0>();
+    if (sidx > 0) {
+        const int W = a.dk + a.dv;
+        float *pp = part + ((long)(seg[l] - l + sidx - 1) * nkt + kt) * S16_KEYS * W + (w * 16 + g) * W;
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dk) break;
+            pp[col] = a.scale * ak[nd][0], pp[col + 1] = a.scale * ak[nd][1];
+            pp[8 * W + col] = a.scale * ak[nd][2], pp[8 * W + col + 1] = a.scale * ak[nd][3];
+        }
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dv) break;
+            pp[a.dk + col] = av[nd][0], pp[a.dk + col + 1] = av[nd][1];
+            pp[8 * W + a.dk + col] = av[nd][2], pp[8 * W + a.dk + col + 1] = av[nd][3];
+        }
+        return;
+    }
+    const long o0 = ((long)b * a.T + p0) * a.g + j, o1 = ((long)b * a.T + p1) * a.g + j;
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dk) break;
+        if (p0 < pend) mma_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
+        if (p1 < pend) mma_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
+    }
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dv) break;
+        if (p0 < pend) mma_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
+        if (p1 < pend) mma_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
+    }
+}
+
+// dk / dv += the partial sums of segments 1, 2, ... of list l (key tile kt), in segment order; blockIdx.y
+// picks one of S16_RED_PARTS slices of the tile's elements.
+#define S16_RED_PARTS 16
+__global__ void slc16_reduce_kernel(s16_args a, int nkt, const int *seg, const float *part, bf16 *dk, bf16 *dv) {
+    const int l = blockIdx.x / nkt, kt = blockIdx.x % nkt, ns = seg[l + 1] - seg[l];
+    if (ns <= 1) return;
+    const int u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g), W = a.dk + a.dv;
+    const int pfirst = u * a.bsel + kt * S16_KEYS, pend = min((u + 1) * a.bsel, a.T);
+    const float *pp = part + ((long)(seg[l] - l) * nkt + kt) * S16_KEYS * W;
+    const int per = (S16_KEYS * W + S16_RED_PARTS - 1) / S16_RED_PARTS;
+    const int x1 = min(S16_KEYS * W, (int)(blockIdx.y + 1) * per);
+    for (int x = blockIdx.y * per + threadIdx.x; x < x1; x += blockDim.x) {
+        const int p = pfirst + x / W, col = x % W;
+        if (p >= pend) break;
+        float sum = 0.0f;
+        for (int sl = 0; sl < ns - 1; sl++) sum += pp[(long)sl * nkt * S16_KEYS * W + x];
+        const long kr = ((long)b * a.T + p) * a.g + j;
+        bf16 *y = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
+        st_f(y, ld_f(y) + sum);
+    }
+}
+
+// Inversion of the block lists into CSR: per list l = (b, j, u), the ascending anchors whose list has u.
+// One warp per list tests 32 consecutive anchors at a time (a lane reads its anchor's row 16 bytes at a
+// time when VEC: n a multiple of 4, idx 16-byte aligned); the ballot gives the count and, when filling,
+// each hit's place. Anchors below ceil(u * b_s / R) are skipped: their queries precede block u.
+template <bool FILL, bool VEC>
+__global__ void slc16_csr_kernel(s16_args a, const int32_t *idx, int *count, const int *start, int *anchors) {
+    const long l = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (l >= (long)a.B * a.g * a.nsb) return;
+    const int u = (int)(l % a.nsb), j = (int)(l / a.nsb % a.g), b = (int)(l / ((long)a.nsb * a.g));
+    int pos = FILL ? start[l] : 0;
+    for (int a0 = (int)(((long)u * a.bsel + a.R - 1) / a.R); a0 < a.na; a0 += 32) {
+        const int an = a0 + lane;
+        bool has = false;
+        if (an < a.na) {
+            const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
+            if (VEC)
+                for (int e = 0; e < a.n; e += 4) {
+                    const int4 x = *(const int4 *)(row + e);
+                    has |= x.x == u || x.y == u || x.z == u || x.w == u;
+                }
+            else
+                for (int e = 0; e < a.n; e++) has |= row[e] == u;
+        }
+        const unsigned m = __ballot_sync(FULL_MASK, has);
+        if (FILL && has) anchors[pos + __popc(m & ((1u << lane) - 1))] = an;
+        pos += __popc(m);
+    }
+    if (!FILL && lane == 0) count[l] = pos;
+}
+
+// One block: exclusive prefix sums start[0..n] of count and seg[0..n] of the segments per list
+// (ceil(count / sega), at least 1). Each thread sums a contiguous part, thread 0 scans the part totals.
+#define S16_SCAN_THREADS 1024
+__global__ void slc16_scan_kernel(const int *count, long n, int sega, int *start, int *seg) {
+    __shared__ int tot[S16_SCAN_THREADS], tseg[S16_SCAN_THREADS];
+    const long per = (n + S16_SCAN_THREADS - 1) / S16_SCAN_THREADS;
+    const long i0 = min(threadIdx.x * per, n), i1 = min(i0 + per, n);
+    int sc = 0, ss = 0;
+    for (long i = i0; i < i1; i++) sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
+    tot[threadIdx.x] = sc, tseg[threadIdx.x] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int rc = 0, rs = 0;
+        for (int x = 0; x < S16_SCAN_THREADS; x++) {
+            const int cx = tot[x], sx = tseg[x];
+            tot[x] = rc, tseg[x] = rs;
+            rc += cx, rs += sx;
+        }
+        start[n] = rc, seg[n] = rs;
+    }
+    __syncthreads();
+    sc = tot[threadIdx.x], ss = tseg[threadIdx.x];
+    for (long i = i0; i < i1; i++) {
+        start[i] = sc, seg[i] = ss;
+        sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
+    }
+}
+
+static bool s16_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+bool cuda_slc16_ok(const asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                   const void *dout) {
+    return be->act == ASA_BF16 && s->dk % 8 == 0 && s->dv % 8 == 0 && s->dk <= 160 && s->dv <= 128 &&
+           s16_aligned(q) && s16_aligned(k) && s16_aligned(v) && (dout == NULL || s16_aligned(dout));
+}
+
+// Runs the statements given with DK, DV: the least instantiated pair (64/64, 128/128, 160/128) covering dk
+// and dv; the padding columns are zeros and their products are skipped.
+#define S16_WITH_DIMS(dk, dv, ...)                                   \
+    do {                                                             \
+        if ((dk) <= 64 && (dv) <= 64) {                              \
+            constexpr int DK = 64, DV = 64;                          \
+            __VA_ARGS__;                                             \
+        } else if ((dk) <= 128) {                                    \
+            constexpr int DK = 128, DV = 128;                        \
+            __VA_ARGS__;                                             \
+        } else {                                                     \
+            constexpr int DK = 160, DV = 128;                        \
+            __VA_ARGS__;                                             \
+        }                                                            \
+    } while (0)
+
+// m-tiles per block (1, 2 or 4) for R·G rows, and the blocks per (anchor, group).
+static int s16_mtiles(int rows, int *chunks) {
+    const int need = (rows + 15) / 16, mt = need <= 1 ? 1 : need <= 2 ? 2 : 4;
+    *chunks = (rows + 16 * mt - 1) / (16 * mt);
+    return mt;
+}
+
+#define S16_WITH_MT(mt, ...)          \
+    do {                              \
+        if ((mt) == 1) {              \
+            constexpr int MT = 1;     \
+            __VA_ARGS__;              \
+        } else if ((mt) == 2) {       \
+            constexpr int MT = 2;     \
+            __VA_ARGS__;              \
+        } else {                      \
+            constexpr int MT = 4;     \
+            __VA_ARGS__;              \
+        }                             \
+    } while (0)
+
+void cuda_slc16_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                    const int32_t *idx, void *o, float *lse) {
+    (void)be;
+    const s16_args a = s16_make(s);
+    int chunks;
+    const int mt = s16_mtiles(a.rows, &chunks);
+    const long blocks = (long)a.B * a.na * a.g * chunks;
+    if (blocks == 0) return;
+    S16_WITH_DIMS(a.dk, a.dv, S16_WITH_MT(mt, {
+        const size_t smem = s16_chunk_bytes<DK, DV>(a.n);
+        attn_allow_smem((const void *)slc16_fwd_kernel<DK, DV, MT>, smem);
+        slc16_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, S16_WARPS * 32, smem>>>(
+            a, chunks, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, idx, (bf16 *)o, lse);
+    }));
+    CUDA_LAUNCH_CHECK();
+}
+
+static size_t s16_align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
+                    const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
+                    void *dv) {
+    const s16_args a = s16_make(s);
+    const long rows = (long)a.B * a.T * a.h;
+    if (rows == 0) return;
+    const long nlists = (long)a.B * a.g * a.nsb, nentries = (long)a.B * a.na * a.g * a.n;
+    const int nkt = (a.bsel + S16_KEYS - 1) / S16_KEYS;
+    // Segments of at least 4096 rows, and few enough that there are at most about 8 per multiprocessor
+    // besides one per list: that bounds the partial sums' memory (8 * SMs slots).
+    const long per_sm = nentries / (8L * cuda_ctx_of(be)->num_sms) + 1;
+    const int sega = (int)max((long)(4096 + a.rows - 1) / a.rows, per_sm);
+    const long xmax = nentries / sega;  // segments beyond each list's first, at most
+    // Scratch: D [rows] | count [nlists] | start [nlists + 1] | seg [nlists + 1] | anchors [nentries] | part
+    const size_t off_count = s16_align_up(rows * sizeof(float));
+    const size_t off_start = off_count + s16_align_up(nlists * sizeof(int));
+    const size_t off_seg = off_start + s16_align_up((nlists + 1) * sizeof(int));
+    const size_t off_anchors = off_seg + s16_align_up((nlists + 1) * sizeof(int));
+    const size_t off_part = off_anchors + s16_align_up((nentries + 1) * sizeof(int));
+    const size_t part_bytes = (size_t)xmax * nkt * S16_KEYS * (a.dk + a.dv) * sizeof(float);
+    char *scr = (char *)cuda_scratch(be, off_part + part_bytes + 256);
+    float *D = (float *)scr, *part = (float *)(scr + off_part);
+    int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *seg = (int *)(scr + off_seg);
+    int *anchors = (int *)(scr + off_anchors);
+    const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v, *ob = (const bf16 *)dout;
+
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
+    int chunks;
+    const int mt = s16_mtiles(a.rows, &chunks);
+    S16_WITH_DIMS(a.dk, a.dv, S16_WITH_MT(mt, {
+        const size_t smem = s16_chunk_bytes<DK, DV>(a.n);  // holds the final merge too
+        attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT>, smem);
+        slc16_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), S16_WARPS * 32, smem>>>(
+            a, chunks, qb, kb, vb, idx, lse, D, ob, (bf16 *)dq);
+    }));
+    CUDA_LAUNCH_CHECK();
+
+    const unsigned lb = (unsigned)((nlists * 32 + 127) / 128);
+    if (a.n % 4 == 0 && s16_aligned(idx))
+        slc16_csr_kernel<false, true><<<lb, 128>>>(a, idx, count, start, anchors);
+    else
+        slc16_csr_kernel<false, false><<<lb, 128>>>(a, idx, count, start, anchors);
+    CUDA_LAUNCH_CHECK();
+    slc16_scan_kernel<<<1, S16_SCAN_THREADS>>>(count, nlists, sega, start, seg);
+    CUDA_LAUNCH_CHECK();
+    if (a.n % 4 == 0 && s16_aligned(idx))
+        slc16_csr_kernel<true, true><<<lb, 128>>>(a, idx, count, start, anchors);
+    else
+        slc16_csr_kernel<true, false><<<lb, 128>>>(a, idx, count, start, anchors);
+    CUDA_LAUNCH_CHECK();
+
+    S16_WITH_DIMS(a.dk, a.dv, {
+        const size_t smem = s16_dkdv_bytes<DK, DV>();
+        attn_allow_smem((const void *)slc16_dkdv_kernel<DK, DV>, smem);
+        slc16_dkdv_kernel<DK, DV><<<(unsigned)((nlists + xmax) * nkt), S16_WARPS * 32, smem>>>(
+            a, nkt, sega, qb, kb, vb, lse, D, ob, start, seg, anchors, (bf16 *)dk, (bf16 *)dv, part);
+    });
+    CUDA_LAUNCH_CHECK();
+    if (xmax > 0) {
+        slc16_reduce_kernel<<<dim3((unsigned)(nlists * nkt), S16_RED_PARTS), 128>>>(a, nkt, seg, part, (bf16 *)dk,
+                                                                                 (bf16 *)dv);
+        CUDA_LAUNCH_CHECK();
+    }
+}
