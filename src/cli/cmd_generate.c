@@ -31,7 +31,7 @@ static void usage(FILE *f) {
                "  --greedy         always the most probable token\n"
                "  --device D       cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build\n"
                "                   has the CUDA backend and a GPU is present, else cpu)\n"
-               "  --precision P    fp32 | tf32 | bf16 (default tf32 on a GPU; the CPU has fp32 only): see\n"
+               "  --precision P    bf16 | tf32 | fp32 (default bf16 on a GPU; the CPU has fp32 only): see\n"
                "                   `asa train --help`; bf16 also halves the KV cache\n");
 }
 

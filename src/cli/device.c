@@ -1,5 +1,5 @@
 // --device and --precision: the CPU backend (fp32), or the CUDA backend when the build has it
-// (ASA_HAVE_CUDA) with fp32 or tf32 matrix products.
+// (ASA_HAVE_CUDA) in bf16 (the default), tf32 or fp32 mode.
 #include "cli/device.h"
 
 #include <stdio.h>
@@ -64,10 +64,10 @@ asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const cha
         }
         if (n) {
 #ifdef ASA_HAVE_CUDA
-            asa_precision mode = !precision                ? ASA_PRECISION_TF32
+            asa_precision mode = !precision                ? ASA_PRECISION_BF16
                                  : !strcmp(precision, "fp32") ? ASA_PRECISION_FP32
-                                 : !strcmp(precision, "bf16") ? ASA_PRECISION_BF16
-                                                              : ASA_PRECISION_TF32;
+                                 : !strcmp(precision, "tf32") ? ASA_PRECISION_TF32
+                                                              : ASA_PRECISION_BF16;
             asa_backend *be = asa_backend_cuda_new(gpu, mode);
             if (!be) {
                 fprintf(stderr, "asa %s: device %s: %s\n", cmd, device, asa_err_msg());

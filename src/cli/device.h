@@ -9,10 +9,10 @@
 #define CLI_DEVICE_HELP                                                                                     \
     "  --device D         cpu | cuda | cuda:N (default: $ASA_DEVICE if set, else cuda when this build has\n" \
     "                     the CUDA backend and a GPU is present, else cpu)\n"                                \
-    "  --precision P      fp32 | tf32 | bf16 (default tf32 on a GPU; the CPU has fp32 only): tf32 runs the\n" \
-    "                     matrix products on the tensor cores (operands rounded to TF32, fp32 sums) on fp32\n" \
-    "                     tensors; bf16 keeps activations, KV caches and a copy of the weights in bf16 (fp32\n" \
-    "                     master weights, gradients of the weights and optimizer) for bf16 tensor cores\n"
+    "  --precision P      bf16 | tf32 | fp32 (default bf16 on a GPU; the CPU has fp32 only): bf16 keeps\n" \
+    "                     activations, KV caches and a copy of the weights in bf16 for the bf16 tensor cores\n" \
+    "                     (fp32 master weights, gradients of the weights, optimizer and sums); tf32 runs the\n" \
+    "                     matrix products on the tensor cores (operands rounded to TF32) on fp32 tensors\n"
 
 // The backend for `device` ("cpu", "cuda", "cuda:N"; NULL = the default above) in `precision` ("fp32",
 // "tf32", "bf16"; NULL = the device's default). Prints "asa <cmd>: device ..." naming the precision to stderr.

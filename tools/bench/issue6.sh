@@ -6,7 +6,7 @@
 # with like. Every asa run has its own time limit; a run cut off says so and the rest go on.
 # Usage, from the repository root (with .deps from scripts/device_deps.sh and a copy of fla in .fla-full,
 # see tools/bench/README.md): bash tools/bench/issue6.sh [T,T,...]   (default 8192,16384,32768,65536)
-# PRECISION=fp32|tf32|bf16 (default tf32) picks asa's mode. Logs: $OUT (or /tmp/issue6) gets build.txt, asa.txt
+# PRECISION=bf16|tf32|fp32 (default bf16) picks asa's mode. Logs: $OUT (or /tmp/issue6) gets build.txt, asa.txt
 # and peer.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -25,10 +25,10 @@ tail -12 "$LOG/build.txt"
 source /tmp/deps/env.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader
 
-# attn LIMIT ARGS...: one `asa bench attn` run on the GPU in $PRECISION (default tf32: tensor-core
-# kernels on fp32 tensors; bf16: the same kernels on bf16 tensors, bf16 gemm ceiling; fp32: CUDA-core
-# kernels, whose ceiling is cuBLASLt's fp32 gemm rate), at most LIMIT seconds.
-PRECISION=${PRECISION:-tf32}
+# attn LIMIT ARGS...: one `asa bench attn` run on the GPU in $PRECISION (default bf16: bf16 tensors and
+# bf16 tensor-core kernels, bf16 gemm ceiling; tf32: TF32 tensor-core kernels on fp32 tensors; fp32:
+# CUDA-core kernels, whose ceiling is cuBLASLt's fp32 gemm rate), at most LIMIT seconds.
+PRECISION=${PRECISION:-bf16}
 attn() {
     local limit=$1
     shift
