@@ -19,7 +19,17 @@
 // the fp32 FMA rate.
 // q and kc are activation tensors (float or bf16, the kernel's template type): staging widens bf16 to fp32
 // exactly, and everything after is the same fp32 arithmetic.
+//
+// bf16 mode (topk16_kernel): the dots run on the bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation).
+// A product of two bf16 values is exact in fp32, so the dots differ from the CPU's only in the order the
+// tensor cores add the products: the scores move by a few fp32 roundings, and the lists equal the CPU's
+// except where two blocks' scores are that close (near-ties). Everything after the dots (the
+// probabilities, their sums in the CPU's order, the selection) is the fp32 path's code. Rows of q and kc
+// stay bf16 in shared memory (cp.async, the next key tile in flight), stride dk16 + 8 elements so that
+// the 8 rows of an ldmatrix hit distinct banks.
 #include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/attn_mma16.cuh"
+#include "backend/cuda/attn_mma_common.cuh"
 
 #define TOPK_THREADS 256
 #define TOPK_WARPS (TOPK_THREADS / 32)
@@ -246,6 +256,186 @@ topk_kernel(topk_args a, int anchor_tiles, const T *q, const T *kc, const float 
     }
 }
 
+#define TOPK16_THREADS 256
+#define TOPK16_WARPS (TOPK16_THREADS / 32)
+#define TOPK16_ROWS 64  // query rows per block: 4 m-tiles, each split over two warps (32 keys each)
+#define TOPK16_COLS 64  // pooled keys per tile
+
+typedef struct {
+    int B, T, h, g, G, dk, bsz, bsel, n, R, nb, na, nsb, per;
+    int A;       // anchors per CUDA block
+    int rows;    // A * G query rows
+    int rows_p;  // rows padded to whole m-tiles (16)
+    int mt;      // pooled keys per tile: whole selection blocks, at most TOPK16_COLS
+    int dk16;    // dk padded to whole k-steps (16); the padding columns are zeros
+    int kst;     // bf16 row stride of the staged q and kc rows: dk16 + 8 (16 bytes), 4 banks mod 32
+    int pst;     // row stride of the staged probabilities: 8 mod 32, so a warp's float2 stores take two
+                 // wavefronts
+    float scale;
+} topk16_args;
+
+static size_t topk16_smem(const topk16_args &a) {
+    return (size_t)(a.rows_p + 2 * TOPK16_COLS) * a.kst * sizeof(bf16) + (size_t)a.rows_p * a.pst * sizeof(float) +
+           (size_t)a.rows_p * 2 * sizeof(float) + (size_t)a.A * a.nsb * (sizeof(float) + 1);
+}
+
+// Rows [0, n) of a [*, dk] bf16 operand (row r at src + r*srs) into nrows shared rows by cp.async in
+// 16-byte segments; rows >= n and columns in [dk, dk16) become zeros.
+static __device__ __forceinline__ void topk16_stage(bf16 *dst, const bf16 *src, long srs, int n, int nrows,
+                                                    const topk16_args &a) {
+    const int segs = a.dk16 / 8;
+    for (int e = threadIdx.x; e < nrows * segs; e += TOPK16_THREADS) {
+        const int r = e / segs, c = (e % segs) * 8;
+        const bool in = r < n && c < a.dk;
+        cp16_b16(dst + (size_t)r * a.kst + c, in ? src + r * srs + c : src, in ? 16 : 0);
+    }
+}
+
+__global__ void __launch_bounds__(TOPK16_THREADS, 2)
+topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, const float *lse_cmp, int32_t *idx) {
+    extern __shared__ __align__(16) unsigned char smem16[];
+    bf16 *Qs = (bf16 *)smem16, *Ks = Qs + (size_t)a.rows_p * a.kst;  // Ks: two key tiles
+    float *P = (float *)(Ks + (size_t)2 * TOPK16_COLS * a.kst);
+    float *Ls = P + (size_t)a.rows_p * a.pst;
+    int *Nm = (int *)(Ls + a.rows_p);
+    float *S = (float *)(Nm + a.rows_p);
+    unsigned char *F = (unsigned char *)(S + (size_t)a.A * a.nsb);
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const int at = anchor_tiles - 1 - (int)(blockIdx.x / (a.B * a.g));  // heaviest tiles first
+    const int b = blockIdx.x % (a.B * a.g) / a.g, j = blockIdx.x % a.g;
+    const int a0 = at * a.A, nA = min(a.A, a.na - a0);
+    const long krs = (long)a.g * a.dk;
+    const bf16 *kg = kc + (long)b * a.nb * krs + (long)j * a.dk;
+    const int nm_max = min(((a0 + nA - 1) * a.R + 1) / a.bsz, a.nb);  // the last anchor sees the most
+
+    // Query rows r = ai*G + hi (anchor a0+ai, head j*G+hi): the G rows of an anchor are consecutive in q,
+    // and so are the anchors' rows when R = 1; row by row in general.
+    for (int e = tid; e < a.rows_p * (a.dk16 / 8); e += TOPK16_THREADS) {
+        const int r = e / (a.dk16 / 8), c = e % (a.dk16 / 8) * 8, ai = r / a.G;
+        const bool in = r < a.rows && ai < nA && c < a.dk;
+        const long row = ((long)b * a.T + (long)(a0 + ai) * a.R) * a.h + j * a.G + r % a.G;
+        cp16_b16(Qs + (size_t)r * a.kst + c, in ? q + row * a.dk + c : q, in ? 16 : 0);
+    }
+    for (int r = tid; r < a.rows_p; r += TOPK16_THREADS) {
+        const int ai = r / a.G, t = (a0 + ai) * a.R;
+        const bool in = r < a.rows && ai < nA;
+        const long row = ((long)b * a.T + t) * a.h + j * a.G + r % a.G;
+        Ls[r] = in ? lse_cmp[row] : -INFINITY;
+        Nm[r] = in ? min((t + 1) / a.bsz, a.nb) : 0;
+    }
+    topk16_stage(Ks, kg, krs, min(a.mt, nm_max), TOPK16_COLS, a);
+    cp_commit();
+
+    const int nunits = a.rows_p / 16 * 2;  // (m-tile, key half) pairs
+    for (int m0 = 0, buf = 0; m0 < nm_max; m0 += a.mt, buf ^= 1) {
+        cp_wait<0>();
+        __syncthreads();  // this tile (and q) staged; the last tile's scores are done with P
+        if (m0 + a.mt < nm_max) {
+            topk16_stage(Ks + (size_t)(buf ^ 1) * TOPK16_COLS * a.kst, kg + (m0 + a.mt) * krs, krs,
+                         min(a.mt, nm_max - m0 - a.mt), TOPK16_COLS, a);
+            cp_commit();
+        }
+        const bf16 *Kt = Ks + (size_t)buf * TOPK16_COLS * a.kst;
+        for (int u = warp; u < nunits; u += TOPK16_WARPS) {
+            const int r0 = u / 2 * 16, c0 = u % 2 * 32;
+            float acc[4][4];
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+            // ldmatrix row addresses: A tiles (rows 0-7 | 8-15) x (k 0-7 | 8-15), B tiles (keys 0-7, k lo |
+            // k hi), then keys 8-15
+            const bf16 *qa = Qs + (size_t)(r0 + (lane & 15)) * a.kst + (lane >> 4) * 8;
+            const bf16 *kb = Kt + (size_t)(c0 + (lane >> 4) * 8 + (lane & 7)) * a.kst + ((lane >> 3) & 1) * 8;
+            for (int k0 = 0; k0 < a.dk16; k0 += 16) {
+                uint32_t af[4], b0[4], b1[4];
+                ldsm16_x4(af, qa + k0);
+                ldsm16_x4(b0, kb + k0);
+                ldsm16_x4(b1, kb + (size_t)16 * a.kst + k0);
+                mma16(acc[0], af, b0[0], b0[1]);
+                mma16(acc[1], af, b0[2], b0[3]);
+                mma16(acc[2], af, b1[0], b1[1]);
+                mma16(acc[3], af, b1[2], b1[3]);
+            }
+            const int gr = lane / 4, cc = lane % 4;
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int r = r0 + gr + 8 * hf;
+                if (r >= a.rows) continue;
+                const float L = Ls[r];
+                const int nm = Nm[r];
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+                    const int col = c0 + nt * 8 + 2 * cc;
+                    float p[2];
+#pragma unroll
+                    for (int x = 0; x < 2; x++)
+                        // as the fp32 path: an invisible key, or a row with no visible key, adds +0
+                        p[x] = m0 + col + x < nm && L != -INFINITY
+                                   ? expf(__fsub_rn(__fmul_rn(acc[nt][2 * hf + x], a.scale), L))
+                                   : 0.0f;
+                    *(float2 *)(P + (size_t)r * a.pst + col) = make_float2(p[0], p[1]);
+                }
+            }
+        }
+        __syncthreads();
+        // Scores of the tile's selection blocks: over the heads, then over the pooled keys inside.
+        const int ub = a.mt / a.per;
+        for (int e = tid; e < nA * ub; e += TOPK16_THREADS) {
+            const int ai = e / ub, ul = e % ub;
+            if (m0 + ul * a.per >= nm_max) continue;
+            float sc = 0.0f;
+            for (int hi = 0; hi < a.G; hi++) {
+                const float *pr = P + (size_t)(ai * a.G + hi) * a.pst + ul * a.per;
+                for (int mm = 0; mm < a.per; mm++) sc = __fadd_rn(sc, pr[mm]);
+            }
+            S[(size_t)ai * a.nsb + m0 / a.per + ul] = sc;
+        }
+    }
+    cp_wait<0>();  // an anchor tile that sees no pooled key never waited for its staging
+    __syncthreads();
+    for (int ai = warp; ai < nA; ai += TOPK16_WARPS) {
+        const int c = (a0 + ai) * a.R / a.bsel;
+        topk_select_row(S + (size_t)ai * a.nsb, F + (size_t)ai * a.nsb, c, a.n,
+                        idx + (((long)b * a.na + a0 + ai) * a.g + j) * a.n, lane);
+    }
+}
+
+// The bf16 tensor-core path, when the shape allows it: rows 16-byte aligned (dk a multiple of 8), selection
+// blocks of at most one key tile, and the shared memory. Returns false to leave the call to topk_kernel.
+static bool topk16_launch(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc,
+                          const float *lse_cmp, int32_t *idx) {
+    const int per = s->selection_block_size / s->block_size;
+    if (be->act != ASA_BF16 || s->dk % 8 != 0 || per > TOPK16_COLS || ((uintptr_t)q & 15) || ((uintptr_t)kc & 15))
+        return false;
+    topk16_args a;
+    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.G = s->h / s->g, a.dk = s->dk;
+    a.bsz = s->block_size, a.bsel = s->selection_block_size, a.n = s->block_counts, a.R = s->selection_share;
+    a.nb = asa_attn_num_cmp_blocks(s), a.na = asa_attn_num_anchors(s), a.nsb = (s->T + a.bsel - 1) / a.bsel;
+    a.per = per, a.scale = s->scale;
+    a.mt = TOPK16_COLS / per * per;
+    a.dk16 = (a.dk + 15) / 16 * 16;
+    a.kst = a.dk16 + 8;
+    a.pst = TOPK16_COLS + 8;
+    a.A = TOPK16_ROWS / a.G > 1 ? TOPK16_ROWS / a.G : 1;
+    if (a.A > a.na) a.A = a.na;
+    const size_t max_smem = (size_t)cuda_ctx_of(be)->max_smem;
+    for (;;) {
+        a.rows = a.A * a.G;
+        a.rows_p = (a.rows + 15) / 16 * 16;
+        if (topk16_smem(a) <= max_smem) break;
+        if (a.A == 1) return false;
+        a.A /= 2;
+    }
+    const int tiles = (a.na + a.A - 1) / a.A;
+    const long blocks = (long)tiles * a.B * a.g;
+    ASA_CHECK(blocks <= 0x7fffffffL);
+    const size_t smem = topk16_smem(a);
+    attn_allow_smem((const void *)topk16_kernel, smem);
+    topk16_kernel<<<(unsigned)blocks, TOPK16_THREADS, smem>>>(a, tiles, (const bf16 *)q, (const bf16 *)kc, lse_cmp,
+                                                              idx);
+    CUDA_LAUNCH_CHECK();
+    return true;
+}
+
 void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const float *lse_cmp,
                       int32_t *idx) {
     attn_check_dims(s);
@@ -256,6 +446,7 @@ void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const void *q, c
     a.nb = asa_attn_num_cmp_blocks(s), a.na = asa_attn_num_anchors(s), a.nsb = (s->T + a.bsel - 1) / a.bsel;
     a.per = a.bsel / a.bsz, a.scale = s->scale;
     if ((long)a.B * a.na * a.g == 0) return;
+    if (topk16_launch(be, s, q, kc, lse_cmp, idx)) return;
     a.mt = a.per <= TOPK_PASS_COLS ? TOPK_PASS_COLS / a.per * a.per : a.per;
     a.mt_p = (a.mt + TOPK_PASS_COLS - 1) / TOPK_PASS_COLS * TOPK_PASS_COLS;
     a.pst = a.mt | 1;
