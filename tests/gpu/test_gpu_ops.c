@@ -1100,6 +1100,18 @@ static void test_dense_tc(asa_backend *tc, const attn_case *c, double worst[2]) 
     mode = asa_precision_name(gpu->precision);
 }
 
+// bf16 attention at dk 160 / dv 128 (the compressed branch of asa-340M's G layers: latent 128 + RoPE 32),
+// attn_dense16.cu's instance with halved key and row chunks: full attention, a window, and the compressed
+// branch over 68 pooled keys (two dk/dv key blocks, the second partial, rows split over blocks).
+static void test_dense16_d160(void) {
+    const attn_case cases[] = {
+        make_case("d160/128 full, cmp b=16", 1, 1100, 16, 2, 160, 128, 0, 16, 16, 1, 1),
+        make_case("d160/128 window 45 G=4", 2, 300, 8, 2, 160, 128, 45, 8, 8, 1, 1),
+    };
+    double worst[2] = {0, 0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_tc(gpu_bf16, &cases[i], worst);
+}
+
 // ---- decoding ----
 
 // A cache of B sequences of S rows, row width W, viewed as GQA ([k] and v, separate buffers) or latent
@@ -1313,6 +1325,7 @@ int main(void) {
     test_dense_ops();
     test_attention(gpu_bf16);
     test_slc16_many_rows();
+    test_dense16_d160();
     // gemm last (cuBLASLt aborts the program if it has no kernel for a bf16 layout, after every other
     // result). Operands bf16 (the tensor cores multiply them exactly into fp32), sums fp32: with an fp32 C
     // the product agrees with the CPU's fp32 sgemm on the same rounded operands to fp32 summation error

@@ -12,15 +12,16 @@
 // next chunk in flight while the current one is multiplied; one __syncthreads per chunk (the buffer a chunk
 // is copied into was last read before the barrier that precedes the copy).
 // - forward: 128 rows per block, 32 per warp as two m-tiles that share every K and V fragment (half the
-//   shared-memory reads of 16-row warps); chunks of 64 keys. S = Q·K^T, then P (the S accumulators packed
-//   to bf16: they are P·V's A fragments) times V read by ldmatrix.trans.
+//   shared-memory reads of 16-row warps); chunks of 64 keys (32 for dk 160). S = Q·K^T, then P (the S
+//   accumulators packed to bf16: they are P·V's A fragments) times V read by ldmatrix.trans.
 // - dq: 64 rows per block (16 per warp, the score, dP and dq accumulators need the registers); chunks of 32
 //   keys, which leave registers for 3 blocks per multiprocessor (measured faster than 2 blocks of 64-key
-//   chunks): S = Q·K^T, dP = dout·V^T, dS = P(dP - D), dq += dS·K (K read transposed).
-// - dk/dv: 64 keys per block (16 per warp) streaming the rows that see them, 64 per chunk: S^T = K·Q^T and
-//   dP^T = V·dout^T, then dv += P^T·dout and dk += dS^T·Q, P^T and dS^T again straight from registers. When
-//   key blocks are few (the compressed branch) each one's rows are split over several blocks whose partial
-//   sums a second pass adds in split order. Blocks with the most rows start first (causal imbalance).
+//   chunks; 2 for dk 160, by shared memory): S = Q·K^T, dP = dout·V^T, dS = P(dP - D), dq += dS·K (K read
+//   transposed).
+// - dk/dv: 64 keys per block (16 per warp) streaming the rows that see them, 64 per chunk (32 for dk 160):
+//   S^T = K·Q^T and dP^T = V·dout^T, then dv += P^T·dout and dk += dS^T·Q, P^T and dS^T again straight from
+//   registers. When key blocks are few (the compressed branch) each one's rows are split over several blocks
+//   whose partial sums a second pass adds in split order. Blocks with the most rows start first (causal imbalance).
 #include <limits.h>
 
 #include "backend/cuda/attn_dense16.cuh"
@@ -31,10 +32,14 @@
 #define D16_THREADS 128  // 4 warps
 #define F_ROWS 128       // forward: rows per block
 #define DQ_ROWS 64       // dq: rows per block
-#define F_KT 64          // forward: keys per chunk
 #define DQ_KT 32         // dq: keys per chunk (its fewer registers let 3 blocks share a multiprocessor)
 #define KV_KEYS 64       // dk/dv: keys per block
-#define KV_RT 64         // dk/dv: rows per chunk
+// Head dims over 128 (dk 160 / dv 128) halve the forward's key chunks and the dk/dv pass's row chunks, so
+// that two blocks of each fit a multiprocessor's shared memory and the dk/dv accumulators its registers;
+// dq then fits only two blocks (three would take 236 KB).
+#define F_KT(DK) ((DK) > 128 ? 32 : 64)   // forward: keys per chunk
+#define KV_RT(DK) ((DK) > 128 ? 32 : 64)  // dk/dv: rows per chunk
+#define DQ_BLOCKS(DK) ((DK) > 128 ? 2 : 3)  // dq: blocks per multiprocessor
 #define KV_TARGET_BLOCKS 528  // dk/dv splits its rows when key blocks are fewer than this (4 per SM on an H100) ...
 #define KV_MIN_ROWS 512       // ... keeping at least this many rows per split
 
@@ -153,15 +158,15 @@ static __device__ __forceinline__ void d16_acc2(bf16 *p, float x0, float x1) {
 
 template <int DK, int DV>
 static constexpr size_t d16_fwd_bytes() {
-    return ((size_t)F_ROWS * (DK + 8) + 2 * (size_t)F_KT * (DK + 8 + DV + 8)) * sizeof(bf16);
+    return ((size_t)F_ROWS * (DK + 8) + 2 * (size_t)F_KT(DK) * (DK + 8 + DV + 8)) * sizeof(bf16);
 }
 
 template <int DK, int DV>
 __global__ void __launch_bounds__(D16_THREADS, 2)
 d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *o, float *lse) {
-    constexpr int QST = DK + 8, KST = DK + 8, VST = DV + 8, NT = F_KT / 8;
+    constexpr int QST = DK + 8, KST = DK + 8, VST = DV + 8, KT = F_KT(DK), NT = KT / 8;
     extern __shared__ float4 smem4[];
-    bf16 *Qs = (bf16 *)smem4, *Ks = Qs + F_ROWS * QST, *Vs = Ks + 2 * F_KT * KST;
+    bf16 *Qs = (bf16 *)smem4, *Ks = Qs + F_ROWS * QST, *Vs = Ks + 2 * KT * KST;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int nbj = a.B * a.g, bj = blockIdx.x % nbj, j = bj % a.g, b = bj / a.g;
     const long rbase = (long)(ntiles - 1 - (int)(blockIdx.x / nbj)) * F_ROWS;  // late rows (most keys) first
@@ -190,8 +195,8 @@ d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 
 
     d16_stage_q<DK>(a, b, j, rbase, F_ROWS, Qs, q, a.dk);
     if (u0 < u1) {
-        d16_stage<DK>(Ks, kg + u0 * krs, krs, min(F_KT, u1 - u0), F_KT, a.dk);
-        d16_stage<DV>(Vs, vg + u0 * vrs, vrs, min(F_KT, u1 - u0), F_KT, a.dv);
+        d16_stage<DK>(Ks, kg + u0 * krs, krs, min(KT, u1 - u0), KT, a.dk);
+        d16_stage<DV>(Vs, vg + u0 * vrs, vrs, min(KT, u1 - u0), KT, a.dv);
     }
     cp_commit();
 
@@ -206,17 +211,17 @@ d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 
 
     const bf16 *qw = Qs + w * 32 * QST;
     int buf = 0;
-    for (int c0 = u0; c0 < u1; c0 += F_KT, buf ^= 1) {
+    for (int c0 = u0; c0 < u1; c0 += KT, buf ^= 1) {
         cp_wait<0>();
         __syncthreads();  // chunk c0 is in; every warp is done with the other buffer
-        const int nx = c0 + F_KT;
+        const int nx = c0 + KT;
         if (nx < u1) {
-            d16_stage<DK>(Ks + (buf ^ 1) * F_KT * KST, kg + nx * krs, krs, min(F_KT, u1 - nx), F_KT, a.dk);
-            d16_stage<DV>(Vs + (buf ^ 1) * F_KT * VST, vg + nx * vrs, vrs, min(F_KT, u1 - nx), F_KT, a.dv);
+            d16_stage<DK>(Ks + (buf ^ 1) * KT * KST, kg + nx * krs, krs, min(KT, u1 - nx), KT, a.dk);
+            d16_stage<DV>(Vs + (buf ^ 1) * KT * VST, vg + nx * vrs, vrs, min(KT, u1 - nx), KT, a.dv);
         }
         cp_commit();
         if (c0 >= uhi || nx <= ulo) continue;
-        const bf16 *K = Ks + buf * F_KT * KST, *V = Vs + buf * F_KT * VST;
+        const bf16 *K = Ks + buf * KT * KST, *V = Vs + buf * KT * VST;
         const bool full = c0 >= ilo && nx <= ihi;
 
         float s[2][NT][4];
@@ -340,7 +345,7 @@ static constexpr size_t d16_dq_bytes() {
 
 // dq += scale * sum_m p_m (dout.v_m - D) k_m with p_m = exp(q.k_m*scale - lse).
 template <int DK, int DV>
-__global__ void __launch_bounds__(D16_THREADS, 3)
+__global__ void __launch_bounds__(D16_THREADS, DQ_BLOCKS(DK))
 d16_dq_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *D,
               const bf16 *dout, bf16 *dq) {
     constexpr int QST = DK + 8, OST = DV + 8, KST = DK + 8, VST = DV + 8, NT = DQ_KT / 8;
@@ -460,17 +465,17 @@ d16_dq_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *
 template <int DK, int DV>
 static constexpr size_t d16_kv_bytes() {
     return (size_t)KV_KEYS * (DK + 8 + DV + 8) * sizeof(bf16) +
-           2 * ((size_t)KV_RT * (DK + 8 + DV + 8) * sizeof(bf16) + 3 * KV_RT * sizeof(float));
+           2 * ((size_t)KV_RT(DK) * (DK + 8 + DV + 8) * sizeof(bf16) + 3 * KV_RT(DK) * sizeof(float));
 }
 
-// Rows rho0 .. rho0 + KV_RT - 1 of group j's stream (those < rend): q and dout into Qc, Oc; log2-scaled lse,
+// Rows rho0 .. rho0 + KV_RT(DK) - 1 of group j's stream (those < rend): q and dout into Qc, Oc; log2-scaled lse,
 // D and the token (-1 for padding and rows with no visible key: they add nothing) into Lb, Db, Tb.
 template <int DK, int DV>
 static __device__ __forceinline__ void d16_stage_rows(const d16_args &a, int b, int j, long rho0, long rend,
                                                       const bf16 *q, const bf16 *dout, const float *lse,
                                                       const float *D, bf16 *Qc, bf16 *Oc, float *Lb, float *Db,
                                                       int *Tb) {
-    constexpr int TPR = D16_THREADS / KV_RT;  // threads per row
+    constexpr int TPR = D16_THREADS / KV_RT(DK);  // threads per row
     const int rr = threadIdx.x / TPR;
     int t = -1;
     long r = 0;
@@ -499,8 +504,8 @@ template <int DK, int DV>
 __global__ void __launch_bounds__(D16_THREADS, 2)
 d16_dkdv_kernel(d16_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                 const float *D, const bf16 *dout, bf16 *dk, bf16 *dv, float *part) {
-    constexpr int KST = DK + 8, VST = DV + 8, NR = KV_RT / 8;
-    constexpr int CHUNK = KV_RT * (KST + VST) * (int)sizeof(bf16) + 3 * KV_RT * (int)sizeof(float);  // bytes
+    constexpr int KST = DK + 8, VST = DV + 8, RT = KV_RT(DK), NR = RT / 8;
+    constexpr int CHUNK = RT * (KST + VST) * (int)sizeof(bf16) + 3 * RT * (int)sizeof(float);  // bytes
     extern __shared__ float4 smem4[];
     bf16 *Ks = (bf16 *)smem4, *Vs = Ks + KV_KEYS * KST;
     char *cb = (char *)(Vs + KV_KEYS * VST);
@@ -520,9 +525,9 @@ d16_dkdv_kernel(d16_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16
     const int qlo0 = d16_qlo(a, p0), qhi0 = p0 < a.nkeys ? d16_qhi(a, p0) : 0;
     const int qlo1 = d16_qlo(a, p1), qhi1 = p1 < a.nkeys ? d16_qhi(a, p1) : 0;
 #define D16_CHUNK_PTRS(bufi)                                                                                  \
-    bf16 *Qc = (bf16 *)(cb + (bufi) * CHUNK), *Oc = Qc + KV_RT * KST;                                       \
-    float *Lb = (float *)(Oc + KV_RT * VST), *Db = Lb + KV_RT;                                               \
-    int *Tb = (int *)(Db + KV_RT)
+    bf16 *Qc = (bf16 *)(cb + (bufi) * CHUNK), *Oc = Qc + RT * KST;                                          \
+    float *Lb = (float *)(Oc + RT * VST), *Db = Lb + RT;                                                  \
+    int *Tb = (int *)(Db + RT)
     if (i0 < i1) {
         D16_CHUNK_PTRS(0);
         d16_stage_rows<DK, DV>(a, b, j, i0, i1, q, dout, lse, D, Qc, Oc, Lb, Db, Tb);
@@ -536,12 +541,12 @@ d16_dkdv_kernel(d16_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16
     for (int nd = 0; nd < DV / 8; nd++) av[nd][0] = av[nd][1] = av[nd][2] = av[nd][3] = 0.0f;
     const bf16 *kw = Ks + w * 16 * KST, *vw = Vs + w * 16 * VST;
     int buf = 0;
-    for (long x0 = i0; x0 < i1; x0 += KV_RT, buf ^= 1) {
+    for (long x0 = i0; x0 < i1; x0 += RT, buf ^= 1) {
         cp_wait<0>();
         __syncthreads();
-        if (x0 + KV_RT < i1) {
+        if (x0 + RT < i1) {
             D16_CHUNK_PTRS(buf ^ 1);
-            d16_stage_rows<DK, DV>(a, b, j, x0 + KV_RT, i1, q, dout, lse, D, Qc, Oc, Lb, Db, Tb);
+            d16_stage_rows<DK, DV>(a, b, j, x0 + RT, i1, q, dout, lse, D, Qc, Oc, Lb, Db, Tb);
         }
         cp_commit();
         D16_CHUNK_PTRS(buf);
@@ -651,7 +656,8 @@ __global__ void d16_split_sum_kernel(d16_args a, int nsplit, const float *part, 
     }
 }
 
-// The instantiated head-dim pairs: 64/64, 96/64 (ASA's local layers), 128/128; smaller dims are zero-padded.
+// The instantiated head-dim pairs: 64/64, 96/64 (ASA's local layers), 128/128, 160/128 (the compressed branch
+// of asa-340M's G layers: latent 128 + RoPE 32); smaller dims are zero-padded.
 #define D16_WITH_DIMS(dk, dv, ...)                 \
     do {                                           \
         if ((dk) <= 64 && (dv) <= 64) {            \
@@ -660,14 +666,17 @@ __global__ void d16_split_sum_kernel(d16_args a, int nsplit, const float *part, 
         } else if ((dk) <= 96 && (dv) <= 64) {     \
             constexpr int DK = 96, DV = 64;        \
             __VA_ARGS__;                           \
-        } else {                                   \
+        } else if ((dk) <= 128 && (dv) <= 128) {   \
             constexpr int DK = 128, DV = 128;      \
+            __VA_ARGS__;                           \
+        } else {                                   \
+            constexpr int DK = 160, DV = 128;      \
             __VA_ARGS__;                           \
         }                                          \
     } while (0)
 
 bool cuda_dense16_ok(const asa_backend *be, const asa_attn_shape *s, const void *const *ptr, int n) {
-    if (be->act != ASA_BF16 || s->dk <= 0 || s->dv <= 0 || s->dk % 8 || s->dv % 8 || s->dk > 128 || s->dv > 128)
+    if (be->act != ASA_BF16 || s->dk <= 0 || s->dv <= 0 || s->dk % 8 || s->dv % 8 || s->dk > 160 || s->dv > 128)
         return false;
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptr[i] % 16) return false;

@@ -8,7 +8,7 @@
 
 #include "backend/cuda/cuda_common.cuh"
 
-// bf16 storage, head dims up to 128 in multiples of 8, and the n tensors of ptr aligned to 16 bytes: rows
+// bf16 storage, head dims in multiples of 8 up to dk 160 / dv 128, and the n tensors of ptr aligned to 16 bytes: rows
 // are copied 8 elements at a time by cp.async and outputs stored as bf16 pairs.
 bool cuda_dense16_ok(const asa_backend *be, const asa_attn_shape *s, const void *const *ptr, int n);
 
