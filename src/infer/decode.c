@@ -9,37 +9,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/carve.h"
 #include "core/error.h"
 
 // ----------------------------------------------------------------------------
 // activation arena: a first pass counts (base == NULL), a second assigns
 
-typedef struct {
-    char *base;
-    size_t off;
-    size_t act_size;  // bytes per activation element (be->act)
-} carver;
-
-static void *take(carver *cv, size_t n_elems, size_t elem_size) {
-    void *p = cv->base ? cv->base + cv->off : NULL;
-    cv->off += (n_elems * elem_size + 63) & ~(size_t)63;  // 64-byte aligned
-    return p;
-}
-#define TAKEF(cv, n) ((float *)take((cv), (size_t)(n), sizeof(float)))
-#define TAKEA(cv, n) ((asa_act *)take((cv), (size_t)(n), (cv)->act_size))
+#define TAKEF(cv, n) ((float *)asa_carve((cv), (size_t)(n) * sizeof(float)))
+#define TAKEA(cv, n) ((asa_act *)asa_carve((cv), (size_t)(n) * (cv)->act_size))
 #define AT(p, i) asa_act_at(be, (p), (size_t)(i))
 
 static int max_int(int a, int b) { return a > b ? a : b; }
 
 static size_t carve_acts(const asa_config *c, asa_dtype act, int B, char *base, asa_decode_acts *a) {
-    carver cv = {base, 0, asa_dtype_size(act)};
+    asa_carver cv = {base, 0, 64, asa_dtype_size(act)};
     const size_t Bz = (size_t)B, h = (size_t)c->num_heads, dr = (size_t)c->qk_rope_head_dim;
     // widest per-head vector of any kind: queries, absorbed queries, branch outputs
     const size_t hd = (size_t)max_int(max_int(c->head_dim, c->qk_nope_head_dim + c->qk_rope_head_dim),
                                    max_int(max_int(c->kv_lora_rank, c->latent_dim) + c->qk_rope_head_dim, c->v_head_dim));
     const size_t lat = (size_t)max_int(c->kv_lora_rank, c->latent_groups * c->latent_dim);
     const size_t kvw = (size_t)c->num_kv_heads * c->head_dim;
-    a->tokens = take(&cv, Bz, sizeof(int32_t));
+    a->tokens = asa_carve(&cv, Bz * sizeof(int32_t));
     a->x = TAKEA(&cv, Bz * c->hidden_size);
     a->an = TAKEA(&cv, Bz * c->hidden_size);
     a->rstd = TAKEF(&cv, Bz);

@@ -6,25 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/carve.h"
 #include "core/error.h"
 #include "model/kv_cache_size.h"
 
-// Arena carving: a first pass with base = NULL counts, a second assigns.
-typedef struct {
-    char *base;
-    size_t off;
-    size_t act_size;  // bytes per cached element (be->act)
-} carver;
-
-static void *carve_bytes(carver *cv, size_t n, size_t *bytes) {
-    void *p = cv->base ? cv->base + cv->off : NULL;
+// A view of n bytes, counted into the layer's bytes.
+static void *carve_bytes(asa_carver *cv, size_t n, size_t *bytes) {
     *bytes += n;
-    cv->off += (n + 63) & ~(size_t)63;
-    return p;
+    return asa_carve(cv, n);
 }
-static asa_act *carve(carver *cv, size_t elems, size_t *bytes) { return carve_bytes(cv, elems * cv->act_size, bytes); }
+static asa_act *carve(asa_carver *cv, size_t elems, size_t *bytes) { return carve_bytes(cv, elems * cv->act_size, bytes); }
 
-static void carve_layer(const asa_config *c, char kind, int B, int max_len, carver *cv, asa_layer_kv *l) {
+static void carve_layer(const asa_config *c, char kind, int B, int max_len, asa_carver *cv, asa_layer_kv *l) {
     memset(l, 0, sizeof *l);
     l->kind = kind;
     const int window = c->window_size < max_len ? c->window_size : max_len;
@@ -64,7 +57,7 @@ static void carve_layer(const asa_config *c, char kind, int B, int max_len, carv
 }
 
 static size_t carve_all(const asa_config *c, asa_dtype act, int B, int max_len, char *base, asa_layer_kv *layers) {
-    carver cv = {base, 0, asa_dtype_size(act)};
+    asa_carver cv = {base, 0, 64, asa_dtype_size(act)};
     asa_layer_kv tmp;
     for (int i = 0; i < c->num_hidden_layers; i++) carve_layer(c, c->layer_kinds[i], B, max_len, &cv, layers ? &layers[i] : &tmp);
     return cv.off;

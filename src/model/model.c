@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/carve.h"
 #include "core/error.h"
 
 // ----------------------------------------------------------------------------
@@ -80,27 +81,16 @@ static asa_attn_shape attn_shape(const asa_config *c, const layer_dims *d, int B
 // ----------------------------------------------------------------------------
 // activation arena: one pass counts, a second assigns (base != NULL)
 
-typedef struct {
-    char *base;
-    size_t off;
-    size_t act_size;  // bytes per activation element (be->act)
-} carver;
-
 // Every view starts on a 256-byte boundary: cuBLASLt picks its kernel by operand alignment (up to 256
 // bytes, src/backend/cuda/gemm.cu), so a product gets the same kernel and the same rounding wherever its
 // view lies, in particular in either recompute mode.
-static size_t arena_bytes(size_t n_elems, size_t elem_size) { return (n_elems * elem_size + 255) & ~(size_t)255; }
+#define ARENA_ALIGN 256
+static asa_carver carver_new(char *base, asa_dtype act) { return (asa_carver){base, 0, ARENA_ALIGN, asa_dtype_size(act)}; }
+#define TAKEF(cv, n) ((float *)asa_carve((cv), (size_t)(n) * sizeof(float)))
+#define TAKEI(cv, n) ((int32_t *)asa_carve((cv), (size_t)(n) * sizeof(int32_t)))
+#define TAKEA(cv, n) ((asa_act *)asa_carve((cv), (size_t)(n) * (cv)->act_size))
 
-static void *take(carver *cv, size_t n_elems, size_t elem_size) {
-    void *p = cv->base ? cv->base + cv->off : NULL;
-    cv->off += arena_bytes(n_elems, elem_size);
-    return p;
-}
-#define TAKEF(cv, n) ((float *)take((cv), (size_t)(n), sizeof(float)))
-#define TAKEI(cv, n) ((int32_t *)take((cv), (size_t)(n), sizeof(int32_t)))
-#define TAKEA(cv, n) ((asa_act *)take((cv), (size_t)(n), (cv)->act_size))
-
-static void carve_layer(const asa_config *c, char kind, int B, int T, carver *cv, asa_layer_acts *a) {
+static void carve_layer(const asa_config *c, char kind, int B, int T, asa_carver *cv, asa_layer_acts *a) {
     memset(a, 0, sizeof *a);
     layer_dims d = dims_of(c, kind);
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
@@ -158,7 +148,7 @@ static void carve_layer(const asa_config *c, char kind, int B, int T, carver *cv
 // Top-level buffers plus every layer's saved activations, or with recompute one slot sized for the
 // largest layer kind that every layer's views share; returns bytes.
 static size_t carve_all(asa_model *m, const asa_config *c, asa_dtype act, int B, int T, char *base, int recompute) {
-    carver cv = {base, 0, asa_dtype_size(act)};
+    asa_carver cv = carver_new(base, act);
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size, L = (size_t)c->num_hidden_layers, end = 0;
     asa_layer_acts dummy;
     for (size_t l = 0; l < L; l++) {
@@ -187,10 +177,15 @@ static size_t carve_all(asa_model *m, const asa_config *c, asa_dtype act, int B,
 
 // Gradient scratch: two [N, D] buffers, then one layer's worth of views (the largest kind in the
 // model), which start at grad_views_offset.
-static size_t grad_views_offset(size_t N, size_t D, asa_dtype act) { return 2 * arena_bytes(N * D, asa_dtype_size(act)); }
+static size_t grad_views_offset(size_t N, size_t D, asa_dtype act) {
+    asa_carver cv = carver_new(NULL, act);
+    TAKEA(&cv, N * D);
+    TAKEA(&cv, N * D);
+    return cv.off;
+}
 
 static size_t carve_grads(asa_model *m, const asa_config *c, asa_dtype act, int B, int T, char *base, char kind) {
-    carver cv = {base, 0, asa_dtype_size(act)};
+    asa_carver cv = carver_new(base, act);
     size_t N = (size_t)B * T, D = (size_t)c->hidden_size;
     asa_act *dres = TAKEA(&cv, N * D), *dres2 = TAKEA(&cv, N * D);
     if (m) {
