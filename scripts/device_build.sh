@@ -44,7 +44,7 @@ if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DASA_DEPS_ROOT="$DEPS"
     exit 1
 fi
 echo "device_build: built $BUILD in $(( $(date +%s) - t0 )) s"
-grep -E "asa: (CUDA backend|MPI|NCCL)|OpenBLAS:" "$LOG/device_build.log"
+grep -E "asa: (CUDA backend|MPI|NCCL|cuDNN)|OpenBLAS:" "$LOG/device_build.log"
 
 rc=0
 if [ "${SKIP_GPU_TESTS:-0}" != 1 ]; then

@@ -76,12 +76,16 @@ asa_backend *cli_backend_new_rank(const char *cmd, const char *device, const cha
             const char *arith = mode == ASA_PRECISION_FP32   ? "fp32"
                                 : mode == ASA_PRECISION_BF16 ? "bf16: bf16 activations and weight copy, fp32 master weights"
                                                              : "tf32: tensor-core matrix products, fp32 storage";
+            // cuDNN's attention runs in bf16 mode only: say so there
+            const int cudnn = mode == ASA_PRECISION_BF16 ? asa_backend_cuda_cudnn(be, -1) : 0;
+            char fused[64] = "";
+            if (cudnn) snprintf(fused, sizeof fused, ", cuDNN %d.%d attention", cudnn / 10000, cudnn / 100 % 100);
             struct cudaDeviceProp p;
             if (cudaGetDeviceProperties(&p, gpu) == cudaSuccess)
-                fprintf(stderr, "asa %s: device cuda:%d (%s, %.1f GiB), %s\n", cmd, gpu, p.name,
-                        p.totalGlobalMem / (double)(1 << 30), arith);
+                fprintf(stderr, "asa %s: device cuda:%d (%s, %.1f GiB), %s%s\n", cmd, gpu, p.name,
+                        p.totalGlobalMem / (double)(1 << 30), arith, fused);
             else
-                fprintf(stderr, "asa %s: device cuda:%d, %s\n", cmd, gpu, arith);
+                fprintf(stderr, "asa %s: device cuda:%d, %s%s\n", cmd, gpu, arith, fused);
             return be;
 #else
             (void)gpu;

@@ -44,6 +44,7 @@ static asa_backend *cpu, *gpu, *gpu_fp32, *gpu_tf32, *gpu_bf16;
 static const char *mode = "fp32";  // precision of the op under test, for messages
 static char where[200];            // the test under way, for guard-zone messages
 static double worst_bf16[2];       // largest bf16-mode error of an output and of a gradient increment
+static int reproducible = 1;       // backward ops must give identical bits run to run (not cuDNN's dQ)
 static asa_rng rng;
 
 static int bf16_mode(void) { return gpu->act == ASA_BF16; }
@@ -1080,8 +1081,8 @@ static void test_dense_tc(asa_backend *tc, const attn_case *c, double worst[2]) 
             }
             for (int x = 0; x < 3; x++) d_free(gd[x]);
         }
-        TU_CHECK(!memcmp(run[0][0], run[1][0], nq * 4) && !memcmp(run[0][1], run[1][1], n2 * 4) &&
-                     !memcmp(run[0][2], run[1][2], n3 * 4),
+        TU_CHECK(!reproducible || (!memcmp(run[0][0], run[1][0], nq * 4) && !memcmp(run[0][1], run[1][1], n2 * 4) &&
+                                   !memcmp(run[0][2], run[1][2], n3 * 4)),
                  "%s %s: two %s runs differ", mode, c->name, op);
         if (s->dk <= 128 && s->dv <= 128)
             for (int i = s->window == 1 && !pass ? 2 : 0; i < 3; i++)  // window 1: dq, dk are rms, not relative
@@ -1110,6 +1111,32 @@ static void test_dense16_d160(void) {
     };
     double worst[2] = {0, 0};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_tc(gpu_bf16, &cases[i], worst);
+}
+
+// cuDNN's fused attention (bf16 mode, T a multiple of 128), checked like asa's kernels against the CPU:
+// full and window, GQA and MHA, head dims 64, 128 and 160 / 128 (ASA's local layers); every call must
+// have run on cuDNN (a shape it refuses would fall back to asa's kernels and pass unseen otherwise).
+static void test_cudnn(void) {
+    const int version = asa_backend_cuda_cudnn(gpu_bf16, 1);
+    if (!version) {
+        printf("  SKIPPED cuDNN attention: this build has no cuDNN\n");
+        return;
+    }
+    const attn_case cases[] = {
+        make_case("cuDNN full G=4 d64", 2, 256, 8, 2, 64, 64, 0, 0, 16, 1, 1),
+        make_case("cuDNN window 100 d128", 1, 384, 4, 4, 128, 128, 100, 0, 16, 1, 1),
+        make_case("cuDNN full G=16 d160/128", 1, 256, 16, 1, 160, 128, 0, 0, 16, 1, 1),
+    };
+    const int ncases = (int)(sizeof cases / sizeof cases[0]);
+    const long calls0 = asa_backend_cuda_cudnn_calls(gpu_bf16);
+    double worst[2] = {0, 0};
+    reproducible = 0;
+    for (int i = 0; i < ncases; i++) test_dense_tc(gpu_bf16, &cases[i], worst);
+    reproducible = 1;
+    const long calls = asa_backend_cuda_cudnn_calls(gpu_bf16) - calls0;
+    TU_CHECK(calls == 3L * ncases, "cuDNN %d served %ld of the %d attention calls", version, calls, 3 * ncases);
+    printf("  cuDNN %d served %ld attention calls\n", version, calls);
+    asa_backend_cuda_cudnn(gpu_bf16, 0);
 }
 
 // ---- decoding ----
@@ -1294,6 +1321,8 @@ int main(void) {
     TU_CHECK(gpu_bf16 && gpu_bf16->precision == ASA_PRECISION_BF16 && gpu_bf16->act == ASA_BF16,
              "no bf16 CUDA backend with bf16 storage: %s", asa_err_msg());
     TU_CHECK(gpu_fp32->act == ASA_F32, "the fp32 CUDA backend stores %s", asa_dtype_name(gpu_fp32->act));
+    // asa's own kernels under test; test_cudnn turns cuDNN's attention on for its cases
+    if (gpu_bf16) asa_backend_cuda_cudnn(gpu_bf16, 0);
     if (!gpu_tf32 || !gpu_bf16) return tu_finish("test_gpu_ops");
     TU_CHECK(asa_backend_cuda_new(0, 7) == NULL, "an unknown precision was accepted");
     cpu = asa_backend_cpu_new();
@@ -1326,6 +1355,7 @@ int main(void) {
     test_attention(gpu_bf16);
     test_slc16_many_rows();
     test_dense16_d160();
+    test_cudnn();
     // gemm last (cuBLASLt aborts the program if it has no kernel for a bf16 layout, after every other
     // result). Operands bf16 (the tensor cores multiply them exactly into fp32), sums fp32: with an fp32 C
     // the product agrees with the CPU's fp32 sgemm on the same rounded operands to fp32 summation error

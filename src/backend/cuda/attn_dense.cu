@@ -354,6 +354,7 @@ void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
 
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o,
                    float *lse) {
+    if (cuda_cudnn_attn_fwd(be, s, q, k, v, o, lse)) return;
     const void *ptr16[] = {q, k, v, o};
     if (cuda_dense16_ok(be, s, ptr16, 4)) {
         cuda_dense16_fwd(be, s, s->T, 1, s->window, q, k, v, o, lse);
@@ -368,5 +369,6 @@ void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, cons
 
 void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                    const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv) {
+    if (cuda_cudnn_attn_bwd(be, s, q, k, v, o, lse, dout, dq, dk, dv)) return;
     cuda_attn_pooled_bwd(be, s, s->T, 1, s->window, q, k, v, o, lse, dout, dq, dk, dv);
 }

@@ -3,6 +3,7 @@
 // copies see finished results.
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_common.cuh"
 
@@ -99,6 +100,7 @@ void cuda_act_to_host(asa_backend *be, float *host_dst, const void *src, size_t 
 static void cuda_destroy(asa_backend *be) {
     cuda_ctx *cx = cuda_ctx_of(be);
     CUDA_CHECK(cudaDeviceSynchronize());
+    cuda_cudnn_release(cx);
     if (cx->scratch) CUDA_CHECK(cudaFree(cx->scratch));
     CUDA_CHECK(cudaFree(cx->lt_ws));
     CUBLAS_CHECK(cublasLtDestroy(cx->lt));
@@ -133,6 +135,8 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     CUBLAS_CHECK(cublasLtCreate(&cx->lt));
     cx->lt_ws_bytes = LT_WORKSPACE_BYTES;
     CUDA_CHECK(cudaMalloc(&cx->lt_ws, cx->lt_ws_bytes));
+    const char *use_cudnn = getenv("ASA_CUDNN");
+    cx->use_cudnn = cuda_cudnn_version() > 0 && !(use_cudnn && strcmp(use_cudnn, "0") == 0);
 
     asa_backend *be = (asa_backend *)asa_calloc(1, sizeof *be);
     be->name = "cuda";
@@ -181,3 +185,11 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     be->add = cuda_add;
     return be;
 }
+
+extern "C" int asa_backend_cuda_cudnn(asa_backend *be, int on) {
+    cuda_ctx *cx = cuda_ctx_of(be);
+    if (on >= 0) cx->use_cudnn = on && cuda_cudnn_version() > 0;
+    return cx->use_cudnn ? cuda_cudnn_version() : 0;
+}
+
+extern "C" long asa_backend_cuda_cudnn_calls(const asa_backend *be) { return ((const cuda_ctx *)be->ctx)->cudnn_calls; }

@@ -22,6 +22,16 @@ extern "C" {
 // Returns NULL with a message (asa_err_msg) when there is no usable GPU or the precision is unknown.
 asa_backend *asa_backend_cuda_new(int device, int precision);
 
+// cuDNN's fused flash attention, when the build found cuDNN 9: in bf16 mode attn_fwd / attn_bwd of full
+// and window attention run on it for the shapes it takes (T a multiple of 128, head dims multiples of 8
+// up to 256), asa's kernels for the rest. On by default; ASA_CUDNN=0 in the environment turns it off at
+// creation, this call at any time (on = 0 / 1; on < 0 leaves it as it is). Its backward sums dQ with
+// atomics, so gradients are not bit-reproducible with it. Returns cuDNN's version (e.g. 91400) when it is
+// on after the call, 0 when off or absent.
+int asa_backend_cuda_cudnn(asa_backend *be, int on);
+// Attention calls cuDNN has served so far.
+long asa_backend_cuda_cudnn_calls(const asa_backend *be);
+
 #ifdef __cplusplus
 }
 #endif

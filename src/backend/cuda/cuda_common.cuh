@@ -45,7 +45,11 @@ typedef struct {
     size_t lt_ws_bytes;
     void *scratch;        // grows on demand; ops run in stream order on the default stream, so one op's
     size_t scratch_bytes; // scratch is free again when the next op starts
+    int use_cudnn;        // attn_fwd / attn_bwd try cuDNN's fused attention first (attn_cudnn.cu)
+    long cudnn_calls;     // attention calls cuDNN served
+    struct cuda_cudnn *cudnn;  // its handle and plans, made on first use
 } cuda_ctx;
+typedef struct cuda_cudnn cuda_cudnn;
 
 static inline cuda_ctx *cuda_ctx_of(asa_backend *be) { return (cuda_ctx *)be->ctx; }
 // At least `bytes` of device scratch, valid until the next call (by any op) of cuda_scratch.
@@ -110,6 +114,12 @@ void cuda_copy_heads(asa_backend *be, void *dst, int dst_rs, int dst_hs, const v
 void cuda_xent_fwd_bwd(asa_backend *be, float *losses, void *dlogits, const void *logits, const int32_t *targets, int N, int V, float dloss_scale);
 void cuda_gate_fwd(asa_backend *be, void *out, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
 void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, const void *dout, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
+// cuDNN's fused attention (attn_cudnn.cu): true when it ran the call, false when asa's kernels must (no
+// cuDNN in the build, turned off, not bf16, or a shape the engine does not take).
+bool cuda_cudnn_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o, float *lse);
+bool cuda_cudnn_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
+void cuda_cudnn_release(cuda_ctx *cx);
+int cuda_cudnn_version(void);  // 0 without cuDNN
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o, float *lse);
 void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
 void cuda_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const void *x, void *xc);
