@@ -441,10 +441,11 @@ static void test_xent(void) {
     d_free(gx), d_free(gloss), d_free(gdx), d_free(gt);
 }
 
-static void test_gate(int nbr) {
-    const int N = 29, h = 3, dv = 40;
+// dv 40: the 16-byte vector kernels; dv 36: the per-element ones
+static void test_gate(int nbr, int dv) {
+    const int N = 29, h = 3;
     const size_t n = (size_t)N * h * dv, ng = (size_t)N * h * nbr;
-    snprintf(where, sizeof where, "%s gate %d branches", mode, nbr);
+    snprintf(where, sizeof where, "%s gate %d branches dv %d", mode, nbr, dv);
     float *glog = h_rand(ng, 2), *out = h_rand(n, 1), *dout = h_rand(n, 1), *dglog = h_rand(ng, 1);
     float *dglog0 = h_dup(dglog, ng);
     void *gglog = d_act(glog, ng), *gout = d_act_nan(n), *gdout = d_act(dout, n), *gdglog = d_act(dglog, ng);
@@ -576,8 +577,9 @@ static void test_dense_ops(void) {
     test_swiglu();
     test_copy_heads();
     test_xent();
-    test_gate(3);
-    test_gate(2);
+    test_gate(3, 40);
+    test_gate(2, 40);
+    test_gate(3, 36);
     test_optim();
     test_convert();
     printf("  %s dense ops done\n", mode);

@@ -20,6 +20,7 @@
 #include "backend/cuda/attn_dense16.cuh"
 #include "backend/cuda/attn_dense_mma.cuh"
 #include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/attn_visibility.cuh"
 
 
 // Backward's key-major pass aims at this many blocks at least (a few per multiprocessor on current GPUs),
@@ -294,43 +295,30 @@ static void pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int 
     const long rows = (long)s->B * s->T * s->h;
     if (rows == 0) return;
     // Key-major blocks are few when keys are (compressed blocks): the queries of each key tile are then
-    // split over several blocks, whose partial sums a second pass adds in a fixed order. The split depends
-    // on the shape alone, so results are reproducible.
-    const long kblocks = (long)s->B * s->g * ((nkeys + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
-    int nsplit = 1;
-    if (kblocks > 0 && kblocks < DKDV_TARGET_BLOCKS) {
-        const long want = (DKDV_TARGET_BLOCKS + kblocks - 1) / kblocks;
-        const long most = ((long)s->T * (s->h / s->g) + DKDV_MIN_PAIRS - 1) / DKDV_MIN_PAIRS;
-        nsplit = (int)(want < most ? want : most);
-        if (nsplit < 1) nsplit = 1;
-    }
-    const long krows = (long)s->B * nkeys * s->g;
-    const size_t off_part = ((size_t)rows * sizeof(float) + 255) & ~(size_t)255;
-    const size_t part_bytes = nsplit > 1 ? (size_t)nsplit * krows * (s->dk + s->dv) * sizeof(float) : 0;
-    char *scr = (char *)cuda_scratch(be, off_part + part_bytes);
-    float *D = (float *)scr, *part = (float *)(scr + off_part);
-    cuda_attn_rowdot(be, dout, o, rows, s->dv, D);
+    // split over several blocks, whose partial sums a second pass adds in a fixed order.
+    const dense_bwd_plan pl = dense_bwd_plan_make(be, s, nkeys, ATTN_TILE_ROWS, DKDV_TARGET_BLOCKS, DKDV_MIN_PAIRS);
+    cuda_attn_rowdot(be, dout, o, rows, s->dv, pl.D);
 
     const long qblocks = (long)s->B * s->h * ((s->T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
     size_t smem = attn_tile(be, &a.tile, a.kst + a.vst, ATTN_TILE_ROWS * (a.dk + a.dv));
     const int dmax = s->dk > s->dv ? s->dk : s->dv;
     ATTN_WITH_COLS(dmax, {
         attn_allow_smem((const void *)pooled_dq_kernel<T, COLS>, smem);
-        pooled_dq_kernel<T, COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, D, dout, dq);
+        pooled_dq_kernel<T, COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, pl.D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
 
-    if (kblocks == 0) return;
+    if (pl.kblocks == 0) return;
     smem = attn_tile(be, &a.tile, a.kst + a.vst + 2, ATTN_TILE_ROWS * (a.dk + a.dv));
     ATTN_WITH_COLS(dmax, {
         attn_allow_smem((const void *)pooled_dkdv_kernel<T, COLS>, smem);
-        pooled_dkdv_kernel<T, COLS><<<(unsigned)(kblocks * nsplit), ATTN_TILE_ROWS * 32, smem>>>(
-            a, nsplit, q, k, v, lse, D, dout, dk, dv, part);
+        pooled_dkdv_kernel<T, COLS><<<(unsigned)(pl.kblocks * pl.nsplit), ATTN_TILE_ROWS * 32, smem>>>(
+            a, pl.nsplit, q, k, v, lse, pl.D, dout, dk, dv, pl.part);
     });
     CUDA_LAUNCH_CHECK();
-    if (nsplit > 1) {
-        pooled_split_sum_kernel<T><<<cuda_blocks(krows * (s->dk + s->dv), CUDA_THREADS), CUDA_THREADS>>>(
-            a, nsplit, part, dk, dv);
+    if (pl.nsplit > 1) {
+        pooled_split_sum_kernel<T><<<cuda_blocks(pl.krows * (s->dk + s->dv), CUDA_THREADS), CUDA_THREADS>>>(
+            a, pl.nsplit, pl.part, dk, dv);
         CUDA_LAUNCH_CHECK();
     }
 }

@@ -28,6 +28,7 @@
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/attn_mma16.cuh"
 #include "backend/cuda/attn_mma_common.cuh"
+#include "backend/cuda/attn_visibility.cuh"
 
 #define D16_THREADS 128  // 4 warps
 #define F_ROWS 128       // forward: rows per block
@@ -43,44 +44,10 @@
 #define KV_TARGET_BLOCKS 528  // dk/dv splits its rows when key blocks are fewer than this (4 per SM on an H100) ...
 #define KV_MIN_ROWS 512       // ... keeping at least this many rows per split
 
-typedef struct {
-    int B, T, h, g, dk, dv, nkeys, span, window, G;
-    float scale, sl2;  // sl2 = scale * log2(e): scores in base 2
-} d16_args;
-
 static __device__ __forceinline__ float ex2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
-}
-
-// Keys [d16_lo, d16_hi) are visible to query t; queries [d16_qlo, d16_qhi) see key m.
-static __device__ __forceinline__ int d16_lo(const d16_args &a, int t) {
-    return a.window > 0 && t - a.window + 1 > 0 ? t - a.window + 1 : 0;
-}
-static __device__ __forceinline__ int d16_hi(const d16_args &a, int t) { return min((t + 1) / a.span, a.nkeys); }
-static __device__ __forceinline__ int d16_qlo(const d16_args &a, int m) { return (m + 1) * a.span - 1; }
-static __device__ __forceinline__ int d16_qhi(const d16_args &a, int m) {
-    return a.window > 0 && m + a.window < a.T ? m + a.window : a.T;
-}
-
-// Row rho of group j: token t (-1 past the end) and its (token, head) row r.
-static __device__ __forceinline__ void d16_row(const d16_args &a, int b, int j, long rho, int &t, long &r) {
-    if (rho >= (long)a.T * a.G) {
-        t = -1, r = 0;
-        return;
-    }
-    t = (int)(rho / a.G);
-    r = ((long)b * a.T + t) * a.h + j * a.G + (int)(rho % a.G);
-}
-
-static __device__ __forceinline__ int d16_wmin(int x) {
-    for (int o = 16; o > 0; o /= 2) x = min(x, __shfl_xor_sync(FULL_MASK, x, o));
-    return x;
-}
-static __device__ __forceinline__ int d16_wmax(int x) {
-    for (int o = 16; o > 0; o /= 2) x = max(x, __shfl_xor_sync(FULL_MASK, x, o));
-    return x;
 }
 
 // Rows [0, n) of a [*, d] operand (row r at src + r*rs) into `rows` shared rows of stride D + 8; columns >= d
@@ -98,12 +65,12 @@ static __device__ __forceinline__ void d16_stage(bf16 *dst, const bf16 *src, lon
 // (Query, head) rows rho0 .. rho0 + rows - 1 of group j: x (width d, padded to D) into shared rows of stride
 // D + 8, zeros past the end. `rows` is a multiple of D16_THREADS / 2: two threads per row, one division each.
 template <int D>
-static __device__ __forceinline__ void d16_stage_q(const d16_args &a, int b, int j, long rho0, int rows, bf16 *dst,
+static __device__ __forceinline__ void d16_stage_q(const dense_args &a, int b, int j, long rho0, int rows, bf16 *dst,
                                                    const bf16 *x, int d) {
     for (int rr = threadIdx.x / 2; rr < rows; rr += D16_THREADS / 2) {
         int t;
         long r;
-        d16_row(a, b, j, rho0 + rr, t, r);
+        dense_row(a, b, j, rho0 + rr, t, r);
 #pragma unroll
         for (int s = threadIdx.x % 2; s < D / 8; s += 2) {
             const bool in = t >= 0 && s * 8 < d;
@@ -163,7 +130,7 @@ static constexpr size_t d16_fwd_bytes() {
 
 template <int DK, int DV>
 __global__ void __launch_bounds__(D16_THREADS, 2)
-d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *o, float *lse) {
+d16_fwd_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, bf16 *o, float *lse) {
     constexpr int QST = DK + 8, KST = DK + 8, VST = DV + 8, KT = F_KT(DK), NT = KT / 8;
     extern __shared__ float4 smem4[];
     bf16 *Qs = (bf16 *)smem4, *Ks = Qs + F_ROWS * QST, *Vs = Ks + 2 * KT * KST;
@@ -182,16 +149,16 @@ d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             long r;
-            d16_row(a, b, j, rbase + w * 32 + mt * 16 + hf * 8 + g, tr[mt][hf], r);
+            dense_row(a, b, j, rbase + w * 32 + mt * 16 + hf * 8 + g, tr[mt][hf], r);
             if (tr[mt][hf] >= 0) {
-                const int lo = d16_lo(a, tr[mt][hf]), hi = d16_hi(a, tr[mt][hf]);
+                const int lo = dense_lo(a, tr[mt][hf]), hi = dense_hi(a, tr[mt][hf]);
                 ulo = min(ulo, lo), uhi = max(uhi, hi), ilo = max(ilo, lo), ihi = min(ihi, hi);
             }
         }
     // the warp's rows: chunks outside [ulo, uhi) are skipped, chunks inside [ilo, ihi) need no mask
-    ulo = d16_wmin(ulo), uhi = d16_wmax(uhi), ilo = d16_wmax(ilo), ihi = d16_wmin(ihi);
-    const int u0 = d16_lo(a, (int)(rbase / a.G));
-    const int u1 = d16_hi(a, (int)((min(rbase + F_ROWS, (long)a.T * a.G) - 1) / a.G));
+    ulo = dense_warp_min(ulo), uhi = dense_warp_max(uhi), ilo = dense_warp_max(ilo), ihi = dense_warp_min(ihi);
+    const int u0 = dense_lo(a, (int)(rbase / a.G));
+    const int u1 = dense_hi(a, (int)((min(rbase + F_ROWS, (long)a.T * a.G) - 1) / a.G));
 
     d16_stage_q<DK>(a, b, j, rbase, F_ROWS, Qs, q, a.dk);
     if (u0 < u1) {
@@ -251,7 +218,7 @@ d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 
             if (!full)
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
-                    const int t = tr[mt][hf], lo = t >= 0 ? d16_lo(a, t) : 0, hi = t >= 0 ? d16_hi(a, t) : 0;
+                    const int t = tr[mt][hf], lo = t >= 0 ? dense_lo(a, t) : 0, hi = t >= 0 ? dense_hi(a, t) : 0;
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -322,7 +289,7 @@ d16_fwd_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 
             ls += __shfl_xor_sync(FULL_MASK, ls, 2);
             int t;
             long r;
-            d16_row(a, b, j, rbase + w * 32 + mt * 16 + hf * 8 + g, t, r);
+            dense_row(a, b, j, rbase + w * 32 + mt * 16 + hf * 8 + g, t, r);
             if (t < 0) continue;
             // a row with no visible key gets o = 0 and lse = -inf, as on the CPU
             const float inv = ls > 0.0f ? 1.0f / ls : 0.0f;
@@ -346,7 +313,7 @@ static constexpr size_t d16_dq_bytes() {
 // dq += scale * sum_m p_m (dout.v_m - D) k_m with p_m = exp(q.k_m*scale - lse).
 template <int DK, int DV>
 __global__ void __launch_bounds__(D16_THREADS, DQ_BLOCKS(DK))
-d16_dq_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *D,
+d16_dq_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse, const float *D,
               const bf16 *dout, bf16 *dq) {
     constexpr int QST = DK + 8, OST = DV + 8, KST = DK + 8, VST = DV + 8, NT = DQ_KT / 8;
     extern __shared__ float4 smem4[];
@@ -363,18 +330,18 @@ d16_dq_kernel(d16_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *
     int ulo = INT_MAX, uhi = INT_MIN, ilo = INT_MIN, ihi = INT_MAX;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        d16_row(a, b, j, rbase + w * 16 + hf * 8 + g, tr[hf], rr[hf]);
+        dense_row(a, b, j, rbase + w * 16 + hf * 8 + g, tr[hf], rr[hf]);
         // rows with lse = -inf saw no key: no gradient
         const float L = tr[hf] >= 0 ? lse[rr[hf]] : -INFINITY;
         if (L == -INFINITY) tr[hf] = -1;
         const bool ok = tr[hf] >= 0;
         lb[hf] = ok ? L * LOG2E : 0.0f, Dn[hf] = ok ? D[rr[hf]] : 0.0f;
-        lo[hf] = ok ? d16_lo(a, tr[hf]) : 0, hi[hf] = ok ? d16_hi(a, tr[hf]) : 0;
+        lo[hf] = ok ? dense_lo(a, tr[hf]) : 0, hi[hf] = ok ? dense_hi(a, tr[hf]) : 0;
         if (ok) ulo = min(ulo, lo[hf]), uhi = max(uhi, hi[hf]), ilo = max(ilo, lo[hf]), ihi = min(ihi, hi[hf]);
     }
-    ulo = d16_wmin(ulo), uhi = d16_wmax(uhi), ilo = d16_wmax(ilo), ihi = d16_wmin(ihi);
-    const int u0 = d16_lo(a, (int)(rbase / a.G));
-    const int u1 = d16_hi(a, (int)((min(rbase + DQ_ROWS, (long)a.T * a.G) - 1) / a.G));
+    ulo = dense_warp_min(ulo), uhi = dense_warp_max(uhi), ilo = dense_warp_max(ilo), ihi = dense_warp_min(ihi);
+    const int u0 = dense_lo(a, (int)(rbase / a.G));
+    const int u1 = dense_hi(a, (int)((min(rbase + DQ_ROWS, (long)a.T * a.G) - 1) / a.G));
 
     d16_stage_q<DK>(a, b, j, rbase, DQ_ROWS, Qs, q, a.dk);
     d16_stage_q<DV>(a, b, j, rbase, DQ_ROWS, Os, dout, a.dv);
@@ -471,7 +438,7 @@ static constexpr size_t d16_kv_bytes() {
 // Rows rho0 .. rho0 + KV_RT(DK) - 1 of group j's stream (those < rend): q and dout into Qc, Oc; log2-scaled lse,
 // D and the token (-1 for padding and rows with no visible key: they add nothing) into Lb, Db, Tb.
 template <int DK, int DV>
-static __device__ __forceinline__ void d16_stage_rows(const d16_args &a, int b, int j, long rho0, long rend,
+static __device__ __forceinline__ void d16_stage_rows(const dense_args &a, int b, int j, long rho0, long rend,
                                                       const bf16 *q, const bf16 *dout, const float *lse,
                                                       const float *D, bf16 *Qc, bf16 *Oc, float *Lb, float *Db,
                                                       int *Tb) {
@@ -479,7 +446,7 @@ static __device__ __forceinline__ void d16_stage_rows(const d16_args &a, int b, 
     const int rr = threadIdx.x / TPR;
     int t = -1;
     long r = 0;
-    if (rho0 + rr < rend) d16_row(a, b, j, rho0 + rr, t, r);
+    if (rho0 + rr < rend) dense_row(a, b, j, rho0 + rr, t, r);
 #pragma unroll
     for (int s = threadIdx.x % TPR; s < DK / 8; s += TPR) {
         const bool in = t >= 0 && s * 8 < a.dk;
@@ -499,10 +466,10 @@ static __device__ __forceinline__ void d16_stage_rows(const d16_args &a, int b, 
 }
 
 // dk / dv of KV_KEYS keys of group j from split sp of the rows that see them. With nsplit > 1 every split
-// stores its partial sums (dk's scaled) in `part` for d16_split_sum_kernel.
+// stores its partial sums (dk's scaled) in `part` for dense_split_sum_kernel.
 template <int DK, int DV>
 __global__ void __launch_bounds__(D16_THREADS, 2)
-d16_dkdv_kernel(d16_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+d16_dkdv_kernel(dense_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                 const float *D, const bf16 *dout, bf16 *dk, bf16 *dv, float *part) {
     constexpr int KST = DK + 8, VST = DV + 8, RT = KV_RT(DK), NR = RT / 8;
     constexpr int CHUNK = RT * (KST + VST) * (int)sizeof(bf16) + 3 * RT * (int)sizeof(float);  // bytes
@@ -518,12 +485,12 @@ d16_dkdv_kernel(d16_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16
     d16_stage<DK>(Ks, k + kr0 * a.dk, krs, cnk, KV_KEYS, a.dk);
     d16_stage<DV>(Vs, v + kr0 * a.dv, vrs, cnk, KV_KEYS, a.dv);
     // the rows that see some key of the block: tokens [T0, T1), split sp of them
-    const int T0 = d16_qlo(a, mfirst), T1 = d16_qhi(a, mfirst + cnk - 1);
+    const int T0 = dense_qlo(a, mfirst), T1 = dense_qhi(a, mfirst + cnk - 1);
     const long nrows = (long)max(T1 - T0, 0) * a.G, rho0 = (long)T0 * a.G;
     const long i0 = rho0 + nrows * sp / nsplit, i1 = rho0 + nrows * (sp + 1) / nsplit;
     const int p0 = mfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
-    const int qlo0 = d16_qlo(a, p0), qhi0 = p0 < a.nkeys ? d16_qhi(a, p0) : 0;
-    const int qlo1 = d16_qlo(a, p1), qhi1 = p1 < a.nkeys ? d16_qhi(a, p1) : 0;
+    const int qlo0 = dense_qlo(a, p0), qhi0 = p0 < a.nkeys ? dense_qhi(a, p0) : 0;
+    const int qlo1 = dense_qlo(a, p1), qhi1 = p1 < a.nkeys ? dense_qhi(a, p1) : 0;
 #define D16_CHUNK_PTRS(bufi)                                                                                  \
     bf16 *Qc = (bf16 *)(cb + (bufi) * CHUNK), *Oc = Qc + RT * KST;                                          \
     float *Lb = (float *)(Oc + RT * VST), *Db = Lb + RT;                                                  \
@@ -642,20 +609,6 @@ d16_dkdv_kernel(d16_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16
     }
 }
 
-// dk / dv += the splits' partial sums, added in split order.
-__global__ void d16_split_sum_kernel(d16_args a, int nsplit, const float *part, bf16 *dk, bf16 *dv) {
-    const int W = a.dk + a.dv;
-    const long total = (long)a.B * a.nkeys * a.g * W;
-    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
-        float acc = 0.0f;
-        for (int sp = 0; sp < nsplit; sp++) acc += part[sp * total + e];
-        const long kr = e / W;
-        const int col = (int)(e % W);
-        bf16 *x = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
-        st_f(x, ld_f(x) + acc);
-    }
-}
-
 // The instantiated head-dim pairs: 64/64, 96/64 (ASA's local layers), 128/128, 160/128 (the compressed branch
 // of asa-340M's G layers: latent 128 + RoPE 32); smaller dims are zero-padded.
 #define D16_WITH_DIMS(dk, dv, ...)                 \
@@ -683,19 +636,10 @@ bool cuda_dense16_ok(const asa_backend *be, const asa_attn_shape *s, const void 
     return true;
 }
 
-static d16_args d16_make(const asa_attn_shape *s, int nkeys, int span, int window) {
-    attn_check_dims(s);
-    d16_args a;
-    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.dk = s->dk, a.dv = s->dv;
-    a.nkeys = nkeys, a.span = span, a.window = window, a.G = s->h / s->g;
-    a.scale = s->scale, a.sl2 = s->scale * LOG2E;
-    return a;
-}
-
 void cuda_dense16_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                       const void *k, const void *v, void *o, float *lse) {
     (void)be;
-    const d16_args a = d16_make(s, nkeys, span, window);
+    const dense_args a = dense_args_make(s, nkeys, span, window);
     const long ntiles = ((long)a.T * a.G + F_ROWS - 1) / F_ROWS, blocks = (long)a.B * a.g * ntiles;
     if (blocks == 0) return;
     D16_WITH_DIMS(a.dk, a.dv, {
@@ -711,46 +655,29 @@ void cuda_dense16_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
 void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                       const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq,
                       void *dk, void *dv) {
-    const d16_args a = d16_make(s, nkeys, span, window);
+    const dense_args a = dense_args_make(s, nkeys, span, window);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
-    // Few key blocks (the compressed branch): split each one's rows; the split depends on the shape alone,
-    // so results are reproducible.
-    const long kblocks = (long)a.B * a.g * ((nkeys + KV_KEYS - 1) / KV_KEYS);
-    int nsplit = 1;
-    if (kblocks > 0 && kblocks < KV_TARGET_BLOCKS) {
-        const long want = (KV_TARGET_BLOCKS + kblocks - 1) / kblocks;
-        const long most = ((long)a.T * a.G + KV_MIN_ROWS - 1) / KV_MIN_ROWS;
-        nsplit = (int)(want < most ? want : most);
-        if (nsplit < 1) nsplit = 1;
-    }
-    const long krows = (long)a.B * nkeys * a.g;
-    const size_t off_part = ((size_t)rows * sizeof(float) + 255) & ~(size_t)255;
-    const size_t part_bytes = nsplit > 1 ? (size_t)nsplit * krows * (a.dk + a.dv) * sizeof(float) : 0;
-    char *scr = (char *)cuda_scratch(be, off_part + part_bytes);
-    float *D = (float *)scr, *part = (float *)(scr + off_part);
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
+    // Few key blocks (the compressed branch): split each one's rows.
+    const dense_bwd_plan pl = dense_bwd_plan_make(be, s, nkeys, KV_KEYS, KV_TARGET_BLOCKS, KV_MIN_ROWS);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, pl.D);
 
     const bf16 *q16 = (const bf16 *)q, *k16 = (const bf16 *)k, *v16 = (const bf16 *)v, *do16 = (const bf16 *)dout;
     const long ntiles = ((long)a.T * a.G + DQ_ROWS - 1) / DQ_ROWS, qblocks = (long)a.B * a.g * ntiles;
     D16_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = d16_dq_bytes<DK, DV>();
         attn_allow_smem((const void *)d16_dq_kernel<DK, DV>, smem);
-        d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, D, do16,
+        d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, pl.D, do16,
                                                                         (bf16 *)dq);
     });
     CUDA_LAUNCH_CHECK();
-    if (kblocks == 0) return;
+    if (pl.kblocks == 0) return;
     D16_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = d16_kv_bytes<DK, DV>();
         attn_allow_smem((const void *)d16_dkdv_kernel<DK, DV>, smem);
-        d16_dkdv_kernel<DK, DV><<<(unsigned)(kblocks * nsplit), D16_THREADS, smem>>>(
-            a, nsplit, q16, k16, v16, lse, D, do16, (bf16 *)dk, (bf16 *)dv, part);
+        d16_dkdv_kernel<DK, DV><<<(unsigned)(pl.kblocks * pl.nsplit), D16_THREADS, smem>>>(
+            a, pl.nsplit, q16, k16, v16, lse, pl.D, do16, (bf16 *)dk, (bf16 *)dv, pl.part);
     });
     CUDA_LAUNCH_CHECK();
-    if (nsplit > 1) {
-        d16_split_sum_kernel<<<cuda_blocks(krows * (a.dk + a.dv), CUDA_THREADS), CUDA_THREADS>>>(a, nsplit, part,
-                                                                                               (bf16 *)dk, (bf16 *)dv);
-        CUDA_LAUNCH_CHECK();
-    }
+    dense_split_sum(a, pl, (bf16 *)dk, (bf16 *)dv);
 }

@@ -21,6 +21,7 @@
 
 #include "backend/cuda/attn_dense_mma.cuh"
 #include "backend/cuda/attn_mma_common.cuh"
+#include "backend/cuda/attn_visibility.cuh"
 
 #define DM_WARPS 4
 #define DM_ROWS 64          // (query, head) rows per block of the forward and dq kernels
@@ -30,41 +31,6 @@
 #define DM_TARGET_BLOCKS 1024  // the dk/dv pass splits its rows to reach this many blocks ...
 #define DM_MIN_PAIRS 512       // ... with at least this many rows per split
 
-typedef struct {
-    int B, T, h, g, dk, dv, nkeys, span, window, G;
-    float scale, sl2;  // sl2 = scale * log2(e): scores in base 2
-} dm_args;
-
-// Keys [dm_lo, dm_hi) are visible to query t.
-static __device__ __forceinline__ int dm_lo(const dm_args &a, int t) {
-    return a.window > 0 && t - a.window + 1 > 0 ? t - a.window + 1 : 0;
-}
-static __device__ __forceinline__ int dm_hi(const dm_args &a, int t) { return min((t + 1) / a.span, a.nkeys); }
-// Queries [dm_qlo, dm_qhi) see key m.
-static __device__ __forceinline__ int dm_qlo(const dm_args &a, int m) { return (m + 1) * a.span - 1; }
-static __device__ __forceinline__ int dm_qhi(const dm_args &a, int m) {
-    return a.window > 0 && m + a.window < a.T ? m + a.window : a.T;
-}
-
-// Row rho of group j: token t (-1 past the end) and its (token, head) row r.
-static __device__ __forceinline__ void dm_row(const dm_args &a, int b, int j, long rho, int &t, long &r) {
-    if (rho >= (long)a.T * a.G) {
-        t = -1, r = 0;
-        return;
-    }
-    t = (int)(rho / a.G);
-    r = ((long)b * a.T + t) * a.h + j * a.G + (int)(rho % a.G);
-}
-
-static __device__ __forceinline__ int dm_warp_min(int x) {
-    for (int o = 16; o > 0; o /= 2) x = min(x, __shfl_xor_sync(FULL_MASK, x, o));
-    return x;
-}
-static __device__ __forceinline__ int dm_warp_max(int x) {
-    for (int o = 16; o > 0; o /= 2) x = max(x, __shfl_xor_sync(FULL_MASK, x, o));
-    return x;
-}
-
 // The key ranges of this warp's rows: the union [ulo, uhi) (chunks outside it are skipped) and the
 // intersection [ilo, ihi) (chunks inside it need no mask). Rows past the end (t < 0) do not count.
 struct dm_span {
@@ -72,18 +38,18 @@ struct dm_span {
 };
 static __device__ __forceinline__ dm_span dm_warp_span(int lo0, int hi0, int lo1, int hi1, bool ok0, bool ok1) {
     dm_span w;
-    w.ulo = dm_warp_min(min(ok0 ? lo0 : INT_MAX, ok1 ? lo1 : INT_MAX));
-    w.uhi = dm_warp_max(max(ok0 ? hi0 : INT_MIN, ok1 ? hi1 : INT_MIN));
-    w.ilo = dm_warp_max(max(ok0 ? lo0 : INT_MIN, ok1 ? lo1 : INT_MIN));
-    w.ihi = dm_warp_min(min(ok0 ? hi0 : INT_MAX, ok1 ? hi1 : INT_MAX));
+    w.ulo = dense_warp_min(min(ok0 ? lo0 : INT_MAX, ok1 ? lo1 : INT_MAX));
+    w.uhi = dense_warp_max(max(ok0 ? hi0 : INT_MIN, ok1 ? hi1 : INT_MIN));
+    w.ilo = dense_warp_max(max(ok0 ? lo0 : INT_MIN, ok1 ? lo1 : INT_MIN));
+    w.ihi = dense_warp_min(min(ok0 ? hi0 : INT_MAX, ok1 ? hi1 : INT_MAX));
     return w;
 }
 
-// The keys of the block's rows: [dm_lo of its first token, dm_hi of its last).
-static __device__ __forceinline__ void dm_block_keys(const dm_args &a, long rbase, int &u0, int &u1) {
+// The keys of the block's rows: [dense_lo of its first token, dense_hi of its last).
+static __device__ __forceinline__ void dm_block_keys(const dense_args &a, long rbase, int &u0, int &u1) {
     const long rend = min(rbase + DM_ROWS, (long)a.T * a.G);
-    u0 = dm_lo(a, (int)(rbase / a.G));
-    u1 = dm_hi(a, (int)((rend - 1) / a.G));
+    u0 = dense_lo(a, (int)(rbase / a.G));
+    u1 = dense_hi(a, (int)((rend - 1) / a.G));
 }
 
 template <int DK, int DV>
@@ -93,7 +59,7 @@ static size_t dm_chunk_bytes() {
 
 template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(DM_WARPS * 32)
-dm_fwd_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, T *o, float *lse) {
+dm_fwd_kernel(dense_args a, long ntiles, const T *q, const T *k, const T *v, T *o, float *lse) {
     constexpr int KST = DK + 4, VST = DV + 4, NT = DM_KT / 8;
     extern __shared__ float4 smem4[];
     float *Ks = (float *)smem4, *Vs = Ks + 2 * DM_KT * KST;
@@ -103,12 +69,12 @@ dm_fwd_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, T *o, 
     const long rbase = tile * DM_ROWS;
     int t0, t1;
     long r0, r1;
-    dm_row(a, b, j, rbase + w * 16 + g, t0, r0);
-    dm_row(a, b, j, rbase + w * 16 + g + 8, t1, r1);
+    dense_row(a, b, j, rbase + w * 16 + g, t0, r0);
+    dense_row(a, b, j, rbase + w * 16 + g + 8, t1, r1);
     uint32_t qf[DK / 8][4];
     mma_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
-    const int lo0 = t0 >= 0 ? dm_lo(a, t0) : 0, hi0 = t0 >= 0 ? dm_hi(a, t0) : 0;
-    const int lo1 = t1 >= 0 ? dm_lo(a, t1) : 0, hi1 = t1 >= 0 ? dm_hi(a, t1) : 0;
+    const int lo0 = t0 >= 0 ? dense_lo(a, t0) : 0, hi0 = t0 >= 0 ? dense_hi(a, t0) : 0;
+    const int lo1 = t1 >= 0 ? dense_lo(a, t1) : 0, hi1 = t1 >= 0 ? dense_hi(a, t1) : 0;
     const dm_span ws = dm_warp_span(lo0, hi0, lo1, hi1, t0 >= 0, t1 >= 0);
     int u0, u1;
     dm_block_keys(a, rbase, u0, u1);
@@ -192,26 +158,14 @@ dm_fwd_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, T *o, 
     l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
     l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
     l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
-    // A row with no visible key gets o = 0 and lse = -inf, as on the CPU.
-    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int nd = 0; nd < DV / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dv) break;
-        if (t0 >= 0) st_f(o + r0 * a.dv + col, acc[nd][0] * i0), st_f(o + r0 * a.dv + col + 1, acc[nd][1] * i0);
-        if (t1 >= 0) st_f(o + r1 * a.dv + col, acc[nd][2] * i1), st_f(o + r1 * a.dv + col + 1, acc[nd][3] * i1);
-    }
-    if (c == 0) {
-        if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
-        if (t1 >= 0) lse[r1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
-    }
+    mma_store_o<DV>(o, lse, acc, a.dv, r0, r1, t0, t1, m0, m1, l0, l1, c);  // empty rows: o = 0, lse = -inf
 }
 
 // dq += scale * sum_m p_m (dout.v_m - D) k_m with p_m = exp(q.k_m*scale - lse), the forward's tiling; q and
 // dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers.
 template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(DM_WARPS * 32)
-dm_dq_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, const float *lse, const float *D,
+dm_dq_kernel(dense_args a, long ntiles, const T *q, const T *k, const T *v, const float *lse, const float *D,
              const T *dout, T *dq) {
     constexpr int KST = DK + 4, VST = DV + 4, NT = DM_KT / 8;
     extern __shared__ float4 smem4[];
@@ -222,8 +176,8 @@ dm_dq_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, const f
     const long rbase = tile * DM_ROWS;
     int t0, t1;
     long r0, r1;
-    dm_row(a, b, j, rbase + w * 16 + g, t0, r0);
-    dm_row(a, b, j, rbase + w * 16 + g + 8, t1, r1);
+    dense_row(a, b, j, rbase + w * 16 + g, t0, r0);
+    dense_row(a, b, j, rbase + w * 16 + g + 8, t1, r1);
     // Rows with lse = -inf saw no key: no gradient.
     const float L0 = t0 >= 0 ? lse[r0] : -INFINITY, L1 = t1 >= 0 ? lse[r1] : -INFINITY;
     if (L0 == -INFINITY) t0 = -1;
@@ -233,8 +187,8 @@ dm_dq_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, const f
     uint32_t qf[DK / 8][4], of[DV / 8][4];
     mma_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
     mma_load_rows<DV>(of, dout, r0, r1, t0 >= 0, t1 >= 0, a.dv, c);
-    const int lo0 = t0 >= 0 ? dm_lo(a, t0) : 0, hi0 = t0 >= 0 ? dm_hi(a, t0) : 0;
-    const int lo1 = t1 >= 0 ? dm_lo(a, t1) : 0, hi1 = t1 >= 0 ? dm_hi(a, t1) : 0;
+    const int lo0 = t0 >= 0 ? dense_lo(a, t0) : 0, hi0 = t0 >= 0 ? dense_hi(a, t0) : 0;
+    const int lo1 = t1 >= 0 ? dense_lo(a, t1) : 0, hi1 = t1 >= 0 ? dense_hi(a, t1) : 0;
     const dm_span ws = dm_warp_span(lo0, hi0, lo1, hi1, t0 >= 0, t1 >= 0);
     int u0, u1;
     dm_block_keys(a, rbase, u0, u1);
@@ -290,20 +244,14 @@ dm_dq_kernel(dm_args a, long ntiles, const T *q, const T *k, const T *v, const f
         buf ^= 1;
     }
     cp_wait<0>();
-#pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dk) break;
-        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
-        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
-    }
+    mma_add_dq<DK>(dq, acc, a.dk, a.scale, r0, r1, t0, t1, c);
 }
 
 // Stages rows [i0, i0 + DM_NR) of the (query, head) row stream of group j that starts at token T0 (row i is
 // token T0 + i / G, head j*G + i % G; rows at or past i1 are padding): q and dout (stage4), lse (base
 // 2), D and t per row (t = -1 for padding and rows with no visible key: they add nothing).
 template <int DK, int DV, typename T>
-static __device__ __forceinline__ void dm_stage_queries(const dm_args &a, int b, int j, int T0, long i0, long i1,
+static __device__ __forceinline__ void dm_stage_queries(const dense_args &a, int b, int j, int T0, long i0, long i1,
                                                         const T *q, const float *lse, const float *D, const T *dout,
                                                         float *Qs, float *Os, float *Lb, float *Db, int *Tb) {
     constexpr int TPR = DM_WARPS * 32 / DM_NR;
@@ -311,7 +259,7 @@ static __device__ __forceinline__ void dm_stage_queries(const dm_args &a, int b,
     const long i = i0 + rr;
     int t = -1;
     long r = 0;
-    if (i < i1) dm_row(a, b, j, (long)T0 * a.G + i, t, r);
+    if (i < i1) dense_row(a, b, j, (long)T0 * a.G + i, t, r);
 #pragma unroll
     for (int x = part; x < DK / 4; x += TPR) {
         const bool in = t >= 0 && x * 4 < a.dk;
@@ -338,10 +286,10 @@ static size_t dm_dkdv_bytes() {
 // dk / dv of 64 keys of group j from split sp of the rows that can see them: S^T = K·Q^T and dP^T = V·dout^T
 // on the streamed rows, then dv += P^T·dout and dk += dS^T·Q, P^T's and dS^T's accumulators reused as A
 // fragments (k index c standing for row 2c, c+4 for row 2c+1). With nsplit > 1 every split stores its
-// partial sums (scaled) in `part` for dm_split_sum_kernel.
+// partial sums (scaled) in `part` for dense_split_sum_kernel.
 template <typename T, int DK, int DV>
 __global__ void __launch_bounds__(DM_WARPS * 32)
-dm_dkdv_kernel(dm_args a, int nsplit, const T *q, const T *k, const T *v, const float *lse, const float *D,
+dm_dkdv_kernel(dense_args a, int nsplit, const T *q, const T *k, const T *v, const float *lse, const float *D,
                const T *dout, T *dk, T *dv, float *part) {
     constexpr int KST = DK + 4, VST = DV + 4, QBUF = DM_NR * (KST + VST) + 3 * DM_NR;
     extern __shared__ float4 smem4[];
@@ -356,12 +304,12 @@ dm_dkdv_kernel(dm_args a, int nsplit, const T *q, const T *k, const T *v, const 
     stage_rows<DK>(Ks, k + kr0 * a.dk, krs, cnk, DM_KEYS, a.dk);
     stage_rows<DV>(Vs, v + kr0 * a.dv, vrs, cnk, DM_KEYS, a.dv);
     // The rows that see some key of the tile: tokens [T0, T1), split sp of them.
-    const int T0 = dm_qlo(a, mfirst), T1 = dm_qhi(a, mfirst + cnk - 1);
+    const int T0 = dense_qlo(a, mfirst), T1 = dense_qhi(a, mfirst + cnk - 1);
     const long npairs = (long)max(T1 - T0, 0) * a.G;
     const long i0 = npairs * sp / nsplit, i1 = npairs * (sp + 1) / nsplit;
     const int p0 = mfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
-    const int qlo0 = dm_qlo(a, p0), qhi0 = p0 < a.nkeys ? dm_qhi(a, p0) : 0;
-    const int qlo1 = dm_qlo(a, p1), qhi1 = p1 < a.nkeys ? dm_qhi(a, p1) : 0;
+    const int qlo0 = dense_qlo(a, p0), qhi0 = p0 < a.nkeys ? dense_qhi(a, p0) : 0;
+    const int qlo1 = dense_qlo(a, p1), qhi1 = p1 < a.nkeys ? dense_qhi(a, p1) : 0;
 
     float ak[DK / 8][4], av[DV / 8][4];
 #pragma unroll
@@ -489,40 +437,16 @@ dm_dkdv_kernel(dm_args a, int nsplit, const T *q, const T *k, const T *v, const 
     }
 }
 
-// dk / dv += the splits' partial sums, added in split order.
-template <typename T>
-__global__ void dm_split_sum_kernel(dm_args a, int nsplit, const float *part, T *dk, T *dv) {
-    const int W = a.dk + a.dv;
-    const long total = (long)a.B * a.nkeys * a.g * W;
-    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < total; e += (long)gridDim.x * blockDim.x) {
-        float acc = 0.0f;
-        for (int sp = 0; sp < nsplit; sp++) acc += part[sp * total + e];
-        const long kr = e / W;
-        const int col = (int)(e % W);
-        T *x = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
-        st_f(x, ld_f(x) + acc);
-    }
-}
-
 bool cuda_dense_mma_ok(const asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                        const void *dout) {
     return s->dk % 4 == 0 && s->dv % 4 == 0 && s->dk <= 128 && s->dv <= 128 && mma_aligned4(be, q) &&
            mma_aligned4(be, k) && mma_aligned4(be, v) && (dout == NULL || mma_aligned4(be, dout));
 }
 
-static dm_args dm_make(const asa_attn_shape *s, int nkeys, int span, int window) {
-    attn_check_dims(s);
-    dm_args a;
-    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.dk = s->dk, a.dv = s->dv;
-    a.nkeys = nkeys, a.span = span, a.window = window, a.G = s->h / s->g;
-    a.scale = s->scale, a.sl2 = s->scale * LOG2E;
-    return a;
-}
-
 template <typename T>
 static void dm_fwd(const asa_attn_shape *s, int nkeys, int span, int window, const T *q, const T *k, const T *v, T *o,
                    float *lse) {
-    const dm_args a = dm_make(s, nkeys, span, window);
+    const dense_args a = dense_args_make(s, nkeys, span, window);
     const long ntiles = ((long)a.T * a.G + DM_ROWS - 1) / DM_ROWS, blocks = (long)a.B * a.g * ntiles;
     if (blocks == 0) return;
     MMA_WITH_DIMS(a.dk, a.dv, {
@@ -542,45 +466,28 @@ void cuda_dense_mma_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int
 template <typename T>
 static void dm_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const T *q, const T *k,
                    const T *v, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
-    const dm_args a = dm_make(s, nkeys, span, window);
+    const dense_args a = dense_args_make(s, nkeys, span, window);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
-    // The split depends on the shape alone, so results are reproducible.
-    const long kblocks = (long)a.B * a.g * ((nkeys + DM_KEYS - 1) / DM_KEYS);
-    int nsplit = 1;
-    if (kblocks > 0 && kblocks < DM_TARGET_BLOCKS) {
-        const long want = (DM_TARGET_BLOCKS + kblocks - 1) / kblocks;
-        const long most = ((long)a.T * a.G + DM_MIN_PAIRS - 1) / DM_MIN_PAIRS;
-        nsplit = (int)(want < most ? want : most);
-        if (nsplit < 1) nsplit = 1;
-    }
-    const long krows = (long)a.B * nkeys * a.g;
-    const size_t off_part = ((size_t)rows * sizeof(float) + 255) & ~(size_t)255;
-    const size_t part_bytes = nsplit > 1 ? (size_t)nsplit * krows * (a.dk + a.dv) * sizeof(float) : 0;
-    char *scr = (char *)cuda_scratch(be, off_part + part_bytes);
-    float *D = (float *)scr, *part = (float *)(scr + off_part);
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
+    const dense_bwd_plan pl = dense_bwd_plan_make(be, s, nkeys, DM_KEYS, DM_TARGET_BLOCKS, DM_MIN_PAIRS);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, pl.D);
 
     const long ntiles = ((long)a.T * a.G + DM_ROWS - 1) / DM_ROWS, qblocks = (long)a.B * a.g * ntiles;
     MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = dm_chunk_bytes<DK, DV>();
         attn_allow_smem((const void *)dm_dq_kernel<T, DK, DV>, smem);
-        dm_dq_kernel<T, DK, DV><<<(unsigned)qblocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, lse, D, dout, dq);
+        dm_dq_kernel<T, DK, DV><<<(unsigned)qblocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, lse, pl.D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
-    if (kblocks == 0) return;
+    if (pl.kblocks == 0) return;
     MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = dm_dkdv_bytes<DK, DV>();
         attn_allow_smem((const void *)dm_dkdv_kernel<T, DK, DV>, smem);
-        dm_dkdv_kernel<T, DK, DV><<<(unsigned)(kblocks * nsplit), DM_WARPS * 32, smem>>>(a, nsplit, q, k, v, lse, D,
-                                                                                        dout, dk, dv, part);
+        dm_dkdv_kernel<T, DK, DV><<<(unsigned)(pl.kblocks * pl.nsplit), DM_WARPS * 32, smem>>>(
+            a, pl.nsplit, q, k, v, lse, pl.D, dout, dk, dv, pl.part);
     });
     CUDA_LAUNCH_CHECK();
-    if (nsplit > 1) {
-        dm_split_sum_kernel<T><<<cuda_blocks(krows * (a.dk + a.dv), CUDA_THREADS), CUDA_THREADS>>>(a, nsplit, part,
-                                                                                                 dk, dv);
-        CUDA_LAUNCH_CHECK();
-    }
+    dense_split_sum(a, pl, dk, dv);
 }
 
 void cuda_dense_mma_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,

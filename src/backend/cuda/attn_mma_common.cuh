@@ -1,5 +1,6 @@
 // Device helpers of the tensor-core attention kernels (attn_slc_mma.cu, attn_dense_mma.cu): TF32 rounding,
-// mma.sync m16n8k8 TF32, ldmatrix, staging of operand rows, and the row products on fragments.
+// mma.sync m16n8k8 TF32, ldmatrix, staging of operand rows, the row products on fragments, and (for
+// attn_slc16.cu too) the stores that end a forward or dq tile.
 // Fragment layouts and the shared-memory row stride (d + 4 floats) are explained at the top of
 // attn_slc_mma.cu. Operands in global memory are activation tensors (float or bf16); shared-memory tiles
 // and fragments are fp32 / TF32 in both cases (bf16 -> fp32 -> TF32 is exact).
@@ -116,6 +117,40 @@ static __device__ __forceinline__ void mma_load_rows(uint32_t (&xf)[D / 8][4], c
 template <typename T>
 static __device__ __forceinline__ void mma_acc2(T *p, float x0, float x1) {
     st_f(p, ld_f(p) + x0), st_f(p + 1, ld_f(p + 1) + x1);
+}
+
+// The end of a forward tile in lane (g, c): o = acc / l in rows r0 and r1 (tokens t0, t1; rows with t < 0
+// are padding) and lse = (m + log2 l) ln 2 (m and l in base 2). A row with no visible key (l = 0) gets o = 0
+// and lse = -inf, as on the CPU.
+template <int DV, typename T>
+static __device__ __forceinline__ void mma_store_o(T *o, float *lse, const float (&acc)[DV / 8][4], int dv, long r0,
+                                                   long r1, int t0, int t1, float m0, float m1, float l0, float l1,
+                                                   int c) {
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= dv) break;
+        if (t0 >= 0) st_f(o + r0 * dv + col, acc[nd][0] * i0), st_f(o + r0 * dv + col + 1, acc[nd][1] * i0);
+        if (t1 >= 0) st_f(o + r1 * dv + col, acc[nd][2] * i1), st_f(o + r1 * dv + col + 1, acc[nd][3] * i1);
+    }
+    if (c == 0) {
+        if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
+        if (t1 >= 0) lse[r1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
+    }
+}
+
+// The end of a dq tile in lane (g, c): dq += scale * acc in rows r0 and r1 (t < 0: padding).
+template <int DK, typename T>
+static __device__ __forceinline__ void mma_add_dq(T *dq, const float (&acc)[DK / 8][4], int dk, float scale, long r0,
+                                                  long r1, int t0, int t1, int c) {
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= dk) break;
+        if (t0 >= 0) mma_acc2(dq + r0 * dk + col, scale * acc[nd][0], scale * acc[nd][1]);
+        if (t1 >= 0) mma_acc2(dq + r1 * dk + col, scale * acc[nd][2], scale * acc[nd][3]);
+    }
 }
 
 // Runs the statements given with DK, DV: the least instantiated pair (32/32, 64/64, 96/64, 128/128)

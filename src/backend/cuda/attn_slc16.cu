@@ -17,63 +17,20 @@
 #include "backend/cuda/attn_mma16.cuh"
 #include "backend/cuda/attn_mma_common.cuh"
 #include "backend/cuda/attn_slc16.cuh"
+#include "backend/cuda/attn_slc_lists.cuh"
 
-#define S16_WARPS 4
-#define S16_KT 64    // keys per staged chunk (forward, dq)
-#define S16_KEYS 64  // keys per block of the dk/dv pass (16 per warp)
-#define S16_NR 32    // query rows per staged chunk of the dk/dv pass
+#define S16_KT 64  // keys per staged chunk (forward, dq)
+#define S16_NR 32  // query rows per staged chunk of the dk/dv pass
 // Blocks per multiprocessor the dq and dk/dv kernels' registers are fitted to: 3 where that spills only a
 // few registers (head dims up to 128, one m-tile), which measured faster than 2 unspilled blocks.
 #define S16_BWD_BLOCKS(DK, MT) ((DK) <= 128 && (MT) == 1 ? 3 : 2)
-
-typedef struct {
-    int B, T, h, g, dk, dv, bsel, n, R, na, nsb, G, rows;  // rows = R*G, the rows sharing a list
-    float scale, sl2;                                      // sl2 = scale * log2(e)
-} s16_args;
-
-static s16_args s16_make(const asa_attn_shape *s) {
-    s16_args a;
-    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.dk = s->dk, a.dv = s->dv;
-    a.bsel = s->selection_block_size, a.n = s->block_counts, a.R = s->selection_share;
-    a.na = asa_attn_num_anchors(s), a.nsb = (s->T + a.bsel - 1) / a.bsel;
-    a.G = s->h / s->g, a.rows = a.R * a.G;
-    a.scale = s->scale, a.sl2 = s->scale * LOG2E;
-    return a;
-}
-
-// Walks a block list in chunks of S16_KT keys: (e, off) is list entry e, offset off inside its block.
-// Moves to the first chunk at or after (e, off) with keys left (tokens <= tmax); false at the list's end.
-static __device__ __forceinline__ bool s16_chunk(const int32_t *row, const s16_args &a, int tmax, int &e, int &off,
-                                                 int &c0, int &cn) {
-    for (; e < a.n; e++, off = 0) {
-        const int u = row[e];
-        if (u < 0) continue;
-        const int s1 = min((u + 1) * a.bsel, tmax + 1);
-        c0 = u * a.bsel + off;
-        if (c0 < s1) {
-            cn = min(S16_KT, s1 - c0);
-            return true;
-        }
-    }
-    return false;
-}
-
-// Row rho of the tile of (anchor an, group j): token t (-1 for padding or past the sequence) and row r of q.
-static __device__ __forceinline__ void s16_tile_row(const s16_args &a, int b, int an, int j, int rho, int &t, long &r) {
-    t = an * a.R + rho / a.G;
-    if (rho >= a.rows || t >= a.T) {
-        t = -1, r = 0;
-        return;
-    }
-    r = ((long)b * a.T + t) * a.h + j * a.G + rho % a.G;
-}
 
 // Rows [0, cn) of a [*, d] operand (row r at src + r*srs) into nrows shared rows of D + 8 bf16; columns >= d
 // and rows >= cn become zeros, so padded products add nothing.
 template <int D>
 static __device__ __forceinline__ void s16_stage(bf16 *dst, const bf16 *src, long srs, int cn, int nrows, int d) {
     constexpr int SEG = D / 8;
-    for (int e = threadIdx.x; e < nrows * SEG; e += S16_WARPS * 32) {
+    for (int e = threadIdx.x; e < nrows * SEG; e += SLC_WARPS * 32) {
         const int r = e / SEG, c = (e % SEG) * 8;
         const bool in = r < cn && c < d;
         cp16_b16(dst + r * (D + 8) + c, in ? src + r * srs + c : src, in ? 16 : 0);
@@ -149,10 +106,10 @@ static size_t s16_chunk_bytes(int n) {
 }
 
 // The block list into shared memory (Lst, after the chunks), so that walking it costs no global load.
-static __device__ __forceinline__ const int32_t *s16_load_list(int32_t *Lst, const int32_t *idx, const s16_args &a,
+static __device__ __forceinline__ const int32_t *s16_load_list(int32_t *Lst, const int32_t *idx, const slc_mma_args &a,
                                                                int b, int an, int j) {
     const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
-    for (int x = threadIdx.x; x < a.n; x += S16_WARPS * 32) Lst[x] = row[x];
+    for (int x = threadIdx.x; x < a.n; x += SLC_WARPS * 32) Lst[x] = row[x];
     __syncthreads();
     return Lst;
 }
@@ -160,13 +117,13 @@ static __device__ __forceinline__ const int32_t *s16_load_list(int32_t *Lst, con
 // Forward: warp w takes m-tile w % MT and key slice w / MT of every chunk (NK keys), with its own online
 // softmax; the slices of an m-tile are merged at the end in slice order.
 template <int DK, int DV, int MT>
-__global__ void __launch_bounds__(S16_WARPS * 32)
-slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx, bf16 *o,
+__global__ void __launch_bounds__(SLC_WARPS * 32)
+slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx, bf16 *o,
                  float *lse) {
-    constexpr int KS = S16_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
+    constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
     extern __shared__ float4 smem4[];
     bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
-    __shared__ float Ms[S16_WARPS][16], Ls[S16_WARPS][16];
+    __shared__ float Ms[SLC_WARPS][16], Ls[SLC_WARPS][16];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
     const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
@@ -175,8 +132,8 @@ slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf1
     const int rho0 = (chunk * MT + mt) * 16 + g;
     int t0, t1;
     long r0, r1;
-    s16_tile_row(a, b, an, j, rho0, t0, r0);
-    s16_tile_row(a, b, an, j, rho0 + 8, t1, r1);
+    slc_tile_row(a, b, an, j, rho0, t0, r0);
+    slc_tile_row(a, b, an, j, rho0 + 8, t1, r1);
     uint32_t qf[DK / 16][4];
     s16_load_rows<DK>(qf, q, r0, r1, t0 >= 0, t1 >= 0, a.dk, c);
 
@@ -189,7 +146,7 @@ slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf1
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
     int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
-    bool have = s16_chunk(row, a, tmax, e, off, c0, cn);
+    bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
     if (have) {
         s16_stage<DK>(Ks, kg + c0 * krs, krs, cn, S16_KT, a.dk);
         s16_stage<DV>(Vs, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
@@ -198,7 +155,7 @@ slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf1
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += S16_KT;
-        have = s16_chunk(row, a, tmax, e, off, c0, cn);
+        have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
         if (have) {
             s16_stage<DK>(Ks + (buf ^ 1) * S16_KT * KST, kg + c0 * krs, krs, cn, S16_KT, a.dk);
             s16_stage<DV>(Vs + (buf ^ 1) * S16_KT * VST, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
@@ -261,15 +218,8 @@ slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf1
     l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
     l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
     if (KS > 1) {  // merge the key slices of each m-tile into the warp with ks = 0, in slice order
-        float *Os = (float *)smem4;  // [S16_WARPS][16][DV]
-        __syncthreads();
-        if (c == 0) Ms[w][g] = m0, Ms[w][g + 8] = m1, Ls[w][g] = l0, Ls[w][g + 8] = l1;
-#pragma unroll
-        for (int nd = 0; nd < DV / 8; nd++) {
-            float *op = Os + (w * 16 + g) * DV + nd * 8 + 2 * c;
-            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DV] = acc[nd][2], op[8 * DV + 1] = acc[nd][3];
-        }
-        __syncthreads();
+        float *Os = (float *)smem4;  // [SLC_WARPS][16][DV]
+        slc_slices_put<DV, true>(Os, Ms, Ls, acc, m0, m1, l0, l1, w, g, c);
         if (ks != 0) return;
         float n0 = -INFINITY, n1 = -INFINITY;
         for (int x = 0; x < KS; x++) n0 = fmaxf(n0, Ms[mt + x * MT][g]), n1 = fmaxf(n1, Ms[mt + x * MT][g + 8]);
@@ -294,19 +244,7 @@ slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf1
         }
         m0 = n0, m1 = n1;
     }
-    // An empty list gives o = 0 and lse = -inf, as on the CPU.
-    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int nd = 0; nd < DV / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dv) break;
-        if (t0 >= 0) st_f(o + r0 * a.dv + col, acc[nd][0] * i0), st_f(o + r0 * a.dv + col + 1, acc[nd][1] * i0);
-        if (t1 >= 0) st_f(o + r1 * a.dv + col, acc[nd][2] * i1), st_f(o + r1 * a.dv + col + 1, acc[nd][3] * i1);
-    }
-    if (c == 0) {
-        if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
-        if (t1 >= 0) lse[r1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
-    }
+    mma_store_o<DV>(o, lse, acc, a.dv, r0, r1, t0, t1, m0, m1, l0, l1, c);  // empty rows: o = 0, lse = -inf
 }
 
 // dq of the tile's rows: dq += scale * sum_s p_s (dout.v_s - D) k_s, with p_s = exp(q.k_s*scale - lse).
@@ -314,10 +252,10 @@ slc16_fwd_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf1
 // dS·K from the accumulators. The warps split the chunks as in the forward; their sums are added in slice
 // order.
 template <int DK, int DV, int MT>
-__global__ void __launch_bounds__(S16_WARPS * 32, S16_BWD_BLOCKS(DK, MT))
-slc16_dq_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx,
+__global__ void __launch_bounds__(SLC_WARPS * 32, S16_BWD_BLOCKS(DK, MT))
+slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx,
                 const float *lse, const float *D, const bf16 *dout, bf16 *dq) {
-    constexpr int KS = S16_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
+    constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
     extern __shared__ float4 smem4[];
     bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
@@ -328,8 +266,8 @@ slc16_dq_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16
     const int rho0 = (chunk * MT + mt) * 16 + g;
     int t0, t1;
     long r0, r1;
-    s16_tile_row(a, b, an, j, rho0, t0, r0);
-    s16_tile_row(a, b, an, j, rho0 + 8, t1, r1);
+    slc_tile_row(a, b, an, j, rho0, t0, r0);
+    slc_tile_row(a, b, an, j, rho0 + 8, t1, r1);
     // Rows with lse = -inf saw no key: no gradient (their q and dout stay zero, so they add nothing).
     const float L0 = t0 >= 0 ? lse[r0] : -INFINITY, L1 = t1 >= 0 ? lse[r1] : -INFINITY;
     if (L0 == -INFINITY) t0 = -1;
@@ -348,7 +286,7 @@ slc16_dq_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16
     for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 
     int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
-    bool have = s16_chunk(row, a, tmax, e, off, c0, cn);
+    bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
     if (have) {
         s16_stage<DK>(Ks, kg + c0 * krs, krs, cn, S16_KT, a.dk);
         s16_stage<DV>(Vs, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
@@ -357,7 +295,7 @@ slc16_dq_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += S16_KT;
-        have = s16_chunk(row, a, tmax, e, off, c0, cn);
+        have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
         if (have) {
             s16_stage<DK>(Ks + (buf ^ 1) * S16_KT * KST, kg + c0 * krs, krs, cn, S16_KT, a.dk);
             s16_stage<DV>(Vs + (buf ^ 1) * S16_KT * VST, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
@@ -391,33 +329,11 @@ slc16_dq_kernel(s16_args a, int chunks, const bf16 *q, const bf16 *k, const bf16
     }
     cp_wait<0>();
     if (KS > 1) {  // sum the key slices of each m-tile in slice order
-        float *Ps = (float *)smem4;  // [S16_WARPS][16][DK]
-        __syncthreads();
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            float *op = Ps + (w * 16 + g) * DK + nd * 8 + 2 * c;
-            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DK] = acc[nd][2], op[8 * DK + 1] = acc[nd][3];
-        }
-        __syncthreads();
+        slc_slices_put<DK, false>((float *)smem4, NULL, NULL, acc, 0.0f, 0.0f, 0.0f, 0.0f, w, g, c);
         if (ks != 0) return;
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma unroll
-            for (int x = 0; x < KS; x++) {
-                const float *op = Ps + ((mt + x * MT) * 16 + g) * DK + nd * 8 + 2 * c;
-                s0 += op[0], s1 += op[1], s2 += op[8 * DK], s3 += op[8 * DK + 1];
-            }
-            acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
-        }
+        slc_slices_sum<DK, MT>((float *)smem4, acc, mt, g, c);
     }
-#pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dk) break;
-        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
-        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
-    }
+    mma_add_dq<DK>(dq, acc, a.dk, a.scale, r0, r1, t0, t1, c);
 }
 
 // One staged chunk of the dk/dv pass: S16_NR rows of q and dout, then lse (base 2), D and t per row.
@@ -428,7 +344,7 @@ static constexpr __host__ __device__ size_t s16_qbuf_bytes() {
 
 template <int DK, int DV>
 static size_t s16_dkdv_bytes() {
-    return (size_t)S16_KEYS * (DK + 8 + DV + 8) * sizeof(bf16) + 2 * s16_qbuf_bytes<DK, DV>();
+    return (size_t)SLC_KEYS * (DK + 8 + DV + 8) * sizeof(bf16) + 2 * s16_qbuf_bytes<DK, DV>();
 }
 
 // 4 bytes global -> shared by cp.async; zeros when !in.
@@ -447,10 +363,10 @@ static __device__ __forceinline__ int s16_anchor(const int *anchors, int e0, int
 // D, and t per row (-1 for rows past the stream or the sequence: they add nothing). Four threads share a
 // row; `an` is the anchor of this thread's row, loaded a chunk ahead.
 template <int DK, int DV>
-static __device__ __forceinline__ void s16_stage_queries(const s16_args &a, int b, int j, int an, long nrows, long i0,
-                                                         const bf16 *q, const float *lse, const float *D,
+static __device__ __forceinline__ void s16_stage_queries(const slc_mma_args &a, int b, int j, int an, long nrows,
+                                                         long i0, const bf16 *q, const float *lse, const float *D,
                                                          const bf16 *dout, char *qb) {
-    constexpr int TPR = S16_WARPS * 32 / S16_NR;
+    constexpr int TPR = SLC_WARPS * 32 / S16_NR;
     bf16 *Qs = (bf16 *)qb, *Os = Qs + S16_NR * (DK + 8);
     float *Lb = (float *)(Os + S16_NR * (DV + 8)), *Db = Lb + S16_NR;
     int *Tb = (int *)(Db + S16_NR);
@@ -458,7 +374,7 @@ static __device__ __forceinline__ void s16_stage_queries(const s16_args &a, int 
     const long i = i0 + rr;
     int t = -1;
     long r = 0;
-    if (i < nrows) s16_tile_row(a, b, an, j, (int)(i % a.rows), t, r);
+    if (i < nrows) slc_tile_row(a, b, an, j, (int)(i % a.rows), t, r);
 #pragma unroll
     for (int x = part; x < DK / 8; x += TPR) {
         const bool in = t >= 0 && x * 8 < a.dk;
@@ -480,34 +396,29 @@ static __device__ __forceinline__ void s16_stage_queries(const s16_args &a, int 
 // block's anchor list. Warp w holds keys 16w..16w+15 as the rows of S^T = K·Q^T and dP^T = V·dout^T (A
 // fragments by ldmatrix from the block's K and V tiles, B from the staged rows), then dv += P^T·dout and
 // dk += dS^T·Q with P^T's and dS^T's accumulators as A fragments. Segment 0 of a list adds into dk / dv,
-// the others store partial sums in `part` (slot seg[l] - l + s - 1) for slc16_reduce_kernel.
+// the others store partial sums in `part` (slot seg[l] - l + s - 1) for slc_mma_reduce_kernel.
 template <int DK, int DV>
-__global__ void __launch_bounds__(S16_WARPS * 32, S16_BWD_BLOCKS(DK, 1))
-slc16_dkdv_kernel(s16_args a, int nkt, int sega, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+__global__ void __launch_bounds__(SLC_WARPS * 32, S16_BWD_BLOCKS(DK, 1))
+slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                   const float *D, const bf16 *dout, const int *start, const int *seg, const int *anchors, bf16 *dk,
                   bf16 *dv, float *part) {
     constexpr int KST = DK + 8, VST = DV + 8, NT = S16_NR / 8;
     constexpr size_t QB = s16_qbuf_bytes<DK, DV>();
     extern __shared__ float4 smem4[];
-    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + S16_KEYS * KST;
-    char *Qb = (char *)(Vs + S16_KEYS * VST);
+    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + SLC_KEYS * KST;
+    char *Qb = (char *)(Vs + SLC_KEYS * VST);
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int nlists = a.B * a.g * a.nsb, kt = blockIdx.x % nkt, gs = blockIdx.x / nkt;
     if (gs >= seg[nlists]) return;  // the grid covers the most segments there can be
-    int l = 0, hi = nlists;          // seg[l] <= gs < seg[hi]; every list has a segment
-    while (hi - l > 1) {
-        const int mid = (l + hi) / 2;
-        if (seg[mid] <= gs) l = mid;
-        else hi = mid;
-    }
+    const int l = slc_seg_list(seg, nlists, gs);
     const int sidx = gs - seg[l], u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g);
     const int e0 = start[l] + sidx * sega, e1 = min(e0 + sega, start[l + 1]);
-    const int pfirst = u * a.bsel + kt * S16_KEYS, pend = min((u + 1) * a.bsel, a.T);
+    const int pfirst = u * a.bsel + kt * SLC_KEYS, pend = min((u + 1) * a.bsel, a.T);
     if (pfirst >= pend || e0 >= e1) return;
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const long kr0 = ((long)b * a.T + pfirst) * a.g + j;  // key row pfirst of head j, in units of heads
-    s16_stage<DK>(Ks, k + kr0 * a.dk, krs, min(S16_KEYS, pend - pfirst), S16_KEYS, a.dk);
-    s16_stage<DV>(Vs, v + kr0 * a.dv, vrs, min(S16_KEYS, pend - pfirst), S16_KEYS, a.dv);
+    s16_stage<DK>(Ks, k + kr0 * a.dk, krs, min(SLC_KEYS, pend - pfirst), SLC_KEYS, a.dk);
+    s16_stage<DV>(Vs, v + kr0 * a.dv, vrs, min(SLC_KEYS, pend - pfirst), SLC_KEYS, a.dv);
     const long nrows = (long)(e1 - e0) * a.rows;
     const int p0 = pfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
 
@@ -517,7 +428,7 @@ slc16_dkdv_kernel(s16_args a, int nkt, int sega, const bf16 *q, const bf16 *k, c
 #pragma unroll
     for (int nd = 0; nd < DV / 8; nd++) av[nd][0] = av[nd][1] = av[nd][2] = av[nd][3] = 0.0f;
 
-    constexpr int TPR = S16_WARPS * 32 / S16_NR;
+    constexpr int TPR = SLC_WARPS * 32 / S16_NR;
     const int rr = threadIdx.x / TPR;
     s16_stage_queries<DK, DV>(a, b, j, s16_anchor(anchors, e0, a.rows, nrows, rr), nrows, 0, q, lse, D, dout, Qb);
     cp_commit();
@@ -590,121 +501,7 @@ slc16_dkdv_kernel(s16_args a, int nkt, int sega, const bf16 *q, const bf16 *k, c
         buf ^= 1;
     }
     cp_wait<0>();
-    if (sidx > 0) {
-        const int W = a.dk + a.dv;
-        float *pp = part + ((long)(seg[l] - l + sidx - 1) * nkt + kt) * S16_KEYS * W + (w * 16 + g) * W;
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dk) break;
-            pp[col] = a.scale * ak[nd][0], pp[col + 1] = a.scale * ak[nd][1];
-            pp[8 * W + col] = a.scale * ak[nd][2], pp[8 * W + col + 1] = a.scale * ak[nd][3];
-        }
-#pragma unroll
-        for (int nd = 0; nd < DV / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dv) break;
-            pp[a.dk + col] = av[nd][0], pp[a.dk + col + 1] = av[nd][1];
-            pp[8 * W + a.dk + col] = av[nd][2], pp[8 * W + a.dk + col + 1] = av[nd][3];
-        }
-        return;
-    }
-    const long o0 = ((long)b * a.T + p0) * a.g + j, o1 = ((long)b * a.T + p1) * a.g + j;
-#pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dk) break;
-        if (p0 < pend) mma_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
-        if (p1 < pend) mma_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
-    }
-#pragma unroll
-    for (int nd = 0; nd < DV / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dv) break;
-        if (p0 < pend) mma_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
-        if (p1 < pend) mma_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
-    }
-}
-
-// dk / dv += the partial sums of segments 1, 2, ... of list l (key tile kt), in segment order; blockIdx.y
-// picks one of S16_RED_PARTS slices of the tile's elements.
-#define S16_RED_PARTS 16
-__global__ void slc16_reduce_kernel(s16_args a, int nkt, const int *seg, const float *part, bf16 *dk, bf16 *dv) {
-    const int l = blockIdx.x / nkt, kt = blockIdx.x % nkt, ns = seg[l + 1] - seg[l];
-    if (ns <= 1) return;
-    const int u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g), W = a.dk + a.dv;
-    const int pfirst = u * a.bsel + kt * S16_KEYS, pend = min((u + 1) * a.bsel, a.T);
-    const float *pp = part + ((long)(seg[l] - l) * nkt + kt) * S16_KEYS * W;
-    const int per = (S16_KEYS * W + S16_RED_PARTS - 1) / S16_RED_PARTS;
-    const int x1 = min(S16_KEYS * W, (int)(blockIdx.y + 1) * per);
-    for (int x = blockIdx.y * per + threadIdx.x; x < x1; x += blockDim.x) {
-        const int p = pfirst + x / W, col = x % W;
-        if (p >= pend) break;
-        float sum = 0.0f;
-        for (int sl = 0; sl < ns - 1; sl++) sum += pp[(long)sl * nkt * S16_KEYS * W + x];
-        const long kr = ((long)b * a.T + p) * a.g + j;
-        bf16 *y = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
-        st_f(y, ld_f(y) + sum);
-    }
-}
-
-// Inversion of the block lists into CSR: per list l = (b, j, u), the ascending anchors whose list has u.
-// One warp per list tests 32 consecutive anchors at a time (a lane reads its anchor's row 16 bytes at a
-// time when VEC: n a multiple of 4, idx 16-byte aligned); the ballot gives the count and, when filling,
-// each hit's place. Anchors below ceil(u * b_s / R) are skipped: their queries precede block u.
-template <bool FILL, bool VEC>
-__global__ void slc16_csr_kernel(s16_args a, const int32_t *idx, int *count, const int *start, int *anchors) {
-    const long l = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 32;
-    const int lane = threadIdx.x % 32;
-    if (l >= (long)a.B * a.g * a.nsb) return;
-    const int u = (int)(l % a.nsb), j = (int)(l / a.nsb % a.g), b = (int)(l / ((long)a.nsb * a.g));
-    int pos = FILL ? start[l] : 0;
-    for (int a0 = (int)(((long)u * a.bsel + a.R - 1) / a.R); a0 < a.na; a0 += 32) {
-        const int an = a0 + lane;
-        bool has = false;
-        if (an < a.na) {
-            const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
-            if (VEC)
-                for (int e = 0; e < a.n; e += 4) {
-                    const int4 x = *(const int4 *)(row + e);
-                    has |= x.x == u || x.y == u || x.z == u || x.w == u;
-                }
-            else
-                for (int e = 0; e < a.n; e++) has |= row[e] == u;
-        }
-        const unsigned m = __ballot_sync(FULL_MASK, has);
-        if (FILL && has) anchors[pos + __popc(m & ((1u << lane) - 1))] = an;
-        pos += __popc(m);
-    }
-    if (!FILL && lane == 0) count[l] = pos;
-}
-
-// One block: exclusive prefix sums start[0..n] of count and seg[0..n] of the segments per list
-// (ceil(count / sega), at least 1). Each thread sums a contiguous part, thread 0 scans the part totals.
-#define S16_SCAN_THREADS 1024
-__global__ void slc16_scan_kernel(const int *count, long n, int sega, int *start, int *seg) {
-    __shared__ int tot[S16_SCAN_THREADS], tseg[S16_SCAN_THREADS];
-    const long per = (n + S16_SCAN_THREADS - 1) / S16_SCAN_THREADS;
-    const long i0 = min(threadIdx.x * per, n), i1 = min(i0 + per, n);
-    int sc = 0, ss = 0;
-    for (long i = i0; i < i1; i++) sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
-    tot[threadIdx.x] = sc, tseg[threadIdx.x] = ss;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int rc = 0, rs = 0;
-        for (int x = 0; x < S16_SCAN_THREADS; x++) {
-            const int cx = tot[x], sx = tseg[x];
-            tot[x] = rc, tseg[x] = rs;
-            rc += cx, rs += sx;
-        }
-        start[n] = rc, seg[n] = rs;
-    }
-    __syncthreads();
-    sc = tot[threadIdx.x], ss = tseg[threadIdx.x];
-    for (long i = i0; i < i1; i++) {
-        start[i] = sc, seg[i] = ss;
-        sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
-    }
+    slc_dkdv_store<DK, DV>(a, seg, nkt, l, sidx, kt, b, j, pend, w, g, c, p0, p1, ak, av, part, dk, dv);
 }
 
 static bool s16_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -731,107 +528,51 @@ bool cuda_slc16_ok(const asa_backend *be, const asa_attn_shape *s, const void *q
         }                                                            \
     } while (0)
 
-// m-tiles per block (1, 2 or 4) for R·G rows, and the blocks per (anchor, group).
-static int s16_mtiles(int rows, int *chunks) {
-    const int need = (rows + 15) / 16, mt = need <= 1 ? 1 : need <= 2 ? 2 : 4;
-    *chunks = (rows + 16 * mt - 1) / (16 * mt);
-    return mt;
-}
-
-#define S16_WITH_MT(mt, ...)          \
-    do {                              \
-        if ((mt) == 1) {              \
-            constexpr int MT = 1;     \
-            __VA_ARGS__;              \
-        } else if ((mt) == 2) {       \
-            constexpr int MT = 2;     \
-            __VA_ARGS__;              \
-        } else {                      \
-            constexpr int MT = 4;     \
-            __VA_ARGS__;              \
-        }                             \
-    } while (0)
-
 void cuda_slc16_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                     const int32_t *idx, void *o, float *lse) {
     (void)be;
-    const s16_args a = s16_make(s);
+    const slc_mma_args a = slc_mma_make(s);
     int chunks;
-    const int mt = s16_mtiles(a.rows, &chunks);
+    const int mt = slc_mtiles(a.rows, &chunks);
     const long blocks = (long)a.B * a.na * a.g * chunks;
     if (blocks == 0) return;
-    S16_WITH_DIMS(a.dk, a.dv, S16_WITH_MT(mt, {
+    S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = s16_chunk_bytes<DK, DV>(a.n);
         attn_allow_smem((const void *)slc16_fwd_kernel<DK, DV, MT>, smem);
-        slc16_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, S16_WARPS * 32, smem>>>(
+        slc16_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(
             a, chunks, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, idx, (bf16 *)o, lse);
     }));
     CUDA_LAUNCH_CHECK();
 }
 
-static size_t s16_align_up(size_t x) { return (x + 255) & ~(size_t)255; }
-
 void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                     const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
                     void *dv) {
-    const s16_args a = s16_make(s);
+    const slc_mma_args a = slc_mma_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
-    const long nlists = (long)a.B * a.g * a.nsb, nentries = (long)a.B * a.na * a.g * a.n;
-    const int nkt = (a.bsel + S16_KEYS - 1) / S16_KEYS;
-    // Segments of at least 4096 rows, and few enough that there are at most about 8 per multiprocessor
-    // besides one per list: that bounds the partial sums' memory (8 * SMs slots).
-    const long per_sm = nentries / (8L * cuda_ctx_of(be)->num_sms) + 1;
-    const int sega = (int)max((long)(4096 + a.rows - 1) / a.rows, per_sm);
-    const long xmax = nentries / sega;  // segments beyond each list's first, at most
-    // Scratch: D [rows] | count [nlists] | start [nlists + 1] | seg [nlists + 1] | anchors [nentries] | part
-    const size_t off_count = s16_align_up(rows * sizeof(float));
-    const size_t off_start = off_count + s16_align_up(nlists * sizeof(int));
-    const size_t off_seg = off_start + s16_align_up((nlists + 1) * sizeof(int));
-    const size_t off_anchors = off_seg + s16_align_up((nlists + 1) * sizeof(int));
-    const size_t off_part = off_anchors + s16_align_up((nentries + 1) * sizeof(int));
-    const size_t part_bytes = (size_t)xmax * nkt * S16_KEYS * (a.dk + a.dv) * sizeof(float);
-    char *scr = (char *)cuda_scratch(be, off_part + part_bytes + 256);
-    float *D = (float *)scr, *part = (float *)(scr + off_part);
-    int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *seg = (int *)(scr + off_seg);
-    int *anchors = (int *)(scr + off_anchors);
+    const slc_lists L = slc_lists_alloc(be, a);
     const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v, *ob = (const bf16 *)dout;
 
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, L.D);
     int chunks;
-    const int mt = s16_mtiles(a.rows, &chunks);
-    S16_WITH_DIMS(a.dk, a.dv, S16_WITH_MT(mt, {
+    const int mt = slc_mtiles(a.rows, &chunks);
+    S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = s16_chunk_bytes<DK, DV>(a.n);  // holds the final merge too
         attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT>, smem);
-        slc16_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), S16_WARPS * 32, smem>>>(
-            a, chunks, qb, kb, vb, idx, lse, D, ob, (bf16 *)dq);
+        slc16_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+            a, chunks, qb, kb, vb, idx, lse, L.D, ob, (bf16 *)dq);
     }));
     CUDA_LAUNCH_CHECK();
 
-    const unsigned lb = (unsigned)((nlists * 32 + 127) / 128);
-    if (a.n % 4 == 0 && s16_aligned(idx))
-        slc16_csr_kernel<false, true><<<lb, 128>>>(a, idx, count, start, anchors);
-    else
-        slc16_csr_kernel<false, false><<<lb, 128>>>(a, idx, count, start, anchors);
-    CUDA_LAUNCH_CHECK();
-    slc16_scan_kernel<<<1, S16_SCAN_THREADS>>>(count, nlists, sega, start, seg);
-    CUDA_LAUNCH_CHECK();
-    if (a.n % 4 == 0 && s16_aligned(idx))
-        slc16_csr_kernel<true, true><<<lb, 128>>>(a, idx, count, start, anchors);
-    else
-        slc16_csr_kernel<true, false><<<lb, 128>>>(a, idx, count, start, anchors);
-    CUDA_LAUNCH_CHECK();
+    slc_lists_build<true>(a, idx, L);
 
     S16_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = s16_dkdv_bytes<DK, DV>();
         attn_allow_smem((const void *)slc16_dkdv_kernel<DK, DV>, smem);
-        slc16_dkdv_kernel<DK, DV><<<(unsigned)((nlists + xmax) * nkt), S16_WARPS * 32, smem>>>(
-            a, nkt, sega, qb, kb, vb, lse, D, ob, start, seg, anchors, (bf16 *)dk, (bf16 *)dv, part);
+        slc16_dkdv_kernel<DK, DV><<<(unsigned)((L.nlists + L.xmax) * L.nkt), SLC_WARPS * 32, smem>>>(
+            a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
     });
     CUDA_LAUNCH_CHECK();
-    if (xmax > 0) {
-        slc16_reduce_kernel<<<dim3((unsigned)(nlists * nkt), S16_RED_PARTS), 128>>>(a, nkt, seg, part, (bf16 *)dk,
-                                                                                 (bf16 *)dv);
-        CUDA_LAUNCH_CHECK();
-    }
+    slc_lists_reduce<16>(a, L, (bf16 *)dk, (bf16 *)dv);
 }

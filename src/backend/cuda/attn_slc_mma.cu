@@ -23,55 +23,11 @@
 // (row 2c, column g) banks 8c + g, all distinct.
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/attn_mma_common.cuh"
+#include "backend/cuda/attn_slc_lists.cuh"
 #include "backend/cuda/attn_slc_mma.cuh"
 
-#define SLC_WARPS 4
-#define SLC_KT 32        // keys per staged chunk (forward, dq)
-#define SLC_KEYS 64      // keys per block of the dk/dv pass (16 per warp)
-#define SLC_NR 16        // query rows per staged chunk of the dk/dv pass (2 blocks per SM fit)
-
-typedef struct {
-    int B, T, h, g, dk, dv, bsel, n, R, na, nsb, G, rows;  // rows = R*G, the rows sharing a list
-    float scale, sl2;                                      // sl2 = scale * log2(e): scores in base 2
-} slc_mma_args;
-
-static slc_mma_args slc_mma_make(const asa_attn_shape *s) {
-    slc_mma_args a;
-    a.B = s->B, a.T = s->T, a.h = s->h, a.g = s->g, a.dk = s->dk, a.dv = s->dv;
-    a.bsel = s->selection_block_size, a.n = s->block_counts, a.R = s->selection_share;
-    a.na = asa_attn_num_anchors(s), a.nsb = (s->T + a.bsel - 1) / a.bsel;
-    a.G = s->h / s->g, a.rows = a.R * a.G;
-    a.scale = s->scale, a.sl2 = s->scale * LOG2E;
-    return a;
-}
-
-// Walks a block list in chunks of SLC_KT keys: (e, off) is list entry e, offset off inside its block.
-// Moves to the first chunk at or after (e, off) with keys left (tokens <= tmax); false at the list's end.
-static __device__ __forceinline__ bool slc_chunk(const int32_t *row, const slc_mma_args &a, int tmax, int &e,
-                                                 int &off, int &c0, int &cn) {
-    for (; e < a.n; e++, off = 0) {
-        const int u = row[e];
-        if (u < 0) continue;
-        const int s1 = min((u + 1) * a.bsel, tmax + 1);
-        c0 = u * a.bsel + off;
-        if (c0 < s1) {
-            cn = min(SLC_KT, s1 - c0);
-            return true;
-        }
-    }
-    return false;
-}
-
-// This warp's two rows in the block's tile (g and g+8 of its m-tile): token t (-1 for padding) and row r.
-static __device__ __forceinline__ void slc_tile_row(const slc_mma_args &a, int b, int an, int j, int rho, int &t,
-                                                    long &r) {
-    t = an * a.R + rho / a.G;
-    if (rho >= a.rows || t >= a.T) {
-        t = -1, r = 0;
-        return;
-    }
-    r = ((long)b * a.T + t) * a.h + j * a.G + rho % a.G;
-}
+#define SLC_KT 32  // keys per staged chunk (forward, dq)
+#define SLC_NR 16  // query rows per staged chunk of the dk/dv pass (2 blocks per SM fit)
 
 // Shared memory of the forward and dq kernels: two chunks of keys and values.
 template <int DK, int DV>
@@ -109,7 +65,7 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
     int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
-    bool have = slc_chunk(row, a, tmax, e, off, c0, cn);
+    bool have = slc_chunk(row, a, SLC_KT, tmax, e, off, c0, cn);
     if (have) {
         stage_rows<DK>(Ks, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
         stage_rows<DV>(Vs, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
@@ -118,7 +74,7 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += SLC_KT;
-        have = slc_chunk(row, a, tmax, e, off, c0, cn);
+        have = slc_chunk(row, a, SLC_KT, tmax, e, off, c0, cn);
         if (have) {
             stage_rows<DK>(Ks + (buf ^ 1) * SLC_KT * KST, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
             stage_rows<DV>(Vs + (buf ^ 1) * SLC_KT * VST, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
@@ -169,15 +125,7 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *
     l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
     l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
     if (KS > 1) {  // merge the key slices of each m-tile into the warp with ks = 0, in slice order
-        float *Os = (float *)smem4;  // [SLC_WARPS][16][DV]
-        __syncthreads();
-        if (c == 0) Ms[w][g] = m0, Ms[w][g + 8] = m1, Ls[w][g] = l0, Ls[w][g + 8] = l1;
-#pragma unroll
-        for (int nd = 0; nd < DV / 8; nd++) {
-            float *op = Os + (w * 16 + g) * DV + nd * 8 + 2 * c;
-            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DV] = acc[nd][2], op[8 * DV + 1] = acc[nd][3];
-        }
-        __syncthreads();
+        slc_slices_put<DV, true>((float *)smem4, Ms, Ls, acc, m0, m1, l0, l1, w, g, c);
         if (ks != 0) return;
         float n0 = -INFINITY, n1 = -INFINITY;
         for (int x = 0; x < KS; x++) n0 = fmaxf(n0, Ms[mt + x * MT][g]), n1 = fmaxf(n1, Ms[mt + x * MT][g + 8]);
@@ -195,26 +143,14 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *
             float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma unroll
             for (int x = 0; x < KS; x++) {
-                const float *op = Os + ((mt + x * MT) * 16 + g) * DV + nd * 8 + 2 * c;
+                const float *op = ((float *)smem4) + ((mt + x * MT) * 16 + g) * DV + nd * 8 + 2 * c;
                 s0 += op[0] * f0[x], s1 += op[1] * f0[x], s2 += op[8 * DV] * f1[x], s3 += op[8 * DV + 1] * f1[x];
             }
             acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
         }
         m0 = n0, m1 = n1;
     }
-    // An empty list gives o = 0 and lse = -inf, as on the CPU.
-    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
-#pragma unroll
-    for (int nd = 0; nd < DV / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dv) break;
-        if (t0 >= 0) st_f(o + r0 * a.dv + col, acc[nd][0] * i0), st_f(o + r0 * a.dv + col + 1, acc[nd][1] * i0);
-        if (t1 >= 0) st_f(o + r1 * a.dv + col, acc[nd][2] * i1), st_f(o + r1 * a.dv + col + 1, acc[nd][3] * i1);
-    }
-    if (c == 0) {
-        if (t0 >= 0) lse[r0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : -INFINITY;
-        if (t1 >= 0) lse[r1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : -INFINITY;
-    }
+    mma_store_o<DV>(o, lse, acc, a.dv, r0, r1, t0, t1, m0, m1, l0, l1, c);  // empty rows: o = 0, lse = -inf
 }
 
 // dq of the tile's rows: dq += scale * sum_s p_s (dout.v_s - D) k_s, with p_s = exp(q.k_s*scale - lse).
@@ -254,7 +190,7 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *v
     for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 
     int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
-    bool have = slc_chunk(row, a, tmax, e, off, c0, cn);
+    bool have = slc_chunk(row, a, SLC_KT, tmax, e, off, c0, cn);
     if (have) {
         stage_rows<DK>(Ks, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
         stage_rows<DV>(Vs, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
@@ -263,7 +199,7 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *v
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += SLC_KT;
-        have = slc_chunk(row, a, tmax, e, off, c0, cn);
+        have = slc_chunk(row, a, SLC_KT, tmax, e, off, c0, cn);
         if (have) {
             stage_rows<DK>(Ks + (buf ^ 1) * SLC_KT * KST, kg + c0 * krs, krs, cn, SLC_KT, a.dk);
             stage_rows<DV>(Vs + (buf ^ 1) * SLC_KT * VST, vg + c0 * vrs, vrs, cn, SLC_KT, a.dv);
@@ -296,33 +232,11 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *v
     }
     cp_wait<0>();
     if (KS > 1) {  // sum the key slices of each m-tile in slice order
-        float *Ps = (float *)smem4;  // [SLC_WARPS][16][DK]
-        __syncthreads();
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            float *op = Ps + (w * 16 + g) * DK + nd * 8 + 2 * c;
-            op[0] = acc[nd][0], op[1] = acc[nd][1], op[8 * DK] = acc[nd][2], op[8 * DK + 1] = acc[nd][3];
-        }
-        __syncthreads();
+        slc_slices_put<DK, false>((float *)smem4, NULL, NULL, acc, 0.0f, 0.0f, 0.0f, 0.0f, w, g, c);
         if (ks != 0) return;
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma unroll
-            for (int x = 0; x < KS; x++) {
-                const float *op = Ps + ((mt + x * MT) * 16 + g) * DK + nd * 8 + 2 * c;
-                s0 += op[0], s1 += op[1], s2 += op[8 * DK], s3 += op[8 * DK + 1];
-            }
-            acc[nd][0] = s0, acc[nd][1] = s1, acc[nd][2] = s2, acc[nd][3] = s3;
-        }
+        slc_slices_sum<DK, MT>((float *)smem4, acc, mt, g, c);
     }
-#pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dk) break;
-        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
-        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
-    }
+    mma_add_dq<DK>(dq, acc, a.dk, a.scale, r0, r1, t0, t1, c);
 }
 
 // Stages rows [i0, i0 + SLC_NR) of the stream of (query, head) rows of list entries e0, e0 + 1, ... (each
@@ -381,12 +295,7 @@ slc_mma_dkdv_kernel(slc_mma_args a, int nkt, int sega, const T *q, const T *k, c
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int nlists = a.B * a.g * a.nsb, kt = blockIdx.x % nkt, gs = blockIdx.x / nkt;
     if (gs >= seg[nlists]) return;  // the grid covers the most segments there can be
-    int l = 0, hi = nlists;          // seg[l] <= gs < seg[hi]; every list has a segment
-    while (hi - l > 1) {
-        const int mid = (l + hi) / 2;
-        if (seg[mid] <= gs) l = mid;
-        else hi = mid;
-    }
+    const int l = slc_seg_list(seg, nlists, gs);
     const int sidx = gs - seg[l], u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g);
     const int e0 = start[l] + sidx * sega, e1 = min(e0 + sega, start[l + 1]);
     const int pfirst = u * a.bsel + kt * SLC_KEYS, pend = min((u + 1) * a.bsel, a.T);
@@ -488,112 +397,7 @@ slc_mma_dkdv_kernel(slc_mma_args a, int nkt, int sega, const T *q, const T *k, c
         buf ^= 1;
     }
     cp_wait<0>();
-    if (sidx > 0) {
-        const int W = a.dk + a.dv;
-        float *pp = part + ((long)(seg[l] - l + sidx - 1) * nkt + kt) * SLC_KEYS * W + (w * 16 + g) * W;
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dk) break;
-            pp[col] = a.scale * ak[nd][0], pp[col + 1] = a.scale * ak[nd][1];
-            pp[8 * W + col] = a.scale * ak[nd][2], pp[8 * W + col + 1] = a.scale * ak[nd][3];
-        }
-#pragma unroll
-        for (int nd = 0; nd < DV / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dv) break;
-            pp[a.dk + col] = av[nd][0], pp[a.dk + col + 1] = av[nd][1];
-            pp[8 * W + a.dk + col] = av[nd][2], pp[8 * W + a.dk + col + 1] = av[nd][3];
-        }
-        return;
-    }
-    const long o0 = ((long)b * a.T + p0) * a.g + j, o1 = ((long)b * a.T + p1) * a.g + j;
-#pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dk) break;
-        if (p0 < pend) mma_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
-        if (p1 < pend) mma_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
-    }
-#pragma unroll
-    for (int nd = 0; nd < DV / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dv) break;
-        if (p0 < pend) mma_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
-        if (p1 < pend) mma_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
-    }
-}
-
-// dk / dv += the partial sums of segments 1, 2, ... of list l (key tile kt), in segment order.
-template <typename T>
-__global__ void slc_mma_reduce_kernel(slc_mma_args a, int nkt, const int *seg, const float *part, T *dk, T *dv) {
-    const int l = blockIdx.x / nkt, kt = blockIdx.x % nkt, ns = seg[l + 1] - seg[l];
-    if (ns <= 1) return;
-    const int u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g), W = a.dk + a.dv;
-    const int pfirst = u * a.bsel + kt * SLC_KEYS, pend = min((u + 1) * a.bsel, a.T);
-    const float *pp = part + ((long)(seg[l] - l) * nkt + kt) * SLC_KEYS * W;
-    for (int x = threadIdx.x; x < SLC_KEYS * W; x += blockDim.x) {
-        const int p = pfirst + x / W, col = x % W;
-        if (p >= pend) break;
-        float sum = 0.0f;
-        for (int sl = 0; sl < ns - 1; sl++) sum += pp[(long)sl * nkt * SLC_KEYS * W + x];
-        const long kr = ((long)b * a.T + p) * a.g + j;
-        T *y = col < a.dk ? dk + (kr * a.dk + col) : dv + (kr * a.dv + col - a.dk);
-        st_f(y, ld_f(y) + sum);
-    }
-}
-
-// Inversion of the block lists into CSR: per list l = (b, j, u), the ascending anchors whose list has u.
-// One warp per list tests 32 consecutive anchors at a time (every slot of each row, so that the loads go
-// out together); the ballot gives the count and, when filling, each hit's place. Anchors below
-// ceil(u * b_s / R) are skipped: their queries precede block u.
-template <bool FILL>
-__global__ void slc_mma_csr_kernel(slc_mma_args a, const int32_t *idx, int *count, const int *start, int *anchors) {
-    const long l = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 32;
-    const int lane = threadIdx.x % 32;
-    if (l >= (long)a.B * a.g * a.nsb) return;
-    const int u = (int)(l % a.nsb), j = (int)(l / a.nsb % a.g), b = (int)(l / ((long)a.nsb * a.g));
-    int pos = FILL ? start[l] : 0;
-    for (int a0 = (int)(((long)u * a.bsel + a.R - 1) / a.R); a0 < a.na; a0 += 32) {
-        const int an = a0 + lane;
-        bool has = false;
-        if (an < a.na) {
-            const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
-            for (int e = 0; e < a.n; e++) has |= row[e] == u;
-        }
-        const unsigned m = __ballot_sync(FULL_MASK, has);
-        if (FILL && has) anchors[pos + __popc(m & ((1u << lane) - 1))] = an;
-        pos += __popc(m);
-    }
-    if (!FILL && lane == 0) count[l] = pos;
-}
-
-// One block: exclusive prefix sums start[0..n] of count and seg[0..n] of the segments per list
-// (ceil(count / sega), at least 1). Each thread sums a contiguous part, thread 0 scans the part totals.
-#define SLC_SCAN_THREADS 1024
-__global__ void slc_mma_scan_kernel(const int *count, long n, int sega, int *start, int *seg) {
-    __shared__ int tot[SLC_SCAN_THREADS], tseg[SLC_SCAN_THREADS];
-    const long per = (n + SLC_SCAN_THREADS - 1) / SLC_SCAN_THREADS;
-    const long i0 = min(threadIdx.x * per, n), i1 = min(i0 + per, n);
-    int sc = 0, ss = 0;
-    for (long i = i0; i < i1; i++) sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
-    tot[threadIdx.x] = sc, tseg[threadIdx.x] = ss;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int rc = 0, rs = 0;
-        for (int x = 0; x < SLC_SCAN_THREADS; x++) {
-            const int c = tot[x], s = tseg[x];
-            tot[x] = rc, tseg[x] = rs;
-            rc += c, rs += s;
-        }
-        start[n] = rc, seg[n] = rs;
-    }
-    __syncthreads();
-    sc = tot[threadIdx.x], ss = tseg[threadIdx.x];
-    for (long i = i0; i < i1; i++) {
-        start[i] = sc, seg[i] = ss;
-        sc += count[i], ss += max(1, (count[i] + sega - 1) / sega);
-    }
+    slc_dkdv_store<DK, DV>(a, seg, nkt, l, sidx, kt, b, j, pend, w, g, c, p0, p1, ak, av, part, dk, dv);
 }
 
 bool cuda_slc_mma_ok(const asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
@@ -612,27 +416,6 @@ bool cuda_slc_mma_ok(const asa_backend *be, const asa_attn_shape *s, const void 
         } else {                                                     \
             MMA_WITH_DIMS(dk, dv, __VA_ARGS__);                      \
         }                                                            \
-    } while (0)
-
-// m-tiles per block (1, 2 or 4) for R·G rows, and the blocks per (anchor, group).
-static int slc_mtiles(int rows, int *chunks) {
-    const int need = (rows + 15) / 16, mt = need <= 1 ? 1 : need <= 2 ? 2 : 4;
-    *chunks = (rows + 16 * mt - 1) / (16 * mt);
-    return mt;
-}
-
-#define SLC_WITH_MT(mt, ...)          \
-    do {                              \
-        if ((mt) == 1) {              \
-            constexpr int MT = 1;     \
-            __VA_ARGS__;              \
-        } else if ((mt) == 2) {       \
-            constexpr int MT = 2;     \
-            __VA_ARGS__;              \
-        } else {                      \
-            constexpr int MT = 4;     \
-            __VA_ARGS__;              \
-        }                             \
     } while (0)
 
 template <typename T>
@@ -657,62 +440,34 @@ void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, c
                                         lse));
 }
 
-static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
-
 template <typename T>
 static void slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v,
                         const int32_t *idx, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
     const slc_mma_args a = slc_mma_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
-    const long nlists = (long)a.B * a.g * a.nsb, nentries = (long)a.B * a.na * a.g * a.n;
-    const int nkt = (a.bsel + SLC_KEYS - 1) / SLC_KEYS;
-    // Segments of at least 256 chunks of rows, and few enough that there are at most about 8 per
-    // multiprocessor besides one per list: that bounds the partial sums' memory (8 * SMs slots).
-    const long per_sm = nentries / (8L * cuda_ctx_of(be)->num_sms) + 1;
-    const int sega = (int)max((long)(256 * SLC_NR + a.rows - 1) / a.rows, per_sm);
-    const long xmax = nentries / sega;  // segments beyond each list's first, at most
-    // Scratch: D [rows] | count [nlists] | start [nlists + 1] | seg [nlists + 1] | anchors [nentries] | part
-    const size_t off_count = align_up(rows * sizeof(float)), off_start = off_count + align_up(nlists * sizeof(int));
-    const size_t off_seg = off_start + align_up((nlists + 1) * sizeof(int));
-    const size_t off_anchors = off_seg + align_up((nlists + 1) * sizeof(int));
-    const size_t off_part = off_anchors + align_up((nentries + 1) * sizeof(int));
-    const size_t part_bytes = (size_t)xmax * nkt * SLC_KEYS * (a.dk + a.dv) * sizeof(float);
-    char *scr = (char *)cuda_scratch(be, off_part + part_bytes + 256);
-    float *D = (float *)scr, *part = (float *)(scr + off_part);
-    int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *seg = (int *)(scr + off_seg);
-    int *anchors = (int *)(scr + off_anchors);
-
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
+    const slc_lists L = slc_lists_alloc(be, a);
+    cuda_attn_rowdot(be, dout, o, rows, a.dv, L.D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
     SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);  // holds the final merge too
         attn_allow_smem((const void *)slc_mma_dq_kernel<T, DK, DV, MT>, smem);
         slc_mma_dq_kernel<T, DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
-            a, chunks, q, k, v, idx, lse, D, dout, dq);
+            a, chunks, q, k, v, idx, lse, L.D, dout, dq);
     }));
     CUDA_LAUNCH_CHECK();
 
-    const unsigned lb = (unsigned)((nlists * 32 + 127) / 128);
-    slc_mma_csr_kernel<false><<<lb, 128>>>(a, idx, count, start, anchors);
-    CUDA_LAUNCH_CHECK();
-    slc_mma_scan_kernel<<<1, SLC_SCAN_THREADS>>>(count, nlists, sega, start, seg);
-    CUDA_LAUNCH_CHECK();
-    slc_mma_csr_kernel<true><<<lb, 128>>>(a, idx, count, start, anchors);
-    CUDA_LAUNCH_CHECK();
+    slc_lists_build<false>(a, idx, L);
 
     SLC_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
         attn_allow_smem((const void *)slc_mma_dkdv_kernel<T, DK, DV>, smem);
-        slc_mma_dkdv_kernel<T, DK, DV><<<(unsigned)((nlists + xmax) * nkt), SLC_WARPS * 32, smem>>>(
-            a, nkt, sega, q, k, v, lse, D, dout, start, seg, anchors, dk, dv, part);
+        slc_mma_dkdv_kernel<T, DK, DV><<<(unsigned)((L.nlists + L.xmax) * L.nkt), SLC_WARPS * 32, smem>>>(
+            a, L.nkt, L.sega, q, k, v, lse, L.D, dout, L.start, L.seg, L.anchors, dk, dv, L.part);
     });
     CUDA_LAUNCH_CHECK();
-    if (xmax > 0) {
-        slc_mma_reduce_kernel<T><<<(unsigned)(nlists * nkt), 128>>>(a, nkt, seg, part, dk, dv);
-        CUDA_LAUNCH_CHECK();
-    }
+    slc_lists_reduce<1>(a, L, dk, dv);
 }
 
 void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
