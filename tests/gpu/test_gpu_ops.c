@@ -833,23 +833,31 @@ static void test_select_topk(const char *name, int B, int T, int h, int g, int d
     cpu->select_topk(cpu, s, q, kc, lse, idx);
     gpu->select_topk(gpu, s, gq, gkc, glse, gidx);
     gpu->to_host(gpu, hidx, gidx, nidx * 4);
-    size_t near = 0, decided = 0;
+    size_t near = 0, decided = 0, lost = 0;
     const size_t diff = topk_list_diff(s, q, kc, lse, idx, hidx, bf16_mode() ? &near : NULL);
     for (int b = 0; b < B; b++)
         for (int a = 0; a < na; a++)
             for (int j = 0; j < g; j++) {
                 const int cur = a * R / bsel;
                 const int32_t *r = idx + (((size_t)b * na + a) * g + j) * n;
-                char in[4096] = {0};
-                for (int e = 0; e < n; e++)
+                const int32_t *gr = hidx + (((size_t)b * na + a) * g + j) * n;
+                char in[4096] = {0}, gin[4096] = {0};
+                for (int e = 0; e < n; e++) {
                     if (r[e] >= 0 && r[e] <= cur && r[e] < 4096) in[r[e]] = 1;
-                // Tied neighbours (u, u+1) of which one alone was chosen; ties 1 ties even u to u+1 only.
-                for (int u = ties == 2 ? 1 : 2; u + 1 < cur - 1 && u + 1 < 4096; u += ties == 2 ? 1 : 2)
+                    if (gr[e] >= 0 && gr[e] <= cur && gr[e] < 4096) gin[gr[e]] = 1;
+                }
+                // Tied neighbours (u, u+1) of which one alone was chosen; ties 1 ties even u to u+1 only. The
+                // GPU must keep the lower index of such a pair: exact ties, which the near-tie acceptance of
+                // bf16 mode would otherwise let through in either order.
+                for (int u = ties == 2 ? 1 : 2; u + 1 < cur - 1 && u + 1 < 4096; u += ties == 2 ? 1 : 2) {
                     decided += in[u] != in[u + 1];
+                    lost += !gin[u] && gin[u + 1];
+                }
             }
     TU_CHECK(diff == 0, "%s select_topk %s: %zu of %zu list entries differ from the CPU's (%zu at near-ties)", mode,
              name, diff, nidx, near);
     if (ties) TU_CHECK(decided > 0, "%s select_topk %s: no tie was decided", mode, name);
+    if (ties) TU_CHECK(lost == 0, "%s select_topk %s: %zu exact ties went to the higher block index", mode, name, lost);
     printf("  %s select_topk %-24s B=%d T=%d h=%d g=%d dk=%d b=%d b_s=%d n=%d R=%d: %d selection blocks%s, %zu "
            "entries differ at near-ties\n",
            mode, name, B, T, h, g, dk, bsz, bsel, n, R, (T + bsel - 1) / bsel, ties ? ", ties decided" : "", near);
@@ -1253,6 +1261,9 @@ static void test_attention(asa_backend *tc) {
     test_select_topk("pairs tied, dk tail", 1, 4096, 6, 2, 44, 8, 16, 16, 1, 1);
     if (all) test_select_topk("all tied, R=4", 1, 3000, 4, 1, 20, 16, 16, 8, 4, 2);
     if (all) test_select_topk("1088 blocks all tied", 1, 17408, 2, 1, 16, 16, 16, 16, 1, 2);
+    // exact ties through the bf16 tensor-core kernel (dk a multiple of 8), one and two pooled keys per block
+    test_select_topk("pairs tied, d64", 1, 4096, 16, 1, 64, 16, 16, 16, 1, 1);
+    test_select_topk("all tied, d64, 2 per block", 1, 3000, 16, 2, 64, 16, 32, 8, 2, 2);
 
     // selected attention on the tensor cores: R·G = 16 (one m-tile), 64 (four), 32 (two), 1 and 4 (padded
     // rows); T not a multiple of b_s or of R, T < b_s; head dims 128, 96 / 64, 64, padded 40 / 24, 160 /

@@ -178,23 +178,19 @@ typedef struct {
     int64_t sct[4], scts[4];  // the same, transposed
 } shapes;
 
+static void set4(int64_t *x, int64_t a, int64_t b, int64_t c, int64_t d) { x[0] = a, x[1] = b, x[2] = c, x[3] = d; }
+
 static void shapes_make(shapes *p, const asa_attn_shape *s) {
     const int64_t B = s->B, T = s->T, h = s->h, g = s->g, dk = s->dk, dv = s->dv;
-    const int64_t q[4] = {B, h, T, dk}, qs[4] = {T * h * dk, dk, h * dk, 1};
-    const int64_t kt[4] = {B, g, dk, T}, kts[4] = {T * g * dk, dk, 1, g * dk};
-    const int64_t k[4] = {B, g, T, dk}, ks[4] = {T * g * dk, dk, g * dk, 1};
-    const int64_t v[4] = {B, g, T, dv}, vs[4] = {T * g * dv, dv, g * dv, 1};
-    const int64_t vt[4] = {B, g, dv, T}, vts[4] = {T * g * dv, dv, 1, g * dv};
-    const int64_t o[4] = {B, h, T, dv}, os[4] = {T * h * dv, dv, h * dv, 1};
-    const int64_t st[4] = {B, h, T, 1}, sts[4] = {h * T, T, 1, 1};
-    const int64_t sc[4] = {B, h, T, T}, scs[4] = {h * T * T, T * T, T, 1};
-    const int64_t sct[4] = {B, h, T, T}, scts[4] = {h * T * T, T * T, 1, T};
-    memcpy(p->q, q, sizeof q), memcpy(p->qs, qs, sizeof qs), memcpy(p->kt, kt, sizeof kt);
-    memcpy(p->kts, kts, sizeof kts), memcpy(p->k, k, sizeof k), memcpy(p->ks, ks, sizeof ks);
-    memcpy(p->v, v, sizeof v), memcpy(p->vs, vs, sizeof vs), memcpy(p->vt, vt, sizeof vt);
-    memcpy(p->vts, vts, sizeof vts), memcpy(p->o, o, sizeof o), memcpy(p->os, os, sizeof os);
-    memcpy(p->st, st, sizeof st), memcpy(p->sts, sts, sizeof sts), memcpy(p->sc, sc, sizeof sc);
-    memcpy(p->scs, scs, sizeof scs), memcpy(p->sct, sct, sizeof sct), memcpy(p->scts, scts, sizeof scts);
+    set4(p->q, B, h, T, dk), set4(p->qs, T * h * dk, dk, h * dk, 1);
+    set4(p->kt, B, g, dk, T), set4(p->kts, T * g * dk, dk, 1, g * dk);
+    set4(p->k, B, g, T, dk), set4(p->ks, T * g * dk, dk, g * dk, 1);
+    set4(p->v, B, g, T, dv), set4(p->vs, T * g * dv, dv, g * dv, 1);
+    set4(p->vt, B, g, dv, T), set4(p->vts, T * g * dv, dv, 1, g * dv);
+    set4(p->o, B, h, T, dv), set4(p->os, T * h * dv, dv, h * dv, 1);
+    set4(p->st, B, h, T, 1), set4(p->sts, h * T, T, 1, 1);
+    set4(p->sc, B, h, T, T), set4(p->scs, h * T * T, T * T, T, 1);
+    set4(p->sct, B, h, T, T), set4(p->scts, h * T * T, T * T, 1, T);
 }
 
 // Scores outside the causal band (and the window, when there is one) become -inf: element (t, s) stays

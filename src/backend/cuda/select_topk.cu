@@ -24,9 +24,11 @@
 // A product of two bf16 values is exact in fp32, so the dots differ from the CPU's only in the order the
 // tensor cores add the products: the scores move by a few fp32 roundings, and the lists equal the CPU's
 // except where two blocks' scores are that close (near-ties). Everything after the dots (the
-// probabilities, their sums in the CPU's order, the selection) is the fp32 path's code. Rows of q and kc
+// probabilities, their sums in the CPU's order) is the fp32 path's arithmetic. Rows of q and kc
 // stay bf16 in shared memory (cp.async, the next key tile in flight), stride dk16 + 8 elements so that
-// the 8 rows of an ldmatrix hit distinct banks.
+// the 8 rows of an ldmatrix hit distinct banks. The choice (topk16_select_row) is topk_select_row's, found
+// with fewer instructions: a lane keeps its best few candidates in registers and a round's arg-max is two
+// warp reductions.
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/attn_mma16.cuh"
 #include "backend/cuda/attn_mma_common.cuh"
@@ -283,12 +285,81 @@ static size_t topk16_smem(const topk16_args &a) {
 // 16-byte segments; rows >= n and columns in [dk, dk16) become zeros.
 static __device__ __forceinline__ void topk16_stage(bf16 *dst, const bf16 *src, long srs, int n, int nrows,
                                                     const topk16_args &a) {
-    const int segs = a.dk16 / 8;
-    for (int e = threadIdx.x; e < nrows * segs; e += TOPK16_THREADS) {
-        const int r = e / segs, c = (e % segs) * 8;
+    // Thread tid takes segments tid, tid + TOPK16_THREADS, ...: (row, segment) advance by fixed steps, so
+    // that the loop divides once (a division by a variable costs as much as the copy).
+    const int segs = a.dk16 / 8, dr = TOPK16_THREADS / segs, ds = TOPK16_THREADS % segs;
+    int r = threadIdx.x / segs, c = threadIdx.x % segs * 8;
+    const bf16 *sp = src + r * srs + c;
+    bf16 *dp = dst + (size_t)r * a.kst + c;
+    while (r < nrows) {
         const bool in = r < n && c < a.dk;
-        cp16_b16(dst + (size_t)r * a.kst + c, in ? src + r * srs + c : src, in ? 16 : 0);
+        cp16_b16(dp, in ? sp : src, in ? 16 : 0);
+        r += dr, c += 8 * ds, sp += dr * srs + 8 * ds, dp += (size_t)dr * a.kst + 8 * ds;
+        if (c >= 8 * segs) c -= 8 * segs, r++, sp += srs - 8 * segs, dp += a.kst - 8 * segs;
     }
+}
+
+#define TOPK16_CACHE 4  // candidates a lane keeps in registers during the selection
+
+// Puts candidate (v, u) into a lane's cache, which stays best first in topk_better's order.
+static __device__ __forceinline__ void topk16_insert(float (&cv)[TOPK16_CACHE], int (&ci)[TOPK16_CACHE], float v,
+                                                     int u) {
+    if (!topk_better(v, u, cv[TOPK16_CACHE - 1], ci[TOPK16_CACHE - 1])) return;  // most candidates, one test
+#pragma unroll
+    for (int k = 0; k < TOPK16_CACHE; k++)
+        if (topk_better(v, u, cv[k], ci[k])) {
+            const float tv = cv[k];
+            const int ti = ci[k];
+            cv[k] = v, ci[k] = u, v = tv, u = ti;
+        }
+}
+
+// The lane's best unchosen candidates among u = lane, lane + 32, ... in [1, c-2] into its cache; returns how
+// many unchosen candidates the lane has in all.
+static __device__ __forceinline__ int topk16_fill(const float *sc, const unsigned char *chosen, int c, int lane,
+                                                  float (&cv)[TOPK16_CACHE], int (&ci)[TOPK16_CACHE]) {
+#pragma unroll
+    for (int k = 0; k < TOPK16_CACHE; k++) cv[k] = 0.0f, ci[k] = -1;
+    int cnt = 0;
+    for (int u = lane ? lane : 32; u <= c - 2; u += 32)
+        if (!chosen[u]) topk16_insert(cv, ci, sc[u], u), cnt++;
+    return cnt;
+}
+
+// topk_select_row's choice, faster: each lane scans its candidates once into a cache of its best few (a
+// lane rescans only when its cache runs out), and a round's warp arg-max is two warp reductions. Scores are
+// sums of probabilities, never below +0, so their bits order as unsigned integers; key 0 is no candidate,
+// and among equal keys the lower block index wins, as in topk_better.
+static __device__ void topk16_select_row(const float *sc, unsigned char *chosen, int c, int n, int32_t *row,
+                                         int lane) {
+    for (int u = lane; u <= c; u += 32) chosen[u] = u == 0 || u >= c - 1;
+    const int nforced = c >= 2 ? 3 : c + 1;
+    const int rounds = (c + 1 < n ? c + 1 : n) - nforced;
+    float cv[TOPK16_CACHE];
+    int ci[TOPK16_CACHE];
+    int left = topk16_fill(sc, chosen, c, lane, cv, ci);
+    for (int r = 0; r < rounds; r++) {
+        const unsigned key = ci[0] >= 0 ? __float_as_uint(cv[0]) + 1u : 0u;
+        const unsigned best = __reduce_max_sync(FULL_MASK, key);
+        const int i = (int)__reduce_min_sync(FULL_MASK, key == best ? (unsigned)ci[0] : 0xffffffffu);
+        if (i % 32 == lane) {  // the winner is this lane's cache head
+            chosen[i] = 1;
+#pragma unroll
+            for (int k = 0; k + 1 < TOPK16_CACHE; k++) cv[k] = cv[k + 1], ci[k] = ci[k + 1];
+            cv[TOPK16_CACHE - 1] = 0.0f, ci[TOPK16_CACHE - 1] = -1;
+            if (--left > 0 && ci[0] < 0) topk16_fill(sc, chosen, c, lane, cv, ci);
+        }
+    }
+    __syncwarp();
+    int cnt = 0;
+    for (int base = 0; base <= c; base += 32) {
+        const int u = base + lane;
+        const bool f = u <= c && chosen[u];
+        const unsigned m = __ballot_sync(FULL_MASK, f);
+        if (f) row[cnt + __popc(m & ((1u << lane) - 1))] = u;
+        cnt += __popc(m);
+    }
+    for (int e = cnt + lane; e < n; e += 32) row[e] = -1;
 }
 
 __global__ void __launch_bounds__(TOPK16_THREADS, 2)
@@ -310,11 +381,16 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
 
     // Query rows r = ai*G + hi (anchor a0+ai, head j*G+hi): the G rows of an anchor are consecutive in q,
     // and so are the anchors' rows when R = 1; row by row in general.
-    for (int e = tid; e < a.rows_p * (a.dk16 / 8); e += TOPK16_THREADS) {
-        const int r = e / (a.dk16 / 8), c = e % (a.dk16 / 8) * 8, ai = r / a.G;
-        const bool in = r < a.rows && ai < nA && c < a.dk;
-        const long row = ((long)b * a.T + (long)(a0 + ai) * a.R) * a.h + j * a.G + r % a.G;
-        cp16_b16(Qs + (size_t)r * a.kst + c, in ? q + row * a.dk + c : q, in ? 16 : 0);
+    {
+        const int segs = a.dk16 / 8, dr = TOPK16_THREADS / segs, ds = TOPK16_THREADS % segs;  // as topk16_stage
+        for (int r = tid / segs, c = tid % segs * 8; r < a.rows_p;) {
+            const int ai = r / a.G;
+            const bool in = r < a.rows && ai < nA && c < a.dk;
+            const long row = ((long)b * a.T + (long)(a0 + ai) * a.R) * a.h + j * a.G + r - ai * a.G;
+            cp16_b16(Qs + (size_t)r * a.kst + c, in ? q + row * a.dk + c : q, in ? 16 : 0);
+            r += dr, c += 8 * ds;
+            if (c >= 8 * segs) c -= 8 * segs, r++;
+        }
     }
     for (int r = tid; r < a.rows_p; r += TOPK16_THREADS) {
         const int ai = r / a.G, t = (a0 + ai) * a.R;
@@ -361,17 +437,18 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
                 const int r = r0 + gr + 8 * hf;
                 if (r >= a.rows) continue;
                 const float L = Ls[r];
-                const int nm = Nm[r];
+                // as the fp32 path: an invisible key, or a row with no visible key, adds +0 (the exp is taken
+                // regardless and discarded: cheaper than a branch per element)
+                const int vis = L != -INFINITY ? Nm[r] - m0 : 0;
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
                     const int col = c0 + nt * 8 + 2 * cc;
                     float p[2];
 #pragma unroll
-                    for (int x = 0; x < 2; x++)
-                        // as the fp32 path: an invisible key, or a row with no visible key, adds +0
-                        p[x] = m0 + col + x < nm && L != -INFINITY
-                                   ? expf(__fsub_rn(__fmul_rn(acc[nt][2 * hf + x], a.scale), L))
-                                   : 0.0f;
+                    for (int x = 0; x < 2; x++) {
+                        const float e = expf(__fsub_rn(__fmul_rn(acc[nt][2 * hf + x], a.scale), L));
+                        p[x] = col + x < vis ? e : 0.0f;
+                    }
                     *(float2 *)(P + (size_t)r * a.pst + col) = make_float2(p[0], p[1]);
                 }
             }
@@ -379,23 +456,44 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
         __syncthreads();
         // Scores of the tile's selection blocks: over the heads, then over the pooled keys inside.
         const int ub = a.mt / a.per;
-        for (int e = tid; e < nA * ub; e += TOPK16_THREADS) {
-            const int ai = e / ub, ul = e % ub;
-            if (m0 + ul * a.per >= nm_max) continue;
-            float sc = 0.0f;
-            for (int hi = 0; hi < a.G; hi++) {
-                const float *pr = P + (size_t)(ai * a.G + hi) * a.pst + ul * a.per;
-                for (int mm = 0; mm < a.per; mm++) sc = __fadd_rn(sc, pr[mm]);
+        if (a.per == 1) {
+            // Four consecutive selection blocks a thread (mt = TOPK16_COLS), a float4 of P per head.
+            const int uq = ub / 4;
+            for (int e = tid; e < nA * uq; e += TOPK16_THREADS) {
+                const int ai = e / uq, ul = e % uq * 4;
+                if (m0 + ul >= nm_max) continue;
+                float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                const float *pr = P + (size_t)ai * a.G * a.pst + ul;
+#pragma unroll 4
+                for (int hi = 0; hi < a.G; hi++) {
+                    const float4 p = *(const float4 *)(pr + (size_t)hi * a.pst);
+                    sc[0] = __fadd_rn(sc[0], p.x), sc[1] = __fadd_rn(sc[1], p.y);
+                    sc[2] = __fadd_rn(sc[2], p.z), sc[3] = __fadd_rn(sc[3], p.w);
+                }
+                float *so = S + (size_t)ai * a.nsb + m0 + ul;
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+                    if (m0 + ul + x < nm_max) so[x] = sc[x];
             }
-            S[(size_t)ai * a.nsb + m0 / a.per + ul] = sc;
+        } else {
+            for (int e = tid; e < nA * ub; e += TOPK16_THREADS) {
+                const int ai = e / ub, ul = e % ub;
+                if (m0 + ul * a.per >= nm_max) continue;
+                float sc = 0.0f;
+                for (int hi = 0; hi < a.G; hi++) {
+                    const float *pr = P + (size_t)(ai * a.G + hi) * a.pst + ul * a.per;
+                    for (int mm = 0; mm < a.per; mm++) sc = __fadd_rn(sc, pr[mm]);
+                }
+                S[(size_t)ai * a.nsb + m0 / a.per + ul] = sc;
+            }
         }
     }
     cp_wait<0>();  // an anchor tile that sees no pooled key never waited for its staging
     __syncthreads();
     for (int ai = warp; ai < nA; ai += TOPK16_WARPS) {
         const int c = (a0 + ai) * a.R / a.bsel;
-        topk_select_row(S + (size_t)ai * a.nsb, F + (size_t)ai * a.nsb, c, a.n,
-                        idx + (((long)b * a.na + a0 + ai) * a.g + j) * a.n, lane);
+        topk16_select_row(S + (size_t)ai * a.nsb, F + (size_t)ai * a.nsb, c, a.n,
+                          idx + (((long)b * a.na + a0 + ai) * a.g + j) * a.n, lane);
     }
 }
 
