@@ -73,6 +73,20 @@ static __device__ __forceinline__ void topk_lane_best(const float *sc, const uns
         if (u >= 1 && !chosen[u] && topk_better(sc[u], u, bv, bi)) bv = sc[u], bi = u;
 }
 
+// The chosen blocks of [0, c] into row[0..n), ascending, -1 padded (by one warp).
+static __device__ __forceinline__ void topk_write_row(const unsigned char *chosen, int c, int n, int32_t *row,
+                                                      int lane) {
+    int cnt = 0;
+    for (int base = 0; base <= c; base += 32) {
+        const int u = base + lane;
+        const bool f = u <= c && chosen[u];
+        const unsigned m = __ballot_sync(FULL_MASK, f);
+        if (f) row[cnt + __popc(m & ((1u << lane) - 1))] = u;
+        cnt += __popc(m);
+    }
+    for (int e = cnt + lane; e < n; e += 32) row[e] = -1;
+}
+
 // SPEC §4's choice for one anchor (current selection block c) from its scores sc[0..c], by one warp:
 // forced blocks 0, c-1, c, then rounds of a warp arg-max over the candidates; row[0..n) ascending, -1 padded.
 static __device__ void topk_select_row(const float *sc, unsigned char *chosen, int c, int n, int32_t *row, int lane) {
@@ -97,15 +111,7 @@ static __device__ void topk_select_row(const float *sc, unsigned char *chosen, i
         }
     }
     __syncwarp();
-    int cnt = 0;
-    for (int base = 0; base <= c; base += 32) {
-        const int u = base + lane;
-        const bool f = u <= c && chosen[u];
-        const unsigned m = __ballot_sync(FULL_MASK, f);
-        if (f) row[cnt + __popc(m & ((1u << lane) - 1))] = u;
-        cnt += __popc(m);
-    }
-    for (int e = cnt + lane; e < n; e += 32) row[e] = -1;
+    topk_write_row(chosen, c, n, row, lane);
 }
 
 // Copies one q or kc row (dk values at src; zeros when src is NULL) into the residue-major layout, by a warp.
@@ -351,15 +357,7 @@ static __device__ void topk16_select_row(const float *sc, unsigned char *chosen,
         }
     }
     __syncwarp();
-    int cnt = 0;
-    for (int base = 0; base <= c; base += 32) {
-        const int u = base + lane;
-        const bool f = u <= c && chosen[u];
-        const unsigned m = __ballot_sync(FULL_MASK, f);
-        if (f) row[cnt + __popc(m & ((1u << lane) - 1))] = u;
-        cnt += __popc(m);
-    }
-    for (int e = cnt + lane; e < n; e += 32) row[e] = -1;
+    topk_write_row(chosen, c, n, row, lane);
 }
 
 __global__ void __launch_bounds__(TOPK16_THREADS, 2)
