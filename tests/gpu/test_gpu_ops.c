@@ -1124,8 +1124,10 @@ static void test_dense16_d160(void) {
 }
 
 // cuDNN's fused attention (bf16 mode, T a multiple of 128), checked like asa's kernels against the CPU:
-// full and window, GQA and MHA, head dims 64, 128 and 160 / 128 (ASA's local layers); every call must
-// have run on cuDNN (a shape it refuses would fall back to asa's kernels and pass unseen otherwise).
+// full and window, GQA and MHA, head dims 64, 128 and 160 / 128 (ASA's local layers), and the compressed
+// branch over pooled keys (b 16, 32 and 64, 8 to 128 keys; rows before the first complete block see
+// nothing); every call must have run on cuDNN (a shape it refuses would fall back to asa's kernels and
+// pass unseen otherwise).
 static void test_cudnn(void) {
     const int version = asa_backend_cuda_cudnn(gpu_bf16, 1);
     if (!version) {
@@ -1133,18 +1135,24 @@ static void test_cudnn(void) {
         return;
     }
     const attn_case cases[] = {
-        make_case("cuDNN full G=4 d64", 2, 256, 8, 2, 64, 64, 0, 0, 16, 1, 1),
+        make_case("cuDNN full G=4 d64, cmp b=16", 2, 256, 8, 2, 64, 64, 0, 16, 16, 1, 1),
         make_case("cuDNN window 100 d128", 1, 384, 4, 4, 128, 128, 100, 0, 16, 1, 1),
-        make_case("cuDNN full G=16 d160/128", 1, 256, 16, 1, 160, 128, 0, 0, 16, 1, 1),
+        make_case("cuDNN full G=16 d160/128, cmp b=32", 1, 256, 16, 1, 160, 128, 0, 32, 32, 1, 1),
+        make_case("cuDNN cmp b=16 G=2 d128, 128 pooled keys", 1, 2048, 4, 2, 128, 128, 0, 16, 16, 1, 1),
+        make_case("cuDNN cmp b=64 d128, 32 pooled keys", 1, 2048, 4, 1, 128, 128, 0, 64, 64, 1, 1),
     };
     const int ncases = (int)(sizeof cases / sizeof cases[0]);
     const long calls0 = asa_backend_cuda_cudnn_calls(gpu_bf16);
     double worst[2] = {0, 0};
+    long expected = 0;
     reproducible = 0;
-    for (int i = 0; i < ncases; i++) test_dense_tc(gpu_bf16, &cases[i], worst);
+    for (int i = 0; i < ncases; i++) {
+        test_dense_tc(gpu_bf16, &cases[i], worst);
+        expected += cases[i].s.block_size > 0 ? 6 : 3;  // forward and two backwards, per branch
+    }
     reproducible = 1;
     const long calls = asa_backend_cuda_cudnn_calls(gpu_bf16) - calls0;
-    TU_CHECK(calls == 3L * ncases, "cuDNN %d served %ld of the %d attention calls", version, calls, 3 * ncases);
+    TU_CHECK(calls == expected, "cuDNN %d served %ld of the %ld attention calls", version, calls, expected);
     printf("  cuDNN %d served %ld attention calls\n", version, calls);
     asa_backend_cuda_cudnn(gpu_bf16, 0);
 }

@@ -53,10 +53,12 @@ void cuda_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const vo
 
 void cuda_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc,
                        void *o, float *lse) {
+    if (cuda_cudnn_attn_cmp_fwd(be, s, q, kc, vc, o, lse)) return;
     cuda_attn_pooled_fwd(be, s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse);
 }
 
 void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc,
                        const void *o, const float *lse, const void *dout, void *dq, void *dkc, void *dvc) {
+    if (cuda_cudnn_attn_cmp_bwd(be, s, q, kc, vc, o, lse, dout, dq, dkc, dvc)) return;
     cuda_attn_pooled_bwd(be, s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, dq, dkc, dvc);
 }

@@ -114,10 +114,13 @@ void cuda_copy_heads(asa_backend *be, void *dst, int dst_rs, int dst_hs, const v
 void cuda_xent_fwd_bwd(asa_backend *be, float *losses, void *dlogits, const void *logits, const int32_t *targets, int N, int V, float dloss_scale);
 void cuda_gate_fwd(asa_backend *be, void *out, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
 void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, const void *dout, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
-// cuDNN's fused attention (attn_cudnn.cu): true when it ran the call, false when asa's kernels must (no
-// cuDNN in the build, turned off, not bf16, or a shape the engine does not take).
+// cuDNN's fused attention (attn_cudnn.cu) for attn_fwd / attn_bwd and the compression branch's
+// attn_cmp_fwd / attn_cmp_bwd: true when it ran the call, false when asa's kernels must (no cuDNN in the
+// build, turned off, not bf16, or a shape the engine does not take).
 bool cuda_cudnn_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o, float *lse);
 bool cuda_cudnn_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
+bool cuda_cudnn_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, void *o, float *lse);
+bool cuda_cudnn_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, const void *o, const float *lse, const void *dout, void *dq, void *dkc, void *dvc);
 void cuda_cudnn_release(cuda_ctx *cx);
 int cuda_cudnn_version(void);  // 0 without cuDNN
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o, float *lse);
