@@ -565,7 +565,7 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     }));
     CUDA_LAUNCH_CHECK();
 
-    slc_lists_build<true>(a, idx, L);
+    slc_lists_build(a, idx, L);
 
     S16_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = s16_dkdv_bytes<DK, DV>();

@@ -10,6 +10,8 @@
 
 #include "backend/cuda/attn_mma_common.cuh"
 
+#include <cub/device/device_radix_sort.cuh>
+
 #define SLC_WARPS 4
 #define SLC_KEYS 64            // keys per block of the dk/dv pass (16 per warp)
 #define SLC_SEG_ROWS 4096      // (query, head) rows per segment of a list at least
@@ -175,35 +177,19 @@ __global__ void slc_mma_reduce_kernel(slc_mma_args a, int nkt, const int *seg, c
     }
 }
 
-// Inversion of the block lists into CSR: per list l = (b, j, u), the ascending anchors whose list has u.
-// One warp per list tests 32 consecutive anchors at a time (a lane reads its anchor's row 16 bytes at a
-// time when VEC: n a multiple of 4, idx 16-byte aligned); the ballot gives the count and, when filling,
-// each hit's place. Anchors below ceil(u * b_s / R) are skipped: their queries precede block u.
-template <bool FILL, bool VEC>
-__global__ void slc_mma_csr_kernel(slc_mma_args a, const int32_t *idx, int *count, const int *start, int *anchors) {
-    const long l = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 32;
-    const int lane = threadIdx.x % 32;
-    if (l >= (long)a.B * a.g * a.nsb) return;
-    const int u = (int)(l % a.nsb), j = (int)(l / a.nsb % a.g), b = (int)(l / ((long)a.nsb * a.g));
-    int pos = FILL ? start[l] : 0;
-    for (int a0 = (int)(((long)u * a.bsel + a.R - 1) / a.R); a0 < a.na; a0 += 32) {
-        const int an = a0 + lane;
-        bool has = false;
-        if (an < a.na) {
-            const int32_t *row = idx + (((long)b * a.na + an) * a.g + j) * a.n;
-            if (VEC)
-                for (int e = 0; e < a.n; e += 4) {
-                    const int4 x = *(const int4 *)(row + e);
-                    has |= x.x == u || x.y == u || x.z == u || x.w == u;
-                }
-            else
-                for (int e = 0; e < a.n; e++) has |= row[e] == u;
-        }
-        const unsigned m = __ballot_sync(FULL_MASK, has);
-        if (FILL && has) anchors[pos + __popc(m & ((1u << lane) - 1))] = an;
-        pos += __popc(m);
+// The list entries as (list, anchor) pairs, in anchor order: entry (b, anchor an, group j, slot e) naming
+// block u belongs to list l = (b*g + j)*nsb + u (unused slots: key nlists, sorted past every list); counts
+// the entries of each list.
+static __global__ void slc_mma_entries_kernel(slc_mma_args a, const int32_t *idx, long nentries, int nlists,
+                                              int *keys, int *vals, int *count) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < nentries; i += (long)gridDim.x * blockDim.x) {
+        const long r = i / a.n;  // (b*na + an)*g + j
+        const int j = (int)(r % a.g), an = (int)(r / a.g % a.na), b = (int)(r / ((long)a.g * a.na));
+        const int u = idx[i];
+        const int l = u >= 0 ? (b * a.g + j) * a.nsb + u : nlists;
+        keys[i] = l, vals[i] = an;
+        if (u >= 0) atomicAdd(&count[l], 1);
     }
-    if (!FILL && lane == 0) count[l] = pos;
 }
 
 // One block: exclusive prefix sums start[0..n] of count and seg[0..n] of the segments per list
@@ -255,12 +241,17 @@ static inline int slc_mtiles(int rows, int *chunks) {
     } while (0)
 
 // The dk/dv pass's lists, in the op's scratch: D [rows] (the row dots dout·o) | count [nlists] | start
-// [nlists + 1] | seg [nlists + 1] | anchors [nentries] | part (the segments' partial sums).
+// [nlists + 1] | seg [nlists + 1] | anchors [nentries] | the entries' lists and anchors before the sort, the
+// sorted lists, the sort's workspace | part (the segments' partial sums).
 typedef struct {
     float *D, *part;
     int *count, *start, *seg, *anchors;
-    long nlists, xmax;  // xmax: segments beyond each list's first, at most
-    int nkt, sega;      // key tiles per selection block, anchors per segment
+    int *keys, *keys_sorted, *vals;
+    void *sort_ws;
+    size_t sort_ws_bytes;
+    long nlists, xmax, nentries;  // xmax: segments beyond each list's first, at most
+    int nkt, sega;                // key tiles per selection block, anchors per segment
+    int key_bits;                 // bits of the keys 0..nlists
 } slc_lists;
 
 static inline size_t slc_align_up(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -279,32 +270,39 @@ static inline slc_lists slc_lists_alloc(asa_backend *be, const slc_mma_args &a) 
     const size_t off_start = off_count + slc_align_up(L.nlists * sizeof(int));
     const size_t off_seg = off_start + slc_align_up((L.nlists + 1) * sizeof(int));
     const size_t off_anchors = off_seg + slc_align_up((L.nlists + 1) * sizeof(int));
-    const size_t off_part = off_anchors + slc_align_up((nentries + 1) * sizeof(int));
+    const size_t ent_bytes = slc_align_up((nentries + 1) * sizeof(int));
+    const size_t off_keys = off_anchors + ent_bytes, off_sorted = off_keys + ent_bytes, off_vals = off_sorted + ent_bytes;
+    L.nentries = nentries;
+    L.key_bits = 1;
+    while ((1L << L.key_bits) <= L.nlists) L.key_bits++;
+    L.sort_ws_bytes = 0;
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, L.sort_ws_bytes, (const int *)NULL, (int *)NULL,
+                                               (const int *)NULL, (int *)NULL, nentries, 0, L.key_bits));
+    const size_t off_ws = off_vals + ent_bytes;
+    const size_t off_part = off_ws + slc_align_up(L.sort_ws_bytes);
     const size_t part_bytes = (size_t)L.xmax * L.nkt * SLC_KEYS * (a.dk + a.dv) * sizeof(float);
     char *scr = (char *)cuda_scratch(be, off_part + part_bytes + 256);
     L.D = (float *)scr, L.part = (float *)(scr + off_part);
     L.count = (int *)(scr + off_count), L.start = (int *)(scr + off_start), L.seg = (int *)(scr + off_seg);
     L.anchors = (int *)(scr + off_anchors);
+    L.keys = (int *)(scr + off_keys), L.keys_sorted = (int *)(scr + off_sorted), L.vals = (int *)(scr + off_vals);
+    L.sort_ws = scr + off_ws;
     return L;
 }
 
-// Fills L's count, start, seg and anchors from the block lists idx; with VEC_OK, by 16-byte loads where the
-// lists allow (n a multiple of 4, idx 16-byte aligned).
-template <bool VEC_OK>
+// Fills L's count, start, seg and anchors from the block lists idx: the entries sorted by list with a
+// stable radix sort keep their anchor order (deterministic lists, whatever the schedule).
 static void slc_lists_build(const slc_mma_args &a, const int32_t *idx, const slc_lists &L) {
-    const unsigned lb = (unsigned)((L.nlists * 32 + 127) / 128);
-    const bool vec = VEC_OK && a.n % 4 == 0 && ((uintptr_t)idx & 15) == 0;
-    if constexpr (VEC_OK) {
-        if (vec) slc_mma_csr_kernel<false, true><<<lb, 128>>>(a, idx, L.count, L.start, L.anchors);
+    CUDA_CHECK(cudaMemsetAsync(L.count, 0, L.nlists * sizeof(int), 0));
+    if (L.nentries > 0) {
+        slc_mma_entries_kernel<<<cuda_blocks(L.nentries, CUDA_THREADS), CUDA_THREADS>>>(
+            a, idx, L.nentries, (int)L.nlists, L.keys, L.vals, L.count);
+        CUDA_LAUNCH_CHECK();
+        size_t ws = L.sort_ws_bytes;
+        CUDA_CHECK(cub::DeviceRadixSort::SortPairs(L.sort_ws, ws, L.keys, L.keys_sorted, L.vals, L.anchors,
+                                                   L.nentries, 0, L.key_bits));
     }
-    if (!vec) slc_mma_csr_kernel<false, false><<<lb, 128>>>(a, idx, L.count, L.start, L.anchors);
-    CUDA_LAUNCH_CHECK();
     slc_mma_scan_kernel<<<1, SLC_SCAN_THREADS>>>(L.count, L.nlists, L.sega, L.start, L.seg);
-    CUDA_LAUNCH_CHECK();
-    if constexpr (VEC_OK) {
-        if (vec) slc_mma_csr_kernel<true, true><<<lb, 128>>>(a, idx, L.count, L.start, L.anchors);
-    }
-    if (!vec) slc_mma_csr_kernel<true, false><<<lb, 128>>>(a, idx, L.count, L.start, L.anchors);
     CUDA_LAUNCH_CHECK();
 }
 

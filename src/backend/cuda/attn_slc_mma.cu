@@ -458,7 +458,7 @@ static void slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, co
     }));
     CUDA_LAUNCH_CHECK();
 
-    slc_lists_build<false>(a, idx, L);
+    slc_lists_build(a, idx, L);
 
     SLC_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
