@@ -1125,9 +1125,9 @@ static void test_dense16_d160(void) {
 
 // cuDNN's fused attention (bf16 mode, T a multiple of 128), checked like asa's kernels against the CPU:
 // full and window, GQA and MHA, head dims 64, 128 and 160 / 128 (ASA's local layers), and the compressed
-// branch over pooled keys (b 16, 32 and 64, 8 to 128 keys; rows before the first complete block see
-// nothing); every call must have run on cuDNN (a shape it refuses would fall back to asa's kernels and
-// pass unseen otherwise).
+// branch over pooled keys (b 16, 32 and 64, 8 to 128 keys, below the default length it starts from; rows
+// before the first complete block see nothing); every call must have run on cuDNN (a shape it refuses
+// would fall back to asa's kernels and pass unseen otherwise).
 static void test_cudnn(void) {
     const int version = asa_backend_cuda_cudnn(gpu_bf16, 1);
     if (!version) {
@@ -1143,6 +1143,7 @@ static void test_cudnn(void) {
     };
     const int ncases = (int)(sizeof cases / sizeof cases[0]);
     const long calls0 = asa_backend_cuda_cudnn_calls(gpu_bf16);
+    const int min_keys = asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, 2);
     double worst[2] = {0, 0};
     long expected = 0;
     reproducible = 0;
@@ -1151,6 +1152,7 @@ static void test_cudnn(void) {
         expected += cases[i].s.block_size > 0 ? 6 : 3;  // forward and two backwards, per branch
     }
     reproducible = 1;
+    asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, min_keys);
     const long calls = asa_backend_cuda_cudnn_calls(gpu_bf16) - calls0;
     TU_CHECK(calls == expected, "cuDNN %d served %ld of the %ld attention calls", version, calls, expected);
     printf("  cuDNN %d served %ld attention calls\n", version, calls);

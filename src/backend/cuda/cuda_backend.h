@@ -23,14 +23,19 @@ extern "C" {
 asa_backend *asa_backend_cuda_new(int device, int precision);
 
 // cuDNN's fused flash attention, when the build found cuDNN 9: in bf16 mode attn_fwd / attn_bwd of full
-// and window attention run on it for the shapes it takes (T a multiple of 128, head dims multiples of 8
-// up to 256), asa's kernels for the rest. On by default; ASA_CUDNN=0 in the environment turns it off at
+// and window attention, and the compression branch's attention from asa_backend_cuda_cudnn_cmp_min_keys
+// pooled keys per sequence on, run on it for the shapes it takes (T a multiple of 128, head dims
+// multiples of 8 up to 256), asa's kernels for the rest. On by default; ASA_CUDNN=0 in the environment turns it off at
 // creation, this call at any time (on = 0 / 1; on < 0 leaves it as it is). Its backward sums dQ with
 // atomics, so gradients are not bit-reproducible with it. Returns cuDNN's version (e.g. 91400) when it is
 // on after the call, 0 when off or absent.
 int asa_backend_cuda_cudnn(asa_backend *be, int on);
 // Attention calls cuDNN has served so far.
 long asa_backend_cuda_cudnn_calls(const asa_backend *be);
+// The fewest pooled keys per sequence (T / block_size) for which the compression branch runs on cuDNN
+// (default 256: below it asa's kernels measured faster on an H100, cuDNN's tiles being mostly padding).
+// Sets it when min_keys > 0; returns the value before the call.
+int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys);
 
 #ifdef __cplusplus
 }
