@@ -271,7 +271,8 @@ static inline slc_lists slc_lists_alloc(asa_backend *be, const slc_mma_args &a) 
     const size_t off_seg = off_start + slc_align_up((L.nlists + 1) * sizeof(int));
     const size_t off_anchors = off_seg + slc_align_up((L.nlists + 1) * sizeof(int));
     const size_t ent_bytes = slc_align_up((nentries + 1) * sizeof(int));
-    const size_t off_keys = off_anchors + ent_bytes, off_sorted = off_keys + ent_bytes, off_vals = off_sorted + ent_bytes;
+    const size_t off_keys = off_anchors + ent_bytes, off_sorted = off_keys + ent_bytes;
+    const size_t off_vals = off_sorted + ent_bytes;
     L.nentries = nentries;
     L.key_bits = 1;
     while ((1L << L.key_bits) <= L.nlists) L.key_bits++;
