@@ -23,6 +23,8 @@
 
 #ifdef ASA_HAVE_CUDA
 #include <cuda_runtime.h>
+
+#include "backend/cuda/cuda_backend.h"
 #endif
 
 static double now_sec(void) {
@@ -189,15 +191,29 @@ static double times_total(const op_times *t) {
     return m;
 }
 
+// Median over the passes of op i's time.
+static double times_op(const op_times *t, int i) {
+    double *x = asa_malloc(sizeof(double) * t->repeats);
+    for (int r = 0; r < t->repeats; r++) x[r] = t->times[r * ATTN_MAX_OPS + i];
+    const double m = median(x, t->repeats);
+    free(x);
+    return m;
+}
+
+// The same for the op named `name`; -1 when the passes have none.
+static double times_named(const op_times *t, const char *name) {
+    for (int i = 0; i < t->nops; i++)
+        if (!strcmp(t->name[i], name)) return times_op(t, i);
+    return -1;
+}
+
 static void times_print(const op_times *t, const char *what) {
-    double total = times_total(t), *x = asa_malloc(sizeof(double) * t->repeats);
+    const double total = times_total(t);
     printf("  %s by op (median ms, share of the median total):\n", what);
     for (int i = 0; i < t->nops; i++) {
-        for (int r = 0; r < t->repeats; r++) x[r] = t->times[r * ATTN_MAX_OPS + i];
-        double mi = median(x, t->repeats);
+        const double mi = times_op(t, i);
         printf("    %-22s %11.4f ms %6.1f%%\n", t->name[i], mi, total > 0 ? 100.0 * mi / total : 0.0);
     }
-    free(x);
 }
 
 // Uniform values of unit variance, from one generator per 2^18 elements (seeded by the element's chunk),
@@ -254,6 +270,7 @@ static int keys_win(const attn_opts *o, int t) { return imin(t + 1, o->w); }
 
 typedef struct {
     double fwd_flops, bwd_flops, fwd_bytes, bwd_bytes;
+    double slc_gather;  // K and V bytes the selected forward gathers: each (anchor, group) tile its own
 } attn_work;
 
 // FLOPs the layer's attention needs: per (query, head, key read) 2(dk+dv) forward (scores, weighted sum)
@@ -262,18 +279,20 @@ typedef struct {
 // each output written once (forward: q, k, v, gate logits in, o out; backward: q, k, v, gate logits,
 // dout, o and one log-sum-exp per branch in, dq, dk, dv, dgate out).
 static attn_work attn_work_of(const attn_opts *o, int dk, int dv, double esz) {
-    attn_work w = {0, 0, 0, 0};
+    attn_work w = {0, 0, 0, 0, 0};
     const double h = o->h, g = o->g;
     const int nbr = o->kind == 'N' ? 3 : o->kind == 'G' ? 2 : 0;
-    double keys = 0, scores = 0;
+    double keys = 0, scores = 0, tile_keys = 0;
     for (int t = 0; t < o->T; t++) {
         if (o->kind == 'F') keys += t + 1;
         else if (o->kind == 'W') keys += keys_win(o, t);
         else {
             keys += keys_cmp(o, t) + keys_slc(o, t) + (o->kind == 'N' ? keys_win(o, t) : 0);
             if (t % o->R == 0) scores += keys_cmp(o, t);
+            if (t % o->R == o->R - 1 || t == o->T - 1) tile_keys += keys_slc(o, t);  // the anchor's last query
         }
     }
+    w.slc_gather = esz * o->B * g * tile_keys * (dk + dv);
     const double B = o->B, N = B * o->T;
     w.fwd_flops = B * h * (keys * 2.0 * (dk + dv) + scores * 2.0 * dk);
     w.bwd_flops = B * h * keys * 2.0 * (3.0 * dk + 2.0 * dv);
@@ -532,7 +551,8 @@ static void attn_usage(FILE *f) {
             "  query reads under the kernels' masks: 2(dk+dv) per (query, head, key) forward, 2(3dk+2dv) backward\n"
             "  (scores recomputed, dP, dV, dQ, dK), plus selection scores (2dk per anchor, head and visible block),\n"
             "  pooling and gates. Bytes: each input read once and each output written once (decoding: the cache\n"
-            "  rows each op reads).\n"
+            "  rows each op reads). On a GPU also the rate of reading L2-resident data, against which the N and G\n"
+            "  kinds' selected forward is set: the K and V rows each (anchor, group) tile gathers, per second.\n"
             CLI_DEVICE_HELP);
 }
 
@@ -637,9 +657,13 @@ static int bench_attn(int argc, char **argv) {
     // Ceilings: a matrix product through the backend's own gemm (its precision), and a plain copy.
     const double peak = gemm_gflops(be, gpu ? 8192 : 1024);
     const double gbs = copy_gbs(be, gpu ? (free_b > (8ull << 30) ? (1ull << 30) : (64ull << 20)) : (64ull << 20));
+    double l2 = 0;  // GB/s reading L2-resident data: what bounds the selected branch's gathers
+#ifdef ASA_HAVE_CUDA
+    if (gpu) l2 = asa_backend_cuda_l2_read_gbs(be, 16u << 20);
+#endif
     if (gpu)
-        printf("  ceilings: gemm 8192^3 %.1f TFLOP/s (%s mode), device copy %.0f GB/s (read + write)\n", peak / 1e3, prec,
-               gbs);
+        printf("  ceilings: gemm 8192^3 %.1f TFLOP/s (%s mode), device copy %.0f GB/s (read + write), L2 read %.0f GB/s "
+               "(16 MiB)\n", peak / 1e3, prec, gbs, l2);
     else
         printf("  ceilings: OpenBLAS sgemm 1024^3 %.1f GFLOP/s, memcpy %.1f GB/s (read + write)\n", peak, gbs);
     fflush(stdout);
@@ -715,6 +739,12 @@ static int bench_attn(int argc, char **argv) {
         if (o.breakdown) {
             times_print(&tf, "forward");
             times_print(&tb, "backward");
+        }
+        const double sms = times_named(&tf, "attn_slc_fwd");
+        if (sms > 0 && l2 > 0) {
+            const double rate = w.slc_gather / (sms * 1e-3) / 1e9;
+            printf("  attn_slc_fwd gathers %.2f GB of K and V rows (each anchor's tile its own): %.0f GB/s = %.1f%% of "
+                   "the L2 read ceiling\n", w.slc_gather / 1e9, rate, 100.0 * rate / l2);
         }
         rms = sqrt(be->sum_squares(be, tx.o, be->act, N * o.h * s.dv) / ((double)N * o.h * s.dv)) +
               sqrt(be->sum_squares(be, tx.dq, be->act, N * o.h * s.dk) / ((double)N * o.h * s.dk));

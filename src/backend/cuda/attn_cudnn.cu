@@ -271,6 +271,19 @@ static void graph_forward(graph *g, const plan_key *c) {
     g_matmul(g, pr, v, o);
 }
 
+// y = a·b where the product has one result per query head ([nb, h, skv, d]: dims ph, strides phs) and y one
+// per KV head: with GQA the product goes to a bf16 intermediate and is summed over each group's heads.
+static void g_matmul_group_sum(graph *g, const plan_key *c, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b,
+                               const int64_t *ph, const int64_t *phs, cudnnBackendDescriptor_t y) {
+    if (c->g == c->h) {
+        g_matmul(g, a, b, y);
+        return;
+    }
+    cudnnBackendDescriptor_t per_head = g_tensor(g, 0, CUDNN_DATA_BFLOAT16, ph, phs, false);
+    g_matmul(g, a, b, per_head);
+    g_reduce(g, CUDNN_REDUCE_TENSOR_ADD, per_head, y);
+}
+
 static void graph_backward(graph *g, const plan_key *c) {
     const cudnnDataType_t F = CUDNN_DATA_FLOAT, H = CUDNN_DATA_BFLOAT16;
     const int64_t B = c->nb, S = c->sq, h = c->h, dk = c->dk, dv = c->dv;
@@ -313,13 +326,7 @@ static void graph_backward(graph *g, const plan_key *c) {
     // dV = P^T · dO (summed over the group's query heads)
     cudnnBackendDescriptor_t pt = g_tensor(g, 0, H, p.sct, p.scts, false);
     g_reshape(g, pe, pt);
-    if (c->g == c->h) {
-        g_matmul(g, pt, dout, dv_);
-    } else {
-        cudnnBackendDescriptor_t dvf = g_tensor(g, 0, H, p.vh, p.vhs, false);
-        g_matmul(g, pt, dout, dvf);
-        g_reduce(g, CUDNN_REDUCE_TENSOR_ADD, dvf, dv_);
-    }
+    g_matmul_group_sum(g, c, pt, dout, p.vh, p.vhs, dv_);
 
     // dS = P * (dO · V^T - D) * scale
     cudnnBackendDescriptor_t dp = g_tensor(g, 0, F, p.sc, p.scs, false);
@@ -334,13 +341,7 @@ static void graph_backward(graph *g, const plan_key *c) {
     // dK = dS^T · Q (summed over the group)
     cudnnBackendDescriptor_t dst = g_tensor(g, 0, H, p.sct, p.scts, false);
     g_reshape(g, ds, dst);
-    if (c->g == c->h) {
-        g_matmul(g, dst, q, dk_);
-    } else {
-        cudnnBackendDescriptor_t dkf = g_tensor(g, 0, H, p.kh, p.khs, false);
-        g_matmul(g, dst, q, dkf);
-        g_reduce(g, CUDNN_REDUCE_TENSOR_ADD, dkf, dk_);
-    }
+    g_matmul_group_sum(g, c, dst, q, p.kh, p.khs, dk_);
 
     // dQ = dS · K, summed in fp32 then stored
     cudnnBackendDescriptor_t k = g_tensor(g, 0, H, p.k, p.ks, false);

@@ -6,9 +6,8 @@
 // tensors (loads with ld_f into fp32 shared tiles, stores with st_f).
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/attn_slc16.cuh"
+#include "backend/cuda/attn_slc_lists.cuh"
 #include "backend/cuda/attn_slc_mma.cuh"
-
-#define SCAN_THREADS 1024
 
 typedef struct {
     int B, T, h, g, dk, dv, bsz, bsel, n, R, nb, na, nsb;
@@ -139,65 +138,6 @@ slc_dq_kernel(slc_args a, int warps, int chunks, int tile, int kst, int vst, con
         if (lane + 32 * c < a.dk) st_f(dqr + lane + 32 * c, ld_f(dqr + lane + 32 * c) + a.scale * acc[c]);
 }
 
-// Inversion of the block lists into CSR: per list (b, j, u), the ascending anchors that selected block u.
-// Anchor a lists only blocks u <= a*R / b_s, and its queries see no token of a later block, so anchors
-// below ceil(u * b_s / R) are skipped. Count and fill scan the same anchors in the same order: the
-// entries come out ascending and the result is deterministic.
-static __device__ __forceinline__ int slc_first_anchor(const slc_args &a, int u) {
-    return (int)(((long)u * a.bsel + a.R - 1) / a.R);
-}
-static __device__ __forceinline__ bool slc_row_has(const int32_t *row, int n, int u) {
-    for (int e = 0; e < n; e++)
-        if (row[e] == u) return true;
-    return false;
-}
-
-__global__ void slc_csr_count_kernel(slc_args a, const int32_t *idx, int *count) {
-    const long list = blockIdx.x * (long)blockDim.x + threadIdx.x;
-    if (list >= (long)a.B * a.g * a.nsb) return;
-    const int u = (int)(list % a.nsb), j = (int)(list / a.nsb % a.g), b = (int)(list / ((long)a.nsb * a.g));
-    int cnt = 0;
-    for (int an = slc_first_anchor(a, u); an < a.na; an++)
-        cnt += slc_row_has(idx + (((long)b * a.na + an) * a.g + j) * a.n, a.n, u);
-    count[list] = cnt;
-}
-
-// Exclusive prefix sum of count[0, n) into start[0, n] with one block: each thread sums a contiguous
-// segment, thread 0 scans the segment totals, then each thread writes its segment's offsets.
-__global__ void slc_csr_scan_kernel(const int *count, int *start, long n) {
-    __shared__ int seg_total[SCAN_THREADS];
-    const long seg = (n + SCAN_THREADS - 1) / SCAN_THREADS;
-    const long i0 = threadIdx.x * seg < n ? threadIdx.x * seg : n, i1 = i0 + seg < n ? i0 + seg : n;
-    int s = 0;
-    for (long i = i0; i < i1; i++) s += count[i];
-    seg_total[threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int run = 0;
-        for (int k = 0; k < SCAN_THREADS; k++) {
-            int c = seg_total[k];
-            seg_total[k] = run;
-            run += c;
-        }
-        start[n] = run;
-    }
-    __syncthreads();
-    int run = seg_total[threadIdx.x];
-    for (long i = i0; i < i1; i++) {
-        start[i] = run;
-        run += count[i];
-    }
-}
-
-__global__ void slc_csr_fill_kernel(slc_args a, const int32_t *idx, const int *start, int *anchors) {
-    const long list = blockIdx.x * (long)blockDim.x + threadIdx.x;
-    if (list >= (long)a.B * a.g * a.nsb) return;
-    const int u = (int)(list % a.nsb), j = (int)(list / a.nsb % a.g), b = (int)(list / ((long)a.nsb * a.g));
-    int pos = start[list];
-    for (int an = slc_first_anchor(a, u); an < a.na; an++)
-        if (slc_row_has(idx + (((long)b * a.na + an) * a.g + j) * a.n, a.n, u)) anchors[pos++] = an;
-}
-
 // dk / dv: a block holds ATTN_TILE_ROWS consecutive tokens p of one selection block u of group j, one
 // warp each; they share u's anchor list. The anchors' (query, head) pairs with t >= the block's first
 // token form one stream, ascending in t (anchors ascending, then t, then head), staged ATTN_TILE_ROWS..32
@@ -318,21 +258,18 @@ void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, 
                                     lse));
 }
 
-static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
-
 template <typename T>
 static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v, const int32_t *idx,
                     const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
     slc_args a = slc_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
-    const long nlists = (long)a.B * a.g * a.nsb, nentries = (long)a.B * a.na * a.g * a.n;
-    // Scratch: D [rows] | count [nlists] | start [nlists + 1] | anchors [nentries]
-    const size_t off_count = align_up(rows * sizeof(float)), off_start = off_count + align_up(nlists * sizeof(int));
-    const size_t off_anchors = off_start + align_up((nlists + 1) * sizeof(int));
-    char *scr = (char *)cuda_scratch(be, off_anchors + align_up((nentries + 1) * sizeof(int)));
-    float *D = (float *)scr;
-    int *count = (int *)(scr + off_count), *start = (int *)(scr + off_start), *anchors = (int *)(scr + off_anchors);
+    // D and the inverted block lists (per selection block, its ascending anchors), built as for the
+    // tensor-core kernels (attn_slc_lists.cuh; their segments and partial sums go unused here)
+    const slc_mma_args ma = slc_mma_make(s);
+    const slc_lists L = slc_lists_alloc(be, ma);
+    const long nlists = L.nlists;
+    float *D = L.D;
     const int kst = attn_odd(a.dk), vst = attn_odd(a.dv);
     int tile;
 
@@ -347,13 +284,7 @@ static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const 
     });
     CUDA_LAUNCH_CHECK();
 
-    const unsigned lb = (unsigned)((nlists + 127) / 128);
-    slc_csr_count_kernel<<<lb, 128>>>(a, idx, count);
-    CUDA_LAUNCH_CHECK();
-    slc_csr_scan_kernel<<<1, SCAN_THREADS>>>(count, start, nlists);
-    CUDA_LAUNCH_CHECK();
-    slc_csr_fill_kernel<<<lb, 128>>>(a, idx, start, anchors);
-    CUDA_LAUNCH_CHECK();
+    slc_lists_build(ma, idx, L);
 
     const int nsub = (a.bsel + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS;
     // tile rows: q and dout rows, lse, D and t per pair
@@ -361,7 +292,7 @@ static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const 
     ATTN_WITH_COLS(dmax, {
         attn_allow_smem((const void *)slc_dkdv_kernel<T, COLS>, smem);
         slc_dkdv_kernel<T, COLS><<<(unsigned)(nlists * nsub), ATTN_TILE_ROWS * 32, smem>>>(
-            a, nsub, tile, kst, vst, q, k, v, lse, D, dout, start, anchors, dk, dv);
+            a, nsub, tile, kst, vst, q, k, v, lse, D, dout, L.start, L.anchors, dk, dv);
     });
     CUDA_LAUNCH_CHECK();
 }

@@ -126,8 +126,8 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
     __shared__ float Ms[SLC_WARPS][16], Ls[SLC_WARPS][16];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
-    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
-    const int b = blockIdx.x / (chunks * a.g * a.na);
+    int chunk, an, j, b;
+    slc_tile_of(a, chunks, chunk, an, j, b);
     const int tmin = an * a.R, tmax = min(tmin + a.R, a.T) - 1;
     const int rho0 = (chunk * MT + mt) * 16 + g;
     int t0, t1;
@@ -260,8 +260,8 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
     bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
-    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
-    const int b = blockIdx.x / (chunks * a.g * a.na);
+    int chunk, an, j, b;
+    slc_tile_of(a, chunks, chunk, an, j, b);
     const int tmin = an * a.R, tmax = min(tmin + a.R, a.T) - 1;
     const int rho0 = (chunk * MT + mt) * 16 + g;
     int t0, t1;

@@ -32,6 +32,15 @@ static inline slc_mma_args slc_mma_make(const asa_attn_shape *s) {
     return a;
 }
 
+// The (m-tile chunk, anchor, group, sequence) of forward or dq block blockIdx.x. Groups vary more slowly
+// than anchors: the blocks resident at one time then gather the KV rows of one group, which at long T fit
+// in L2 where those of every group would not (65536 keys of 128 + 128 bf16 dims are 32 MiB a group).
+static __device__ __forceinline__ void slc_tile_of(const slc_mma_args &a, int chunks, int &chunk, int &an, int &j,
+                                                   int &b) {
+    chunk = blockIdx.x % chunks, an = blockIdx.x / chunks % a.na, j = blockIdx.x / (chunks * a.na) % a.g;
+    b = blockIdx.x / (chunks * a.na * a.g);
+}
+
 // Walks a block list in chunks of kt keys: (e, off) is list entry e, offset off inside its block.
 // Moves to the first chunk at or after (e, off) with keys left (tokens <= tmax); false at the list's end.
 static __device__ __forceinline__ bool slc_chunk(const int32_t *row, const slc_mma_args &a, int kt, int tmax, int &e,

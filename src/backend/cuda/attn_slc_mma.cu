@@ -45,8 +45,8 @@ slc_mma_fwd_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *
     __shared__ float Ms[SLC_WARPS][16], Ls[SLC_WARPS][16];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
-    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
-    const int b = blockIdx.x / (chunks * a.g * a.na);
+    int chunk, an, j, b;
+    slc_tile_of(a, chunks, chunk, an, j, b);
     const int tmax = min(an * a.R + a.R, a.T) - 1;
     const int rho0 = (chunk * MT + mt) * 16 + g;
     int t0, t1;
@@ -164,8 +164,8 @@ slc_mma_dq_kernel(slc_mma_args a, int chunks, const T *q, const T *k, const T *v
     float *Ks = (float *)smem4, *Vs = Ks + 2 * SLC_KT * KST;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
-    const int chunk = blockIdx.x % chunks, j = blockIdx.x / chunks % a.g, an = blockIdx.x / (chunks * a.g) % a.na;
-    const int b = blockIdx.x / (chunks * a.g * a.na);
+    int chunk, an, j, b;
+    slc_tile_of(a, chunks, chunk, an, j, b);
     const int tmax = min(an * a.R + a.R, a.T) - 1;
     const int rho0 = (chunk * MT + mt) * 16 + g;
     int t0, t1;

@@ -37,6 +37,10 @@ long asa_backend_cuda_cudnn_calls(const asa_backend *be);
 // Sets it when min_keys > 0; returns the value before the call.
 int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys);
 
+// Read rate of L2-resident data in GB/s, best of five after a warm-up: every block (8 per multiprocessor)
+// reads all of a zeroed buffer of `bytes` (pick well under the L2's size) 16 bytes at a time past L1.
+double asa_backend_cuda_l2_read_gbs(asa_backend *be, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif
