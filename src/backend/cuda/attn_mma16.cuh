@@ -61,4 +61,43 @@ static __device__ __forceinline__ void cp16_b16(bf16 *dst, const bf16 *src, int 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(bytes));
 }
 
+
+// Hopper (sm_90 on): the tensor memory accelerator loads a 2-D box of a global tensor described by a
+// CUtensorMap into shared memory as one request, counting its bytes on an mbarrier in shared memory. A
+// phase of such a barrier (initialized with one arrival) completes when the thread that announced the
+// bytes has arrived and they have all landed.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define ASA_TMA 1
+static __device__ __forceinline__ void mbar_init(uint64_t *bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"((uint32_t)__cvta_generic_to_shared(bar)));
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+static __device__ __forceinline__ void mbar_arrive_bytes(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
+                     (uint32_t)__cvta_generic_to_shared(bar)),
+                 "r"(bytes)
+                 : "memory");
+}
+// Waits for the completion of the barrier's phase with parity `parity` (0 for its first phase).
+static __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(bar);
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(done)
+                     : "r"(a), "r"(parity)
+                     : "memory");
+}
+// The box at (column x, row y) of the 2-D tensor `map` into dst (aligned as the map's swizzle needs).
+static __device__ __forceinline__ void tma_load_2d(void *dst, const void *map, int x, int y, uint64_t *bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+            (uint32_t)__cvta_generic_to_shared(dst)),
+        "l"(map), "r"(x), "r"(y), "r"((uint32_t)__cvta_generic_to_shared(bar))
+        : "memory");
+}
+#else
+#define ASA_TMA 0
+#endif
+
 #endif

@@ -19,6 +19,8 @@
 #include "backend/cuda/attn_slc16.cuh"
 #include "backend/cuda/attn_slc_lists.cuh"
 
+#include <cudaTypedefs.h>
+
 #define S16_KT 64  // keys per staged chunk (forward, dq)
 #define S16_NR 32  // query rows per staged chunk of the dk/dv pass
 // Blocks per multiprocessor the dq and dk/dv kernels' registers are fitted to: 3 where that spills only a
@@ -99,6 +101,117 @@ static __device__ __forceinline__ void s16_pack(uint32_t (&pf)[NT / 2][4], int n
     pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(x2, x3);
 }
 
+// TMA tiles (the forward on Hopper, head dims 128): a chunk's 64 key (or value) rows as two boxes of 64
+// columns, each box row 128 bytes whose 16-byte units the 128-byte swizzle permutes: unit u of row r sits
+// at u ^ (r % 8). As with the padded rows of the cp.async tiles, the 8 rows an ldmatrix phase reads then
+// fall in 8 distinct bank groups. A chunk is 4 boxes, one request each, counted on the buffer's mbarrier.
+#define S16_BOX_BYTES (S16_KT * 128)
+#define S16_TMA_TILE (2 * S16_BOX_BYTES)  // bytes of one chunk's keys (or values)
+
+static __device__ __forceinline__ const bf16 *s16_sw(const bf16 *tile, int r, int col) {
+    return (const bf16 *)((const char *)tile + (col / 64) * S16_BOX_BYTES + r * 128 + ((((col % 64) / 8) ^ (r % 8)) << 4));
+}
+
+// s16_rowprod and s16_pv over TMA tiles (D = 128): Y is the tile, row0 the first of the warp's rows.
+template <int NT>
+static __device__ __forceinline__ void s16_rowprod_sw(float (&s)[NT][4], const uint32_t (&xf)[8][4], const bf16 *Y,
+                                                      int row0, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    const int r = row0 + (lane / 16) * 8 + lane % 8, cb = (lane / 8 % 2) * 8;
+#pragma unroll
+    for (int kk = 0; kk < 8; kk++) {
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+            uint32_t y[4];
+            ldsm16_x4(y, s16_sw(Y, r + np * 16, kk * 16 + cb));
+            mma16(s[2 * np], xf[kk], y[0], y[1]);
+            mma16(s[2 * np + 1], xf[kk], y[2], y[3]);
+        }
+    }
+}
+template <int NT>
+static __device__ __forceinline__ void s16_pv_sw(float (&acc)[16][4], const uint32_t (&pf)[NT / 2][4], const bf16 *Y,
+                                                 int row0, int lane) {
+    const int r = row0 + (lane / 8 % 2) * 8 + lane % 8, cb = (lane / 16) * 8;
+#pragma unroll
+    for (int s = 0; s < NT / 2; s++) {
+#pragma unroll
+        for (int np = 0; np < 8; np++) {
+            uint32_t y[4];
+            ldsm16_x4_t(y, s16_sw(Y, r + s * 16, np * 16 + cb));
+            mma16(acc[2 * np], pf[s], y[0], y[1]);
+            mma16(acc[2 * np + 1], pf[s], y[2], y[3]);
+        }
+    }
+}
+
+// The forward's and dq's chunk buffers: two of keys, two of values, then the block list. TMA tiles start
+// at a 1024-byte boundary (the swizzle's period; the launch adds the slack).
+template <int D, bool TMA>
+static constexpr __host__ __device__ int s16_buf_elems() {
+    return TMA ? S16_TMA_TILE / (int)sizeof(bf16) : S16_KT * (D + 8);
+}
+template <bool TMA>
+static __device__ __forceinline__ bf16 *s16_chunk_base(float4 *smem) {
+    return TMA ? (bf16 *)(((uintptr_t)smem + 1023) & ~(uintptr_t)1023) : (bf16 *)smem;
+}
+
+// Keys and values [c0, c0 + cn) of the sequence's head column (kg, vg: key c0 = 0 of the head; trow the
+// sequence's first row and col0 the head's first column in the maps) into buffers Kd, Vd. TMA: thread 0
+// asks for 64 rows of 128 columns in 4 boxes counted on bar (rows past cn are loaded too and masked like
+// padding); otherwise cp.async, rows past cn as zeros.
+template <int DK, int DV, bool TMA>
+static __device__ __forceinline__ void s16_stage_chunk(bf16 *Kd, bf16 *Vd, const bf16 *kg, const bf16 *vg, long krs,
+                                                       long vrs, int c0, int cn, const slc_mma_args &a,
+                                                       const CUtensorMap *tk, const CUtensorMap *tv, int col0,
+                                                       int trow, uint64_t *bar) {
+    if constexpr (TMA) {
+#if ASA_TMA
+        if (threadIdx.x != 0) return;
+        mbar_arrive_bytes(bar, 2 * S16_TMA_TILE);
+        tma_load_2d(Kd, tk, col0, trow + c0, bar);
+        tma_load_2d((char *)Kd + S16_BOX_BYTES, tk, col0 + 64, trow + c0, bar);
+        tma_load_2d(Vd, tv, col0, trow + c0, bar);
+        tma_load_2d((char *)Vd + S16_BOX_BYTES, tv, col0 + 64, trow + c0, bar);
+#else
+        __trap();  // launched only on Hopper
+#endif
+    } else {
+        s16_stage<DK>(Kd, kg + c0 * krs, krs, cn, S16_KT, a.dk);
+        s16_stage<DV>(Vd, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
+    }
+}
+
+// s = X·Y^T and acc += P·Y over rows [row0, ...) of a chunk buffer, either layout.
+template <int D, int NT, bool TMA>
+static __device__ __forceinline__ void s16_rowprod_of(float (&s)[NT][4], const uint32_t (&xf)[D / 16][4], const bf16 *Y,
+                                                      int row0, int d, int lane) {
+    if constexpr (TMA) s16_rowprod_sw<NT>(s, xf, Y, row0, lane);
+    else s16_rowprod<D, NT>(s, xf, Y + row0 * (D + 8), d, lane);
+}
+template <int D, int NT, bool TMA>
+static __device__ __forceinline__ void s16_pv_of(float (&acc)[D / 8][4], const uint32_t (&pf)[NT / 2][4], const bf16 *Y,
+                                                 int row0, int d, int lane) {
+    if constexpr (TMA) s16_pv_sw<NT>(acc, pf, Y, row0, lane);
+    else s16_pv<D, NT>(acc, pf, Y + row0 * (D + 8), d, lane);
+}
+
+static __device__ __forceinline__ void s16_tma_wait(uint64_t *bar, uint32_t parity) {
+#if ASA_TMA
+    mbar_wait(bar, parity);
+#else
+    __trap();
+#endif
+}
+static __device__ __forceinline__ void s16_tma_bars_init(uint64_t *bars) {
+#if ASA_TMA
+    if (threadIdx.x == 0) mbar_init(&bars[0]), mbar_init(&bars[1]);
+#else
+    __trap();
+#endif
+}
+
 // Shared memory of the forward and dq kernels: two chunks of keys and values, then the block list.
 template <int DK, int DV>
 static size_t s16_chunk_bytes(int n) {
@@ -116,14 +229,19 @@ static __device__ __forceinline__ const int32_t *s16_load_list(int32_t *Lst, con
 
 // Forward: warp w takes m-tile w % MT and key slice w / MT of every chunk (NK keys), with its own online
 // softmax; the slices of an m-tile are merged at the end in slice order.
-template <int DK, int DV, int MT>
+// With TMA (Hopper, DK = DV = 128) the chunks come as TMA tiles through tk and tv, the key and value
+// tensors' maps, after a 1024-byte alignment of the shared memory (the swizzle's period).
+template <int DK, int DV, int MT, bool TMA>
 __global__ void __launch_bounds__(SLC_WARPS * 32)
 slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx, bf16 *o,
-                 float *lse) {
-    constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
+                 float *lse, const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
+    constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
+    static_assert(!TMA || (DK == 128 && DV == 128), "TMA tiles hold head dims of 128");
+    constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
     extern __shared__ float4 smem4[];
-    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
+    bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF;
     __shared__ float Ms[SLC_WARPS][16], Ls[SLC_WARPS][16];
+    __shared__ uint64_t bars[2];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
     int chunk, an, j, b;
@@ -139,34 +257,35 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const bf16 *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
-    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * S16_KT * VST), idx, a, b, an, j);
+    if (TMA) s16_tma_bars_init(bars);
+    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * VBUF), idx, a, b, an, j);
     float acc[DV / 8][4];
 #pragma unroll
     for (int nd = 0; nd < DV / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
-    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
+    // Chunk ci goes to buffer ci % 2; with TMA its barrier's phase ci / 2 says when it has landed.
+    const int trow = b * a.T;
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0, ci = 0;
     bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
-    if (have) {
-        s16_stage<DK>(Ks, kg + c0 * krs, krs, cn, S16_KT, a.dk);
-        s16_stage<DV>(Vs, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
-    }
+    if (have) s16_stage_chunk<DK, DV, TMA>(Ks, Vs, kg, vg, krs, vrs, c0, cn, a, &tk, &tv, j * DK, trow, &bars[0]);
     cp_commit();
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += S16_KT;
         have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
-        if (have) {
-            s16_stage<DK>(Ks + (buf ^ 1) * S16_KT * KST, kg + c0 * krs, krs, cn, S16_KT, a.dk);
-            s16_stage<DV>(Vs + (buf ^ 1) * S16_KT * VST, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
-        }
+        if (have)
+            s16_stage_chunk<DK, DV, TMA>(Ks + (buf ^ 1) * KBUF, Vs + (buf ^ 1) * VBUF, kg, vg, krs, vrs, c0, cn, a, &tk,
+                                         &tv, j * DK, trow, &bars[buf ^ 1]);
         cp_commit();
         cp_wait<1>();
+        if (TMA) s16_tma_wait(&bars[buf], (uint32_t)(ci / 2 % 2));
+        ci++;
         __syncthreads();
         if (ks * NK < ccn) {
-            const bf16 *K = Ks + (buf * S16_KT + ks * NK) * KST, *V = Vs + (buf * S16_KT + ks * NK) * VST;
+            const bf16 *K = Ks + buf * KBUF, *V = Vs + buf * VBUF;
             float sc[NT][4];
-            s16_rowprod<DK, NT>(sc, qf, K, a.dk, lane);
+            s16_rowprod_of<DK, NT, TMA>(sc, qf, K, ks * NK, a.dk, lane);
             // Chunks wholly before the anchor's first query and full need no mask (padding rows, whose
             // results are dropped, then see finite scores of zero rows).
             const bool full = ccn == S16_KT && cc0 + S16_KT - 1 <= tmin;
@@ -207,7 +326,7 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
 #pragma unroll
                 for (int nd = 0; nd < DV / 8; nd++)
                     acc[nd][0] *= f0, acc[nd][1] *= f0, acc[nd][2] *= f1, acc[nd][3] *= f1;
-            s16_pv<DV, NT>(acc, pf, V, a.dv, lane);
+            s16_pv_of<DV, NT, TMA>(acc, pf, V, ks * NK, a.dv, lane);
         }
         __syncthreads();  // the next iteration stages into this buffer
         buf ^= 1;
@@ -251,13 +370,17 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
 // Q and dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers; dS = P (dP - D) feeds
 // dS·K from the accumulators. The warps split the chunks as in the forward; their sums are added in slice
 // order.
-template <int DK, int DV, int MT>
+template <int DK, int DV, int MT, bool TMA>
 __global__ void __launch_bounds__(SLC_WARPS * 32, S16_BWD_BLOCKS(DK, MT))
 slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx,
-                const float *lse, const float *D, const bf16 *dout, bf16 *dq) {
-    constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8, KST = DK + 8, VST = DV + 8;
+                const float *lse, const float *D, const bf16 *dout, bf16 *dq, const __grid_constant__ CUtensorMap tk,
+                const __grid_constant__ CUtensorMap tv) {
+    constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
+    static_assert(!TMA || (DK == 128 && DV == 128), "TMA tiles hold head dims of 128");
+    constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
     extern __shared__ float4 smem4[];
-    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * S16_KT * KST;
+    bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF;
+    __shared__ uint64_t bars[2];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
     int chunk, an, j, b;
@@ -280,34 +403,34 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const bf16 *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
-    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * S16_KT * VST), idx, a, b, an, j);
+    if (TMA) s16_tma_bars_init(bars);
+    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * VBUF), idx, a, b, an, j);
     float acc[DK / 8][4];
 #pragma unroll
     for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 
-    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
+    const int trow = b * a.T;  // chunk ci in buffer ci % 2 (as in the forward)
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0, ci = 0;
     bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
-    if (have) {
-        s16_stage<DK>(Ks, kg + c0 * krs, krs, cn, S16_KT, a.dk);
-        s16_stage<DV>(Vs, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
-    }
+    if (have) s16_stage_chunk<DK, DV, TMA>(Ks, Vs, kg, vg, krs, vrs, c0, cn, a, &tk, &tv, j * DK, trow, &bars[0]);
     cp_commit();
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += S16_KT;
         have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
-        if (have) {
-            s16_stage<DK>(Ks + (buf ^ 1) * S16_KT * KST, kg + c0 * krs, krs, cn, S16_KT, a.dk);
-            s16_stage<DV>(Vs + (buf ^ 1) * S16_KT * VST, vg + c0 * vrs, vrs, cn, S16_KT, a.dv);
-        }
+        if (have)
+            s16_stage_chunk<DK, DV, TMA>(Ks + (buf ^ 1) * KBUF, Vs + (buf ^ 1) * VBUF, kg, vg, krs, vrs, c0, cn, a, &tk,
+                                         &tv, j * DK, trow, &bars[buf ^ 1]);
         cp_commit();
         cp_wait<1>();
+        if (TMA) s16_tma_wait(&bars[buf], (uint32_t)(ci / 2 % 2));
+        ci++;
         __syncthreads();
         if (ks * NK < ccn) {
-            const bf16 *K = Ks + (buf * S16_KT + ks * NK) * KST, *V = Vs + (buf * S16_KT + ks * NK) * VST;
+            const bf16 *K = Ks + buf * KBUF, *V = Vs + buf * VBUF;
             float sc[NT][4], dp[NT][4];
-            s16_rowprod<DK, NT>(sc, qf, K, a.dk, lane);
-            s16_rowprod<DV, NT>(dp, of, V, a.dv, lane);
+            s16_rowprod_of<DK, NT, TMA>(sc, qf, K, ks * NK, a.dk, lane);
+            s16_rowprod_of<DV, NT, TMA>(dp, of, V, ks * NK, a.dv, lane);
             const bool full = ccn == S16_KT && cc0 + S16_KT - 1 <= tmin;
             uint32_t pf[NT / 2][4];
 #pragma unroll
@@ -322,7 +445,7 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
                 s16_pack<NT>(pf, nt, p0 * (dp[nt][0] - D0), p1 * (dp[nt][1] - D0), p2 * (dp[nt][2] - D1),
                              p3 * (dp[nt][3] - D1));
             }
-            s16_pv<DK, NT>(acc, pf, K, a.dk, lane);
+            s16_pv_of<DK, NT, TMA>(acc, pf, K, ks * NK, a.dk, lane);
         }
         __syncthreads();
         buf ^= 1;
@@ -528,19 +651,75 @@ bool cuda_slc16_ok(const asa_backend *be, const asa_attn_shape *s, const void *q
         }                                                            \
     } while (0)
 
+// The map of a [rows, cols] bf16 tensor (rows contiguous) read in 64 x 64 boxes under the 128-byte swizzle,
+// through the driver's encoder (reached via the runtime: no link to libcuda). False when unavailable.
+static bool s16_tensor_map(CUtensorMap *m, const void *base, long rows, long cols) {
+    static PFN_cuTensorMapEncodeTiled_v12000 encode = NULL;
+    if (!encode) {
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult found;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+                cudaSuccess ||
+            found != cudaDriverEntryPointSuccess)
+            return false;
+        encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    }
+    const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, stride[1] = {(cuuint64_t)cols * sizeof(bf16)};
+    const cuuint32_t box[2] = {64, S16_KT}, unit[2] = {1, 1};
+    return encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dim, stride, box, unit,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Whether the forward and dq kernels take their chunks as TMA tiles (Hopper, head dims 128), with the maps
+// of k and v [B*T, g*d] when they do.
+static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, const void *v, CUtensorMap *tk,
+                         CUtensorMap *tv) {
+    memset(tk, 0, sizeof *tk), memset(tv, 0, sizeof *tv);
+    return cuda_ctx_of(be)->use_tma && a.dk == 128 && a.dv == 128 &&
+           s16_tensor_map(tk, k, (long)a.B * a.T, (long)a.g * a.dk) &&
+           s16_tensor_map(tv, v, (long)a.B * a.T, (long)a.g * a.dv);
+}
+
+// Shared memory of a forward or dq block: s16_chunk_bytes, or with TMA the four tiles, the list and the
+// alignment slack.
+template <int DK, int DV, bool TMA>
+static size_t s16_block_bytes(int n) {
+    return TMA ? 4 * (size_t)S16_TMA_TILE + (size_t)n * sizeof(int) + 1024 : s16_chunk_bytes<DK, DV>(n);
+}
+
+template <int DK, int DV, int MT, bool TMA>
+static void s16_fwd_launch(const slc_mma_args &a, int chunks, long blocks, const void *q, const void *k, const void *v,
+                           const int32_t *idx, void *o, float *lse, const CUtensorMap &tk, const CUtensorMap &tv) {
+    const size_t smem = s16_block_bytes<DK, DV, TMA>(a.n);
+    attn_allow_smem((const void *)slc16_fwd_kernel<DK, DV, MT, TMA>, smem);
+    slc16_fwd_kernel<DK, DV, MT, TMA><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(
+        a, chunks, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, idx, (bf16 *)o, lse, tk, tv);
+}
+
+template <int DK, int DV, int MT, bool TMA>
+static void s16_dq_launch(const slc_mma_args &a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v,
+                          const int32_t *idx, const float *lse, const float *D, const bf16 *dout, void *dq,
+                          const CUtensorMap &tk, const CUtensorMap &tv) {
+    const size_t smem = s16_block_bytes<DK, DV, TMA>(a.n);  // holds the final merge too
+    attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT, TMA>, smem);
+    slc16_dq_kernel<DK, DV, MT, TMA><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+        a, chunks, q, k, v, idx, lse, D, dout, (bf16 *)dq, tk, tv);
+}
+
 void cuda_slc16_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                     const int32_t *idx, void *o, float *lse) {
-    (void)be;
     const slc_mma_args a = slc_mma_make(s);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
     const long blocks = (long)a.B * a.na * a.g * chunks;
     if (blocks == 0) return;
+    CUtensorMap tk, tv;
+    const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        const size_t smem = s16_chunk_bytes<DK, DV>(a.n);
-        attn_allow_smem((const void *)slc16_fwd_kernel<DK, DV, MT>, smem);
-        slc16_fwd_kernel<DK, DV, MT><<<(unsigned)blocks, SLC_WARPS * 32, smem>>>(
-            a, chunks, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, idx, (bf16 *)o, lse);
+        constexpr bool CAN = DK == 128 && DV == 128;
+        if (CAN && tma) s16_fwd_launch<DK, DV, MT, CAN>(a, chunks, blocks, q, k, v, idx, o, lse, tk, tv);
+        else s16_fwd_launch<DK, DV, MT, false>(a, chunks, blocks, q, k, v, idx, o, lse, tk, tv);
     }));
     CUDA_LAUNCH_CHECK();
 }
@@ -557,11 +736,12 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     cuda_attn_rowdot(be, dout, o, rows, a.dv, L.D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
+    CUtensorMap tk, tv;
+    const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        const size_t smem = s16_chunk_bytes<DK, DV>(a.n);  // holds the final merge too
-        attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT>, smem);
-        slc16_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
-            a, chunks, qb, kb, vb, idx, lse, L.D, ob, (bf16 *)dq);
+        constexpr bool CAN = DK == 128 && DV == 128;
+        if (CAN && tma) s16_dq_launch<DK, DV, MT, CAN>(a, chunks, qb, kb, vb, idx, lse, L.D, ob, dq, tk, tv);
+        else s16_dq_launch<DK, DV, MT, false>(a, chunks, qb, kb, vb, idx, lse, L.D, ob, dq, tk, tv);
     }));
     CUDA_LAUNCH_CHECK();
 

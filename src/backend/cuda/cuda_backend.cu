@@ -132,6 +132,9 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     cx->device = device;
     CUDA_CHECK(cudaDeviceGetAttribute(&cx->max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     CUDA_CHECK(cudaDeviceGetAttribute(&cx->num_sms, cudaDevAttrMultiProcessorCount, device));
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    cx->use_tma = major == 9;  // the kernels' TMA code is built for sm_90a only
     CUBLAS_CHECK(cublasLtCreate(&cx->lt));
     cx->lt_ws_bytes = LT_WORKSPACE_BYTES;
     CUDA_CHECK(cudaMalloc(&cx->lt_ws, cx->lt_ws_bytes));
@@ -193,6 +196,14 @@ extern "C" int asa_backend_cuda_cudnn(asa_backend *be, int on) {
     cuda_ctx *cx = cuda_ctx_of(be);
     if (on >= 0) cx->use_cudnn = on && cuda_cudnn_version() > 0;
     return cx->use_cudnn ? cuda_cudnn_version() : 0;
+}
+
+extern "C" int asa_backend_cuda_tma(asa_backend *be, int on) {
+    cuda_ctx *cx = cuda_ctx_of(be);
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cx->device));
+    if (on >= 0) cx->use_tma = on && major == 9;
+    return cx->use_tma;
 }
 
 extern "C" long asa_backend_cuda_cudnn_calls(const asa_backend *be) { return ((const cuda_ctx *)be->ctx)->cudnn_calls; }
