@@ -101,26 +101,26 @@ static __device__ __forceinline__ void s16_pack(uint32_t (&pf)[NT / 2][4], int n
     pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(x2, x3);
 }
 
-// TMA tiles (the forward on Hopper, head dims 128): a chunk's 64 key (or value) rows as two boxes of 64
-// columns, each box row 128 bytes whose 16-byte units the 128-byte swizzle permutes: unit u of row r sits
-// at u ^ (r % 8). As with the padded rows of the cp.async tiles, the 8 rows an ldmatrix phase reads then
-// fall in 8 distinct bank groups. A chunk is 4 boxes, one request each, counted on the buffer's mbarrier.
+// TMA tiles (the forward and dq on Hopper, head dims 64 or 128): a chunk's 64 key (or value) rows as D / 64
+// boxes of 64 columns, each box row 128 bytes whose 16-byte units the 128-byte swizzle permutes: unit u of
+// row r sits at u ^ (r % 8). As with the padded rows of the cp.async tiles, the 8 rows an ldmatrix phase
+// reads then fall in 8 distinct bank groups. One request per box, counted on the buffer's mbarrier.
 #define S16_BOX_BYTES (S16_KT * 128)
-#define S16_TMA_TILE (2 * S16_BOX_BYTES)  // bytes of one chunk's keys (or values)
+#define S16_TMA_DIMS(DK, DV) ((DK) == (DV) && ((DK) == 64 || (DK) == 128))
 
 static __device__ __forceinline__ const bf16 *s16_sw(const bf16 *tile, int r, int col) {
     return (const bf16 *)((const char *)tile + (col / 64) * S16_BOX_BYTES + r * 128 + ((((col % 64) / 8) ^ (r % 8)) << 4));
 }
 
-// s16_rowprod and s16_pv over TMA tiles (D = 128): Y is the tile, row0 the first of the warp's rows.
-template <int NT>
-static __device__ __forceinline__ void s16_rowprod_sw(float (&s)[NT][4], const uint32_t (&xf)[8][4], const bf16 *Y,
+// s16_rowprod and s16_pv over TMA tiles: Y is the tile, row0 the first of the warp's rows.
+template <int D, int NT>
+static __device__ __forceinline__ void s16_rowprod_sw(float (&s)[NT][4], const uint32_t (&xf)[D / 16][4], const bf16 *Y,
                                                       int row0, int lane) {
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
     const int r = row0 + (lane / 16) * 8 + lane % 8, cb = (lane / 8 % 2) * 8;
 #pragma unroll
-    for (int kk = 0; kk < 8; kk++) {
+    for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
         for (int np = 0; np < NT / 2; np++) {
             uint32_t y[4];
@@ -130,14 +130,14 @@ static __device__ __forceinline__ void s16_rowprod_sw(float (&s)[NT][4], const u
         }
     }
 }
-template <int NT>
-static __device__ __forceinline__ void s16_pv_sw(float (&acc)[16][4], const uint32_t (&pf)[NT / 2][4], const bf16 *Y,
+template <int D, int NT>
+static __device__ __forceinline__ void s16_pv_sw(float (&acc)[D / 8][4], const uint32_t (&pf)[NT / 2][4], const bf16 *Y,
                                                  int row0, int lane) {
     const int r = row0 + (lane / 8 % 2) * 8 + lane % 8, cb = (lane / 16) * 8;
 #pragma unroll
     for (int s = 0; s < NT / 2; s++) {
 #pragma unroll
-        for (int np = 0; np < 8; np++) {
+        for (int np = 0; np < D / 16; np++) {
             uint32_t y[4];
             ldsm16_x4_t(y, s16_sw(Y, r + s * 16, np * 16 + cb));
             mma16(acc[2 * np], pf[s], y[0], y[1]);
@@ -150,7 +150,7 @@ static __device__ __forceinline__ void s16_pv_sw(float (&acc)[16][4], const uint
 // at a 1024-byte boundary (the swizzle's period; the launch adds the slack).
 template <int D, bool TMA>
 static constexpr __host__ __device__ int s16_buf_elems() {
-    return TMA ? S16_TMA_TILE / (int)sizeof(bf16) : S16_KT * (D + 8);
+    return TMA ? S16_KT * D : S16_KT * (D + 8);
 }
 template <bool TMA>
 static __device__ __forceinline__ bf16 *s16_chunk_base(float4 *smem) {
@@ -159,8 +159,8 @@ static __device__ __forceinline__ bf16 *s16_chunk_base(float4 *smem) {
 
 // Keys and values [c0, c0 + cn) of the sequence's head column (kg, vg: key c0 = 0 of the head; trow the
 // sequence's first row and col0 the head's first column in the maps) into buffers Kd, Vd. TMA: thread 0
-// asks for 64 rows of 128 columns in 4 boxes counted on bar (rows past cn are loaded too and masked like
-// padding); otherwise cp.async, rows past cn as zeros.
+// asks for 64 rows in boxes counted on bar (rows past cn are loaded too and masked like padding);
+// otherwise cp.async, rows past cn as zeros.
 template <int DK, int DV, bool TMA>
 static __device__ __forceinline__ void s16_stage_chunk(bf16 *Kd, bf16 *Vd, const bf16 *kg, const bf16 *vg, long krs,
                                                        long vrs, int c0, int cn, const slc_mma_args &a,
@@ -169,11 +169,11 @@ static __device__ __forceinline__ void s16_stage_chunk(bf16 *Kd, bf16 *Vd, const
     if constexpr (TMA) {
 #if ASA_TMA
         if (threadIdx.x != 0) return;
-        mbar_arrive_bytes(bar, 2 * S16_TMA_TILE);
-        tma_load_2d(Kd, tk, col0, trow + c0, bar);
-        tma_load_2d((char *)Kd + S16_BOX_BYTES, tk, col0 + 64, trow + c0, bar);
-        tma_load_2d(Vd, tv, col0, trow + c0, bar);
-        tma_load_2d((char *)Vd + S16_BOX_BYTES, tv, col0 + 64, trow + c0, bar);
+        mbar_arrive_bytes(bar, (DK + DV) / 64 * S16_BOX_BYTES);
+#pragma unroll
+        for (int x = 0; x < DK / 64; x++) tma_load_2d((char *)Kd + x * S16_BOX_BYTES, tk, col0 + 64 * x, trow + c0, bar);
+#pragma unroll
+        for (int x = 0; x < DV / 64; x++) tma_load_2d((char *)Vd + x * S16_BOX_BYTES, tv, col0 + 64 * x, trow + c0, bar);
 #else
         __trap();  // launched only on Hopper
 #endif
@@ -187,13 +187,13 @@ static __device__ __forceinline__ void s16_stage_chunk(bf16 *Kd, bf16 *Vd, const
 template <int D, int NT, bool TMA>
 static __device__ __forceinline__ void s16_rowprod_of(float (&s)[NT][4], const uint32_t (&xf)[D / 16][4], const bf16 *Y,
                                                       int row0, int d, int lane) {
-    if constexpr (TMA) s16_rowprod_sw<NT>(s, xf, Y, row0, lane);
+    if constexpr (TMA) s16_rowprod_sw<D, NT>(s, xf, Y, row0, lane);
     else s16_rowprod<D, NT>(s, xf, Y + row0 * (D + 8), d, lane);
 }
 template <int D, int NT, bool TMA>
 static __device__ __forceinline__ void s16_pv_of(float (&acc)[D / 8][4], const uint32_t (&pf)[NT / 2][4], const bf16 *Y,
                                                  int row0, int d, int lane) {
-    if constexpr (TMA) s16_pv_sw<NT>(acc, pf, Y, row0, lane);
+    if constexpr (TMA) s16_pv_sw<D, NT>(acc, pf, Y, row0, lane);
     else s16_pv<D, NT>(acc, pf, Y + row0 * (D + 8), d, lane);
 }
 
@@ -229,14 +229,14 @@ static __device__ __forceinline__ const int32_t *s16_load_list(int32_t *Lst, con
 
 // Forward: warp w takes m-tile w % MT and key slice w / MT of every chunk (NK keys), with its own online
 // softmax; the slices of an m-tile are merged at the end in slice order.
-// With TMA (Hopper, DK = DV = 128) the chunks come as TMA tiles through tk and tv, the key and value
+// With TMA (Hopper, DK = DV = 64 or 128) the chunks come as TMA tiles through tk and tv, the key and value
 // tensors' maps, after a 1024-byte alignment of the shared memory (the swizzle's period).
 template <int DK, int DV, int MT, bool TMA>
 __global__ void __launch_bounds__(SLC_WARPS * 32)
 slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx, bf16 *o,
                  float *lse, const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
     constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
-    static_assert(!TMA || (DK == 128 && DV == 128), "TMA tiles hold head dims of 128");
+    static_assert(!TMA || S16_TMA_DIMS(DK, DV), "TMA tiles hold head dims of 64 or 128");
     constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
     extern __shared__ float4 smem4[];
     bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF;
@@ -376,7 +376,7 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
                 const float *lse, const float *D, const bf16 *dout, bf16 *dq, const __grid_constant__ CUtensorMap tk,
                 const __grid_constant__ CUtensorMap tv) {
     constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
-    static_assert(!TMA || (DK == 128 && DV == 128), "TMA tiles hold head dims of 128");
+    static_assert(!TMA || S16_TMA_DIMS(DK, DV), "TMA tiles hold head dims of 64 or 128");
     constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
     extern __shared__ float4 smem4[];
     bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF;
@@ -671,12 +671,12 @@ static bool s16_tensor_map(CUtensorMap *m, const void *base, long rows, long col
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Whether the forward and dq kernels take their chunks as TMA tiles (Hopper, head dims 128), with the maps
+// Whether the forward and dq kernels take their chunks as TMA tiles (Hopper, head dims 64 or 128), with the maps
 // of k and v [B*T, g*d] when they do.
 static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, const void *v, CUtensorMap *tk,
                          CUtensorMap *tv) {
     memset(tk, 0, sizeof *tk), memset(tv, 0, sizeof *tv);
-    return cuda_ctx_of(be)->use_tma && a.dk == 128 && a.dv == 128 &&
+    return cuda_ctx_of(be)->use_tma && S16_TMA_DIMS(a.dk, a.dv) &&
            s16_tensor_map(tk, k, (long)a.B * a.T, (long)a.g * a.dk) &&
            s16_tensor_map(tv, v, (long)a.B * a.T, (long)a.g * a.dv);
 }
@@ -685,7 +685,8 @@ static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, 
 // alignment slack.
 template <int DK, int DV, bool TMA>
 static size_t s16_block_bytes(int n) {
-    return TMA ? 4 * (size_t)S16_TMA_TILE + (size_t)n * sizeof(int) + 1024 : s16_chunk_bytes<DK, DV>(n);
+    return TMA ? 2 * (size_t)S16_KT * (DK + DV) * sizeof(bf16) + (size_t)n * sizeof(int) + 1024
+               : s16_chunk_bytes<DK, DV>(n);
 }
 
 template <int DK, int DV, int MT, bool TMA>
@@ -717,7 +718,7 @@ void cuda_slc16_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     CUtensorMap tk, tv;
     const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        constexpr bool CAN = DK == 128 && DV == 128;
+        constexpr bool CAN = S16_TMA_DIMS(DK, DV);
         if (CAN && tma) s16_fwd_launch<DK, DV, MT, CAN>(a, chunks, blocks, q, k, v, idx, o, lse, tk, tv);
         else s16_fwd_launch<DK, DV, MT, false>(a, chunks, blocks, q, k, v, idx, o, lse, tk, tv);
     }));
@@ -739,7 +740,7 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     CUtensorMap tk, tv;
     const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        constexpr bool CAN = DK == 128 && DV == 128;
+        constexpr bool CAN = S16_TMA_DIMS(DK, DV);
         if (CAN && tma) s16_dq_launch<DK, DV, MT, CAN>(a, chunks, qb, kb, vb, idx, lse, L.D, ob, dq, tk, tv);
         else s16_dq_launch<DK, DV, MT, false>(a, chunks, qb, kb, vb, idx, lse, L.D, ob, dq, tk, tv);
     }));

@@ -38,8 +38,8 @@ long asa_backend_cuda_cudnn_calls(const asa_backend *be);
 int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys);
 
 // The bf16 selected branch's forward and dq kernels take their KV chunks through Hopper's tensor memory
-// accelerator (one request per 64 x 64 box, 128-byte swizzle) on an sm_90 GPU with head dims of 128, cp.async
-// otherwise: on by default where the GPU has it. on = 0 / 1 sets it (1 only takes on sm_90), on < 0 leaves
+// accelerator (one request per 64 x 64 box, 128-byte swizzle) on an sm_90 GPU with key and value head dims
+// both 64 or both 128, cp.async otherwise: on by default where the GPU has it. on = 0 / 1 sets it (1 only takes on sm_90), on < 0 leaves
 // it; returns whether it is on after the call.
 int asa_backend_cuda_tma(asa_backend *be, int on);
 
