@@ -100,4 +100,102 @@ static __device__ __forceinline__ void tma_load_2d(void *dst, const void *map, i
 #define ASA_TMA 0
 #endif
 
+// Hopper's warpgroup MMA (sm_90a): the 4 warps of a warpgroup issue wgmma.mma_async together for a 64-row
+// product (warp w holds rows 16w..16w+15, in the m16n8k16 C layout per 8 columns; an A operand in registers
+// is the m16n8k16 A fragment of those rows). Operands in shared memory are named by descriptors and laid out
+// as 64-column boxes of 128-byte rows under the 128-byte swizzle (as TMA writes them; the boxes 1024-byte
+// aligned). A K-major tile (the product's k along a row) advances by 32 bytes per k-step of 16 and by a box
+// per 64; 8-row groups are 1024 bytes apart. An N-major B tile (rows are k, columns n) advances by 16 rows
+// per k-step, with its boxes of 64 columns `box` bytes apart. The products run asynchronously: wg_fence before
+// the first (after the registers they use were written), wg_commit, then wg_wait until done. Shared memory
+// written by ordinary stores or cp.async needs fence_proxy_async before a product reads it.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ASA_WGMMA 1
+static __device__ __forceinline__ uint64_t wg_desc(const void *smem, uint32_t lbo) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 | 1ull << 62;
+}
+// k-step kk (16 columns) of a K-major tile of `rows` rows.
+static __device__ __forceinline__ uint64_t wg_desc_k(const void *tile, int rows, int kk) {
+    return wg_desc((const char *)tile + (kk / 4) * rows * 128 + (kk % 4) * 32, 16);
+}
+// k-step kk (16 rows) of an N-major tile of `rows` rows.
+static __device__ __forceinline__ uint64_t wg_desc_n(const void *tile, int rows, int kk) {
+    return wg_desc((const char *)tile + kk * 16 * 128, rows * 128);
+}
+static __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+static __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+static __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+static __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// After wg_wait: the accumulators are read only from here on (the compiler sees them written here).
+template <int N>
+static __device__ __forceinline__ void wg_hold(float (&d)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])::"memory");
+}
+// d = A·B (accumulate 0) or d += A·B over 16 k, 64 rows by 32 columns: A and B K-major tiles in shared memory.
+static __device__ __forceinline__ void wg_m64n32_ss(float (&d)[4][4], uint64_t da, uint64_t db, int accumulate) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0; }"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+// d += A·B over 16 k, 64 rows by 64 columns: A in registers (per warp, the m16n8k16 A fragment of its 16
+// rows), B an N-major tile in shared memory.
+static __device__ __forceinline__ void wg_m64n64_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 1; }"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+// d += A·B over 16 k, 64 rows by 128 columns: A in registers (per warp, the m16n8k16 A fragment of its 16
+// rows), B an N-major tile in shared memory.
+static __device__ __forceinline__ void wg_m64n128_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 1; }"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+#else
+#define ASA_WGMMA 0
+#endif
+
 #endif

@@ -108,8 +108,12 @@ static __device__ __forceinline__ void s16_pack(uint32_t (&pf)[NT / 2][4], int n
 #define S16_BOX_BYTES (S16_KT * 128)
 #define S16_TMA_DIMS(DK, DV) ((DK) == (DV) && ((DK) == 64 || (DK) == 128))
 
+// Byte offset of 16-byte unit u of row r in a tile of `rows` rows held that way (the layout wgmma reads too).
+static __device__ __forceinline__ int s16_sw_off(int rows, int r, int u) {
+    return (u / 8) * rows * 128 + r * 128 + (((u % 8) ^ (r % 8)) << 4);
+}
 static __device__ __forceinline__ const bf16 *s16_sw(const bf16 *tile, int r, int col) {
-    return (const bf16 *)((const char *)tile + (col / 64) * S16_BOX_BYTES + r * 128 + ((((col % 64) / 8) ^ (r % 8)) << 4));
+    return (const bf16 *)((const char *)tile + s16_sw_off(S16_KT, r, col / 8));
 }
 
 // s16_rowprod and s16_pv over TMA tiles: Y is the tile, row0 the first of the warp's rows. Kept apart from
@@ -483,17 +487,24 @@ static __device__ __forceinline__ int s16_anchor(const int *anchors, int e0, int
     return i < nrows ? anchors[e0 + i / rows] : 0;
 }
 
+// A staged chunk of rows: q rows, dout rows, then lse, D and t; the rows padded (D + 8 elements) or, with SW,
+// swizzled tiles of exactly D.
+template <int D, bool SW>
+static constexpr __host__ __device__ int s16_row_elems() {
+    return SW ? D : D + 8;
+}
+
 // Stages rows [i0, i0 + S16_NR) of the stream of (query, head) rows of list entries e0, e0 + 1, ... (each
 // anchor's R·G rows in tile order, nrows in all) into buffer qb, all by cp.async: q and dout rows, lse and
 // D, and t per row (-1 for rows past the stream or the sequence: they add nothing). Four threads share a
 // row; `an` is the anchor of this thread's row, loaded a chunk ahead.
-template <int DK, int DV>
+template <int DK, int DV, bool SW>
 static __device__ __forceinline__ void s16_stage_queries(const slc_mma_args &a, int b, int j, int an, long nrows,
                                                          long i0, const bf16 *q, const float *lse, const float *D,
                                                          const bf16 *dout, char *qb) {
-    constexpr int TPR = SLC_WARPS * 32 / S16_NR;
-    bf16 *Qs = (bf16 *)qb, *Os = Qs + S16_NR * (DK + 8);
-    float *Lb = (float *)(Os + S16_NR * (DV + 8)), *Db = Lb + S16_NR;
+    constexpr int TPR = SLC_WARPS * 32 / S16_NR, QE = s16_row_elems<DK, SW>(), OE = s16_row_elems<DV, SW>();
+    bf16 *Qs = (bf16 *)qb, *Os = Qs + S16_NR * QE;
+    float *Lb = (float *)(Os + S16_NR * OE), *Db = Lb + S16_NR;
     int *Tb = (int *)(Db + S16_NR);
     const int rr = threadIdx.x / TPR, part = threadIdx.x % TPR;
     const long i = i0 + rr;
@@ -503,17 +514,61 @@ static __device__ __forceinline__ void s16_stage_queries(const slc_mma_args &a, 
 #pragma unroll
     for (int x = part; x < DK / 8; x += TPR) {
         const bool in = t >= 0 && x * 8 < a.dk;
-        cp16_b16(Qs + rr * (DK + 8) + x * 8, in ? q + r * a.dk + x * 8 : q, in ? 16 : 0);
+        bf16 *dst = SW ? (bf16 *)((char *)Qs + s16_sw_off(S16_NR, rr, x)) : Qs + rr * QE + x * 8;
+        cp16_b16(dst, in ? q + r * a.dk + x * 8 : q, in ? 16 : 0);
     }
 #pragma unroll
     for (int x = part; x < DV / 8; x += TPR) {
         const bool in = t >= 0 && x * 8 < a.dv;
-        cp16_b16(Os + rr * (DV + 8) + x * 8, in ? dout + r * a.dv + x * 8 : dout, in ? 16 : 0);
+        bf16 *dst = SW ? (bf16 *)((char *)Os + s16_sw_off(S16_NR, rr, x)) : Os + rr * OE + x * 8;
+        cp16_b16(dst, in ? dout + r * a.dv + x * 8 : dout, in ? 16 : 0);
     }
     if (part == 0) {
         Tb[rr] = t;
         s16_cp4(Lb + rr, lse + r, t >= 0);
         s16_cp4(Db + rr, D + r, t >= 0);
+    }
+}
+
+// A dk/dv block's share of the pass: segment sidx of list l (group j, sequence b; slc_seg_list), its list
+// entries [e0, e1) and keys [pfirst, pend) of key tile kt. False when there is nothing to do.
+typedef struct {
+    int l, sidx, kt, j, b, e0, e1, pfirst, pend;
+} s16_dkdv_share;
+
+static __device__ __forceinline__ bool s16_dkdv_share_of(const slc_mma_args &a, int nkt, int sega, const int *start,
+                                                         const int *seg, s16_dkdv_share &p) {
+    const int nlists = a.B * a.g * a.nsb, gs = blockIdx.x / nkt;
+    p.kt = blockIdx.x % nkt;
+    if (gs >= seg[nlists]) return false;  // the grid covers the most segments there can be
+    p.l = slc_seg_list(seg, nlists, gs);
+    const int u = p.l % a.nsb;
+    p.sidx = gs - seg[p.l], p.j = p.l / a.nsb % a.g, p.b = p.l / (a.nsb * a.g);
+    p.e0 = start[p.l] + p.sidx * sega, p.e1 = min(p.e0 + sega, start[p.l + 1]);
+    p.pfirst = u * a.bsel + p.kt * SLC_KEYS, p.pend = min((u + 1) * a.bsel, a.T);
+    return p.pfirst < p.pend && p.e0 < p.e1;
+}
+
+// P^T and dS^T of keys p0 (rows g) and p1 (rows g + 8) against a staged chunk's rows, from the accumulators of
+// S^T and dP^T (scores unscaled), packed as the A fragments of dv += P^T·dout and dk += dS^T·q. The chunk's
+// lse, D and t per row are Lb, Db, Tb; rows whose lse is -inf saw no key and give no gradient.
+template <int NT>
+static __device__ __forceinline__ void s16_dkdv_probs(const float (&st)[NT][4], const float (&dpt)[NT][4],
+                                                      const float *Lb, const float *Db, const int *Tb, int p0, int p1,
+                                                      float sl2, int c, uint32_t (&pf)[NT / 2][4],
+                                                      uint32_t (&sf)[NT / 2][4]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int ra = nt * 8 + 2 * c, rb = ra + 1;  // the accumulator's columns: rows ra, rb of the chunk
+        const int ta = Lb[ra] == -INFINITY ? -1 : Tb[ra], tb = Lb[rb] == -INFINITY ? -1 : Tb[rb];
+        const float la = Lb[ra] * LOG2E, lb = Lb[rb] * LOG2E, da = Db[ra], db = Db[rb];
+        const float pa0 = p0 <= ta ? exp2f(st[nt][0] * sl2 - la) : 0.0f;
+        const float pb0 = p0 <= tb ? exp2f(st[nt][1] * sl2 - lb) : 0.0f;
+        const float pa1 = p1 <= ta ? exp2f(st[nt][2] * sl2 - la) : 0.0f;
+        const float pb1 = p1 <= tb ? exp2f(st[nt][3] * sl2 - lb) : 0.0f;
+        s16_pack<NT>(pf, nt, pa0, pb0, pa1, pb1);
+        s16_pack<NT>(sf, nt, pa0 * (dpt[nt][0] - da), pb0 * (dpt[nt][1] - db), pa1 * (dpt[nt][2] - da),
+                     pb1 * (dpt[nt][3] - db));
     }
 }
 
@@ -533,18 +588,14 @@ slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *
     bf16 *Ks = (bf16 *)smem4, *Vs = Ks + SLC_KEYS * KST;
     char *Qb = (char *)(Vs + SLC_KEYS * VST);
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
-    const int nlists = a.B * a.g * a.nsb, kt = blockIdx.x % nkt, gs = blockIdx.x / nkt;
-    if (gs >= seg[nlists]) return;  // the grid covers the most segments there can be
-    const int l = slc_seg_list(seg, nlists, gs);
-    const int sidx = gs - seg[l], u = l % a.nsb, j = l / a.nsb % a.g, b = l / (a.nsb * a.g);
-    const int e0 = start[l] + sidx * sega, e1 = min(e0 + sega, start[l + 1]);
-    const int pfirst = u * a.bsel + kt * SLC_KEYS, pend = min((u + 1) * a.bsel, a.T);
-    if (pfirst >= pend || e0 >= e1) return;
+    s16_dkdv_share p;
+    if (!s16_dkdv_share_of(a, nkt, sega, start, seg, p)) return;
+    const int j = p.j, b = p.b, e0 = p.e0, pfirst = p.pfirst, pend = p.pend;
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const long kr0 = ((long)b * a.T + pfirst) * a.g + j;  // key row pfirst of head j, in units of heads
     s16_stage<DK>(Ks, k + kr0 * a.dk, krs, min(SLC_KEYS, pend - pfirst), SLC_KEYS, a.dk);
     s16_stage<DV>(Vs, v + kr0 * a.dv, vrs, min(SLC_KEYS, pend - pfirst), SLC_KEYS, a.dv);
-    const long nrows = (long)(e1 - e0) * a.rows;
+    const long nrows = (long)(p.e1 - e0) * a.rows;
     const int p0 = pfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
 
     float ak[DK / 8][4], av[DV / 8][4];
@@ -555,7 +606,7 @@ slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *
 
     constexpr int TPR = SLC_WARPS * 32 / S16_NR;
     const int rr = threadIdx.x / TPR;
-    s16_stage_queries<DK, DV>(a, b, j, s16_anchor(anchors, e0, a.rows, nrows, rr), nrows, 0, q, lse, D, dout, Qb);
+    s16_stage_queries<DK, DV, false>(a, b, j, s16_anchor(anchors, e0, a.rows, nrows, rr), nrows, 0, q, lse, D, dout, Qb);
     cp_commit();
     int an_next = s16_anchor(anchors, e0, a.rows, nrows, S16_NR + rr);
     // A fragments of this warp's 16 keys (rows lane % 16, column halves lane / 16) and B fragments of two
@@ -566,7 +617,7 @@ slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *
     int buf = 0;
     for (long i0 = 0; i0 < nrows; i0 += S16_NR) {
         if (i0 + S16_NR < nrows) {
-            s16_stage_queries<DK, DV>(a, b, j, an_next, nrows, i0 + S16_NR, q, lse, D, dout, Qb + (buf ^ 1) * QB);
+            s16_stage_queries<DK, DV, false>(a, b, j, an_next, nrows, i0 + S16_NR, q, lse, D, dout, Qb + (buf ^ 1) * QB);
             an_next = s16_anchor(anchors, e0, a.rows, nrows, i0 + 2 * S16_NR + rr);
         }
         cp_commit();
@@ -606,27 +657,126 @@ slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *
             }
         }
         uint32_t pf[NT / 2][4], sf[NT / 2][4];
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            const int ra = nt * 8 + 2 * c, rb = ra + 1;  // the accumulator's columns: rows ra, rb of the chunk
-            // rows with lse = -inf saw no key: no gradient
-            const int ta = Lb[ra] == -INFINITY ? -1 : Tb[ra], tb = Lb[rb] == -INFINITY ? -1 : Tb[rb];
-            const float la = Lb[ra] * LOG2E, lb = Lb[rb] * LOG2E, da = Db[ra], db = Db[rb];
-            const float pa0 = p0 <= ta ? exp2f(st[nt][0] * a.sl2 - la) : 0.0f;
-            const float pb0 = p0 <= tb ? exp2f(st[nt][1] * a.sl2 - lb) : 0.0f;
-            const float pa1 = p1 <= ta ? exp2f(st[nt][2] * a.sl2 - la) : 0.0f;
-            const float pb1 = p1 <= tb ? exp2f(st[nt][3] * a.sl2 - lb) : 0.0f;
-            s16_pack<NT>(pf, nt, pa0, pb0, pa1, pb1);
-            s16_pack<NT>(sf, nt, pa0 * (dpt[nt][0] - da), pb0 * (dpt[nt][1] - db), pa1 * (dpt[nt][2] - da),
-                         pb1 * (dpt[nt][3] - db));
-        }
+        s16_dkdv_probs<NT>(st, dpt, Lb, Db, Tb, p0, p1, a.sl2, c, pf, sf);
         s16_pv<DV, NT>(av, pf, O, a.dv, lane);
         s16_pv<DK, NT>(ak, sf, Q, a.dk, lane);
         __syncthreads();
         buf ^= 1;
     }
     cp_wait<0>();
-    slc_dkdv_store<DK, DV>(a, seg, nkt, l, sidx, kt, b, j, pend, w, g, c, p0, p1, ak, av, part, dk, dv);
+    slc_dkdv_store<DK, DV>(a, seg, nkt, p.l, p.sidx, p.kt, b, j, pend, w, g, c, p0, p1, ak, av, part, dk, dv);
+}
+
+// dk / dv on Hopper by warpgroup MMA: the same work and order as slc16_dkdv_kernel, whose warps each read
+// every staged row from shared memory for their 16 keys (about 2.4x the shared-memory bytes the tensor cores
+// can take per product). Here the block's 4 warps are one warpgroup that holds the 64 keys as the M side of
+// wgmma: S^T = K·q^T and dP^T = V·dout^T (m64n32k16, both operands K-major tiles in shared memory), then
+// dv += P^T·dout and dk += dS^T·q (m64nDk16, P^T and dS^T from registers, dout and q as N-major tiles), so
+// each staged tile is read once for all 64 keys. K, V and the rows are swizzled tiles (s16_sw_off), the rows
+// staged S16_WG_STAGES chunks ahead. Head dims 64 or 128 (dk = dv).
+#define S16_WG_STAGES 4
+
+template <int DK, int DV>
+struct s16_wg_smem {
+    static constexpr int KV = SLC_KEYS * (DK + DV) * 2;  // K then V
+    static constexpr int QB = S16_NR * DK * 2, OB = S16_NR * DV * 2;
+    static constexpr int STAGE = (QB + OB + 3 * S16_NR * 4 + 1023) / 1024 * 1024;  // q, dout, lse, D, t
+    static constexpr size_t BYTES = KV + S16_WG_STAGES * STAGE + 1024;               // + the alignment slack
+};
+
+// Rows [0, cn) of a [*, D] operand (row r at src + r*srs) into a swizzled tile of `rows` rows; zeros past cn.
+template <int D>
+static __device__ __forceinline__ void s16_stage_sw(char *dst, const bf16 *src, long srs, int cn, int rows) {
+    for (int e = threadIdx.x; e < rows * (D / 8); e += SLC_WARPS * 32) {
+        const int r = e / (D / 8), u = e % (D / 8);
+        const bool in = r < cn;
+        cp16_b16((bf16 *)(dst + s16_sw_off(rows, r, u)), in ? src + r * srs + u * 8 : src, in ? 16 : 0);
+    }
+}
+
+template <int DK, int DV>
+__global__ void __launch_bounds__(SLC_WARPS * 32, 2)
+slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+                     const float *D, const bf16 *dout, const int *start, const int *seg, const int *anchors, bf16 *dk,
+                     bf16 *dv, float *part) {
+#if ASA_WGMMA
+    static_assert(S16_TMA_DIMS(DK, DV), "the warpgroup dk/dv pass holds head dims of 64 or 128");
+    using SM = s16_wg_smem<DK, DV>;
+    constexpr int NT = S16_NR / 8, TPR = SLC_WARPS * 32 / S16_NR;
+    extern __shared__ float4 smem4[];
+    char *Ks = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Vs = Ks + SLC_KEYS * DK * 2;
+    char *Qb = Ks + SM::KV;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    s16_dkdv_share p;
+    if (!s16_dkdv_share_of(a, nkt, sega, start, seg, p)) return;
+    const int j = p.j, b = p.b, e0 = p.e0;
+    const long kr0 = ((long)b * a.T + p.pfirst) * a.g + j;  // key row pfirst of head j, in units of heads
+    const int kn = min(SLC_KEYS, p.pend - p.pfirst);
+    s16_stage_sw<DK>(Ks, k + kr0 * a.dk, (long)a.g * a.dk, kn, SLC_KEYS);
+    s16_stage_sw<DV>(Vs, v + kr0 * a.dv, (long)a.g * a.dv, kn, SLC_KEYS);
+    const long nrows = (long)(p.e1 - e0) * a.rows;
+    const int p0 = p.pfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
+    const int rr = threadIdx.x / TPR;
+    // chunk x goes to stage x % S16_WG_STAGES; its commit group is the x-th (K and V ride with chunk 0)
+#pragma unroll
+    for (int x = 0; x < S16_WG_STAGES - 1; x++) {
+        if ((long)x * S16_NR < nrows)
+            s16_stage_queries<DK, DV, true>(a, b, j, s16_anchor(anchors, e0, a.rows, nrows, x * S16_NR + rr), nrows,
+                                            (long)x * S16_NR, q, lse, D, dout, Qb + x * SM::STAGE);
+        cp_commit();
+    }
+    int an_next = s16_anchor(anchors, e0, a.rows, nrows, (S16_WG_STAGES - 1) * S16_NR + rr);
+
+    float ak[DK / 8][4], av[DV / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) ak[nd][0] = ak[nd][1] = ak[nd][2] = ak[nd][3] = 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) av[nd][0] = av[nd][1] = av[nd][2] = av[nd][3] = 0.0f;
+    for (long ci = 0; ci * S16_NR < nrows; ci++) {
+        const long nx = ci + S16_WG_STAGES - 1;  // into the stage freed at the end of the last iteration
+        if (nx * S16_NR < nrows) {
+            s16_stage_queries<DK, DV, true>(a, b, j, an_next, nrows, nx * S16_NR, q, lse, D, dout,
+                                            Qb + (nx % S16_WG_STAGES) * SM::STAGE);
+            an_next = s16_anchor(anchors, e0, a.rows, nrows, (nx + 1) * S16_NR + rr);
+        }
+        cp_commit();
+        cp_wait<S16_WG_STAGES - 1>();
+        fence_proxy_async();  // cp.async wrote the tiles; wgmma reads them through the async proxy
+        __syncthreads();
+        const char *Q = Qb + (ci % S16_WG_STAGES) * SM::STAGE, *O = Q + SM::QB;
+        const float *Lb = (const float *)(O + SM::OB), *Db = Lb + S16_NR;
+        const int *Tb = (const int *)(Db + S16_NR);
+        float st[NT][4], dpt[NT][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++)
+            wg_m64n32_ss(st, wg_desc_k(Ks, SLC_KEYS, kk), wg_desc_k(Q, S16_NR, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; kk++)
+            wg_m64n32_ss(dpt, wg_desc_k(Vs, SLC_KEYS, kk), wg_desc_k(O, S16_NR, kk), kk > 0);
+        wg_commit();
+        wg_wait();
+        wg_hold<NT>(st), wg_hold<NT>(dpt);
+        uint32_t pf[NT / 2][4], sf[NT / 2][4];
+        s16_dkdv_probs<NT>(st, dpt, Lb, Db, Tb, p0, p1, a.sl2, c, pf, sf);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < NT / 2; ks++) {
+            if constexpr (DV == 128) wg_m64n128_rs(av, pf[ks], wg_desc_n(O, S16_NR, ks));
+            else wg_m64n64_rs(av, pf[ks], wg_desc_n(O, S16_NR, ks));
+            if constexpr (DK == 128) wg_m64n128_rs(ak, sf[ks], wg_desc_n(Q, S16_NR, ks));
+            else wg_m64n64_rs(ak, sf[ks], wg_desc_n(Q, S16_NR, ks));
+        }
+        wg_commit();
+        wg_wait();
+        wg_hold<DK / 8>(ak), wg_hold<DV / 8>(av);
+        __syncthreads();  // the stage is refilled next iteration
+    }
+    cp_wait<0>();
+    slc_dkdv_store<DK, DV>(a, seg, nkt, p.l, p.sidx, p.kt, b, j, p.pend, w, g, c, p0, p1, ak, av, part, dk, dv);
+#else
+    __trap();  // launched only on Hopper
+#endif
 }
 
 static bool s16_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -750,11 +900,20 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
 
     slc_lists_build(a, idx, L);
 
+    const unsigned grid = (unsigned)((L.nlists + L.xmax) * L.nkt);
     S16_WITH_DIMS(a.dk, a.dv, {
-        const size_t smem = s16_dkdv_bytes<DK, DV>();
-        attn_allow_smem((const void *)slc16_dkdv_kernel<DK, DV>, smem);
-        slc16_dkdv_kernel<DK, DV><<<(unsigned)((L.nlists + L.xmax) * L.nkt), SLC_WARPS * 32, smem>>>(
-            a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
+        constexpr bool CAN = S16_TMA_DIMS(DK, DV);
+        if (CAN && tma) {  // Hopper
+            const size_t smem = s16_wg_smem<CAN ? DK : 64, CAN ? DV : 64>::BYTES;
+            attn_allow_smem((const void *)slc16_dkdv_wg_kernel<CAN ? DK : 64, CAN ? DV : 64>, smem);
+            slc16_dkdv_wg_kernel<CAN ? DK : 64, CAN ? DV : 64><<<grid, SLC_WARPS * 32, smem>>>(
+                a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
+        } else {
+            const size_t smem = s16_dkdv_bytes<DK, DV>();
+            attn_allow_smem((const void *)slc16_dkdv_kernel<DK, DV>, smem);
+            slc16_dkdv_kernel<DK, DV><<<grid, SLC_WARPS * 32, smem>>>(
+                a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
+        }
     });
     CUDA_LAUNCH_CHECK();
     slc_lists_reduce<16>(a, L, (bf16 *)dk, (bf16 *)dv);

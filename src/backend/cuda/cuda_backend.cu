@@ -134,7 +134,9 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     CUDA_CHECK(cudaDeviceGetAttribute(&cx->num_sms, cudaDevAttrMultiProcessorCount, device));
     int major = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    cx->use_tma = major == 9;  // the kernels' TMA code is built for sm_90a only
+    // the kernels' TMA and wgmma code is built for sm_90a only; ASA_TMA=0 runs the portable kernels there too
+    const char *use_tma = getenv("ASA_TMA");
+    cx->use_tma = major == 9 && !(use_tma && strcmp(use_tma, "0") == 0);
     CUBLAS_CHECK(cublasLtCreate(&cx->lt));
     cx->lt_ws_bytes = LT_WORKSPACE_BYTES;
     CUDA_CHECK(cudaMalloc(&cx->lt_ws, cx->lt_ws_bytes));

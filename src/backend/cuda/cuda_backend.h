@@ -37,10 +37,11 @@ long asa_backend_cuda_cudnn_calls(const asa_backend *be);
 // Sets it when min_keys > 0; returns the value before the call.
 int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys);
 
-// The bf16 selected branch's forward and dq kernels take their KV chunks through Hopper's tensor memory
-// accelerator (one request per 64 x 64 box, 128-byte swizzle) on an sm_90 GPU with key and value head dims
-// both 64 or both 128, cp.async otherwise: on by default where the GPU has it. on = 0 / 1 sets it (1 only takes on sm_90), on < 0 leaves
-// it; returns whether it is on after the call.
+// Hopper paths of the bf16 selected branch, for key and value head dims both 64 or both 128 on an sm_90 GPU:
+// the forward and dq kernels take their KV chunks through the tensor memory accelerator (one request per
+// 64 x 64 box, 128-byte swizzle) instead of cp.async, and the dk/dv pass runs on warpgroup MMA (wgmma)
+// instead of mma.sync. On by default where the GPU has them, unless ASA_TMA=0 is set. on = 0 / 1 sets it
+// (1 only takes on sm_90), on < 0 leaves it; returns whether it is on after the call.
 int asa_backend_cuda_tma(asa_backend *be, int on);
 
 // Read rate of L2-resident data in GB/s, best of five after a warm-up: every block (8 per multiprocessor)

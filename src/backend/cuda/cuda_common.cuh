@@ -40,7 +40,7 @@ typedef struct {
     int device;
     int max_smem;         // dynamic shared memory a block may opt in to (bytes)
     int num_sms;          // multiprocessors
-    int use_tma;          // bf16 selected forward / dq load KV chunks by TMA (needs sm_90: asa_backend_cuda_tma)
+    int use_tma;          // bf16 selected branch's Hopper paths, TMA and wgmma (sm_90: asa_backend_cuda_tma)
     cublasLtHandle_t lt;
     void *lt_ws;          // cuBLASLt workspace
     size_t lt_ws_bytes;
