@@ -372,20 +372,51 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
     mma_store_o<DV>(o, lse, acc, a.dv, r0, r1, t0, t1, m0, m1, l0, l1, c);  // empty rows: o = 0, lse = -inf
 }
 
+// dq's dS tile in shared memory: [MT*16 rows][64 keys + 8] bf16, an odd number of 16-byte units a row so that
+// the 8 rows an ldmatrix phase reads hit distinct banks.
+#define S16_DS_STRIDE (S16_KT + 8)
+template <int MT>
+static constexpr __host__ __device__ int s16_ds_bytes() {
+    return MT * 16 * S16_DS_STRIDE * 2;
+}
+
+// acc (16 rows x GPW 16-column groups of Y, from group g0; groups past d are skipped) += A·Y over the 64 rows
+// of a chunk buffer Y (either layout); A (16 x 64) in the A fragments af of its four 16-column steps.
+template <int D, int GPW, bool TMA>
+static __device__ __forceinline__ void s16_acc_cols(float (&acc)[2 * GPW][4], const uint32_t (&af)[S16_KT / 16][4],
+                                                    const bf16 *Y, int g0, int d, int lane) {
+    const int rl = (lane / 8 % 2) * 8 + lane % 8, cb = (lane / 16) * 8;
+#pragma unroll
+    for (int s = 0; s < S16_KT / 16; s++) {
+#pragma unroll
+        for (int gi = 0; gi < GPW; gi++) {
+            const int col = (g0 + gi) * 16;
+            if (col >= d) break;
+            uint32_t y[4];
+            ldsm16_x4_t(y, TMA ? s16_sw(Y, s * 16 + rl, col + cb) : Y + (s * 16 + rl) * (D + 8) + col + cb);
+            mma16(acc[2 * gi], af[s], y[0], y[1]);
+            mma16(acc[2 * gi + 1], af[s], y[2], y[3]);
+        }
+    }
+}
+
 // dq of the tile's rows: dq += scale * sum_s p_s (dout.v_s - D) k_s, with p_s = exp(q.k_s*scale - lse).
-// Q and dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers; dS = P (dP - D) feeds
-// dS·K from the accumulators. The warps split the chunks as in the forward; their sums are added in slice
-// order.
+// Q and dout (the A operands of S = Q·K^T and dP = dout·V^T) sit in registers. The warps split each chunk's
+// keys for S and dP as in the forward and put dS = P (dP - D) in shared memory; then each warp adds dS·K into
+// its own 16-column groups of its m-tile's dq (the DK / 16 groups dealt out over the KS warps of an m-tile).
+// A warp so holds DK / KS columns of dq rather than all DK, which fits 3 blocks a multiprocessor without
+// spills (before: a full dq per warp, summed over the warps at the end, spilling).
 template <int DK, int DV, int MT, bool TMA>
 __global__ void __launch_bounds__(SLC_WARPS * 32, S16_BWD_BLOCKS(DK, MT))
 slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx,
                 const float *lse, const float *D, const bf16 *dout, bf16 *dq, const __grid_constant__ CUtensorMap tk,
                 const __grid_constant__ CUtensorMap tv) {
     constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
+    constexpr int GPW = (DK / 16 + KS - 1) / KS;  // dq's 16-column groups per warp
     static_assert(!TMA || S16_TMA_DIMS(DK, DV), "TMA tiles hold head dims of 64 or 128");
     constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
     extern __shared__ float4 smem4[];
-    bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF;
+    bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF, *Ds = Vs + 2 * VBUF;
     __shared__ uint64_t bars[2];
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
@@ -410,10 +441,12 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const bf16 *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
     if (TMA) s16_tma_bars_init(bars);
-    const int32_t *row = s16_load_list((int32_t *)(Vs + 2 * VBUF), idx, a, b, an, j);
-    float acc[DK / 8][4];
+    const int32_t *row = s16_load_list((int32_t *)((char *)Ds + s16_ds_bytes<MT>()), idx, a, b, an, j);
+    float acc[2 * GPW][4];
 #pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    for (int nd = 0; nd < 2 * GPW; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    bf16 *dsw = Ds + (mt * 16 + g) * S16_DS_STRIDE + ks * NK + 2 * c;  // this thread's dS entries (row g)
+    const bf16 *dsr = Ds + (mt * 16 + lane % 16) * S16_DS_STRIDE + (lane / 16) * 8;  // A fragments of the m-tile
 
     const int trow = b * a.T;  // chunk ci in buffer ci % 2 (as in the forward)
     int e = 0, off = 0, c0 = 0, cn = 0, buf = 0, ci = 0;
@@ -432,13 +465,12 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
         if (TMA) s16_tma_wait(&bars[buf], (uint32_t)(ci / 2 % 2));
         ci++;
         __syncthreads();
+        const bf16 *K = Ks + buf * KBUF, *V = Vs + buf * VBUF;
         if (ks * NK < ccn) {
-            const bf16 *K = Ks + buf * KBUF, *V = Vs + buf * VBUF;
             float sc[NT][4], dp[NT][4];
             s16_rowprod_of<DK, NT, TMA>(sc, qf, K, ks * NK, a.dk, lane);
             s16_rowprod_of<DV, NT, TMA>(dp, of, V, ks * NK, a.dv, lane);
             const bool full = ccn == S16_KT && cc0 + S16_KT - 1 <= tmin;
-            uint32_t pf[NT / 2][4];
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
                 const int s = cc0 + ks * NK + nt * 8 + 2 * c, lim = cc0 + ccn;
@@ -448,21 +480,30 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
                 const float p1 = v1 ? exp2f(sc[nt][1] * a.sl2 - lb0) : 0.0f;
                 const float p2 = v2 ? exp2f(sc[nt][2] * a.sl2 - lb1) : 0.0f;
                 const float p3 = v3 ? exp2f(sc[nt][3] * a.sl2 - lb1) : 0.0f;
-                s16_pack<NT>(pf, nt, p0 * (dp[nt][0] - D0), p1 * (dp[nt][1] - D0), p2 * (dp[nt][2] - D1),
-                             p3 * (dp[nt][3] - D1));
+                *(uint32_t *)(dsw + nt * 8) = pack_bf16(p0 * (dp[nt][0] - D0), p1 * (dp[nt][1] - D0));
+                *(uint32_t *)(dsw + 8 * S16_DS_STRIDE + nt * 8) = pack_bf16(p2 * (dp[nt][2] - D1), p3 * (dp[nt][3] - D1));
             }
-            s16_pv_of<DK, NT, TMA>(acc, pf, K, ks * NK, a.dk, lane);
+        } else {  // keys past the chunk's: dS = 0
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                *(uint32_t *)(dsw + nt * 8) = 0u, *(uint32_t *)(dsw + 8 * S16_DS_STRIDE + nt * 8) = 0u;
         }
         __syncthreads();
+        uint32_t df[S16_KT / 16][4];
+#pragma unroll
+        for (int s = 0; s < S16_KT / 16; s++) ldsm16_x4(df[s], dsr + s * 16);
+        s16_acc_cols<DK, GPW, TMA>(acc, df, K, ks * GPW, a.dk, lane);
+        __syncthreads();  // the next iteration stages into this buffer and rewrites dS
         buf ^= 1;
     }
     cp_wait<0>();
-    if (KS > 1) {  // sum the key slices of each m-tile in slice order
-        slc_slices_put<DK, false>((float *)smem4, NULL, NULL, acc, 0.0f, 0.0f, 0.0f, 0.0f, w, g, c);
-        if (ks != 0) return;
-        slc_slices_sum<DK, MT>((float *)smem4, acc, mt, g, c);
+#pragma unroll
+    for (int nd = 0; nd < 2 * GPW; nd++) {
+        const int col = (ks * GPW + nd / 2) * 16 + (nd % 2) * 8 + 2 * c;
+        if (col >= a.dk) break;
+        if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
+        if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
     }
-    mma_add_dq<DK>(dq, acc, a.dk, a.scale, r0, r1, t0, t1, c);
 }
 
 // One staged chunk of the dk/dv pass: S16_NR rows of q and dout, then lse (base 2), D and t per row.
@@ -860,7 +901,7 @@ template <int DK, int DV, int MT, bool TMA>
 static void s16_dq_launch(const slc_mma_args &a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v,
                           const int32_t *idx, const float *lse, const float *D, const bf16 *dout, void *dq,
                           const CUtensorMap &tk, const CUtensorMap &tv) {
-    const size_t smem = s16_block_bytes<DK, DV, TMA>(a.n);  // holds the final merge too
+    const size_t smem = s16_block_bytes<DK, DV, TMA>(a.n) + s16_ds_bytes<MT>();
     attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT, TMA>, smem);
     slc16_dq_kernel<DK, DV, MT, TMA><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
         a, chunks, q, k, v, idx, lse, D, dout, (bf16 *)dq, tk, tv);
