@@ -481,7 +481,8 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
                 const float p2 = v2 ? exp2f(sc[nt][2] * a.sl2 - lb1) : 0.0f;
                 const float p3 = v3 ? exp2f(sc[nt][3] * a.sl2 - lb1) : 0.0f;
                 *(uint32_t *)(dsw + nt * 8) = pack_bf16(p0 * (dp[nt][0] - D0), p1 * (dp[nt][1] - D0));
-                *(uint32_t *)(dsw + 8 * S16_DS_STRIDE + nt * 8) = pack_bf16(p2 * (dp[nt][2] - D1), p3 * (dp[nt][3] - D1));
+                *(uint32_t *)(dsw + 8 * S16_DS_STRIDE + nt * 8) =
+                    pack_bf16(p2 * (dp[nt][2] - D1), p3 * (dp[nt][3] - D1));
             }
         } else {  // keys past the chunk's: dS = 0
 #pragma unroll
@@ -769,7 +770,7 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
     for (int x = 0; x < STAGES - 1; x++) {
         if ((long)x * NR < nrows)
             s16_stage_queries<DK, DV, true, NR>(a, b, j, s16_anchor(anchors, e0, a.rows, nrows, x * NR + rr), nrows,
-                                            (long)x * NR, q, lse, D, dout, Qb + x * SM::STAGE);
+                                                (long)x * NR, q, lse, D, dout, Qb + x * SM::STAGE);
         cp_commit();
     }
     int an_next = s16_anchor(anchors, e0, a.rows, nrows, (STAGES - 1) * NR + rr);
@@ -783,7 +784,7 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
         const long nx = ci + STAGES - 1;  // into the stage freed at the end of the last iteration
         if (nx * NR < nrows) {
             s16_stage_queries<DK, DV, true, NR>(a, b, j, an_next, nrows, nx * NR, q, lse, D, dout,
-                                            Qb + (nx % STAGES) * SM::STAGE);
+                                                Qb + (nx % STAGES) * SM::STAGE);
             an_next = s16_anchor(anchors, e0, a.rows, nrows, (nx + 1) * NR + rr);
         }
         cp_commit();
