@@ -530,10 +530,10 @@ static __device__ __forceinline__ int s16_anchor(const int *anchors, int e0, int
 }
 
 // A staged chunk of rows: q rows, dout rows, then lse, D and t; the rows padded (D + 8 elements) or, with SW,
-// swizzled tiles of exactly D.
+// swizzled tiles of whole 64-column boxes (columns past D are never read).
 template <int D, bool SW>
 static constexpr __host__ __device__ int s16_row_elems() {
-    return SW ? D : D + 8;
+    return SW ? (D + 63) / 64 * 64 : D + 8;
 }
 
 // Stages rows [i0, i0 + NR) of the stream of (query, head) rows of list entries e0, e0 + 1, ... (each
@@ -714,19 +714,23 @@ slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *
 // dk / dv on Hopper by warpgroup MMA: the same work and order as slc16_dkdv_kernel, whose warps each read
 // every staged row from shared memory for their 16 keys (about 2.4x the shared-memory bytes the tensor cores
 // can take per product). Here the block's 4 warps are one warpgroup that holds the 64 keys as the M side of
-// wgmma: S^T = K·q^T and dP^T = V·dout^T (m64n64k16 over a chunk of 64 staged rows, both operands K-major
+// wgmma: S^T = K·q^T and dP^T = V·dout^T (m64nNRk16 over a chunk of NR staged rows, both operands K-major
 // tiles in shared memory), then dv += P^T·dout and dk += dS^T·q (m64nDk16, P^T and dS^T from registers, dout
 // and q as N-major tiles), so each staged tile is read once for all 64 keys. K, V and the rows are swizzled
-// tiles (s16_sw_off), the rows staged a chunk ahead. Head dims 64 or 128 (dk = dv).
-// Chunks of 64 rows in 2 stages (2 blocks per multiprocessor): at T 16384 on an H100 the pass took 4.23 ms,
-// against 4.77 with 32 rows in 4 stages (at T 65536, attn_slc_bwd 42.6 against 44.4 ms).
-#define S16_WG_NR 64
-#define S16_WG_STAGES 2
+// tiles of whole 64-column boxes (s16_sw_off; ASA's G layers' dk 160 takes three, the last half read), the
+// rows staged STAGES - 1 chunks ahead. Head dims 64 or 128 (dk = dv), or dk 160 with dv 128.
+// Head dims 64 and 128: chunks of 64 rows in 2 stages (2 blocks per multiprocessor); at T 16384 on an H100
+// the pass took 4.23 ms, against 4.77 with 32 rows in 4 stages (at T 65536, attn_slc_bwd 42.6 against
+// 44.4 ms). dk 160: 32 rows in 3 stages, which keep 2 blocks per multiprocessor (registers and shared memory).
+#define S16_WG_DIMS(DK, DV) (((DK) == (DV) && ((DK) == 64 || (DK) == 128)) || ((DK) == 160 && (DV) == 128))
+#define S16_WG_NR(DK) ((DK) == 160 ? 32 : 64)
+#define S16_WG_STAGES(DK) ((DK) == 160 ? 3 : 2)
 
 template <int DK, int DV, int NR, int STAGES>
 struct s16_wg_smem {
-    static constexpr int KV = SLC_KEYS * (DK + DV) * 2;  // K then V
-    static constexpr int QB = NR * DK * 2, OB = NR * DV * 2;
+    static constexpr int KP = (DK + 63) / 64 * 64, VP = (DV + 63) / 64 * 64;  // whole boxes
+    static constexpr int KV = SLC_KEYS * (KP + VP) * 2;                          // K then V
+    static constexpr int QB = NR * KP * 2, OB = NR * VP * 2;
     static constexpr int STAGE = (QB + OB + 3 * NR * 4 + 1023) / 1024 * 1024;  // q, dout, lse, D, t
     static constexpr size_t BYTES = KV + STAGES * STAGE + 1024;                 // + the alignment slack
 };
@@ -747,12 +751,12 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
                      const float *D, const bf16 *dout, const int *start, const int *seg, const int *anchors, bf16 *dk,
                      bf16 *dv, float *part) {
 #if ASA_WGMMA
-    static_assert(S16_TMA_DIMS(DK, DV), "the warpgroup dk/dv pass holds head dims of 64 or 128");
-    static_assert(NR == 64, "S^T and dP^T are m64n64 products");
+    static_assert(S16_WG_DIMS(DK, DV), "the warpgroup dk/dv pass holds head dims 64 or 128, or dk 160 with dv 128");
+    static_assert(NR == 32 || NR == 64, "S^T and dP^T are m64n32 or m64n64 products");
     using SM = s16_wg_smem<DK, DV, NR, STAGES>;
     constexpr int NT = NR / 8, TPR = SLC_WARPS * 32 / NR;
     extern __shared__ float4 smem4[];
-    char *Ks = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Vs = Ks + SLC_KEYS * DK * 2;
+    char *Ks = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Vs = Ks + SLC_KEYS * SM::KP * 2;
     char *Qb = Ks + SM::KV;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     s16_dkdv_share p;
@@ -797,11 +801,15 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
         float st[NT][4], dpt[NT][4];
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++)
-            wg_m64n64_ss(st, wg_desc_k(Ks, SLC_KEYS, kk), wg_desc_k(Q, NR, kk), kk > 0);
+        for (int kk = 0; kk < DK / 16; kk++) {
+            if constexpr (NR == 64) wg_m64n64_ss(st, wg_desc_k(Ks, SLC_KEYS, kk), wg_desc_k(Q, NR, kk), kk > 0);
+            else wg_m64n32_ss(st, wg_desc_k(Ks, SLC_KEYS, kk), wg_desc_k(Q, NR, kk), kk > 0);
+        }
 #pragma unroll
-        for (int kk = 0; kk < DV / 16; kk++)
-            wg_m64n64_ss(dpt, wg_desc_k(Vs, SLC_KEYS, kk), wg_desc_k(O, NR, kk), kk > 0);
+        for (int kk = 0; kk < DV / 16; kk++) {
+            if constexpr (NR == 64) wg_m64n64_ss(dpt, wg_desc_k(Vs, SLC_KEYS, kk), wg_desc_k(O, NR, kk), kk > 0);
+            else wg_m64n32_ss(dpt, wg_desc_k(Vs, SLC_KEYS, kk), wg_desc_k(O, NR, kk), kk > 0);
+        }
         wg_commit();
         wg_wait();
         wg_hold<NT>(st), wg_hold<NT>(dpt);
@@ -812,7 +820,8 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
         for (int ks = 0; ks < NT / 2; ks++) {
             if constexpr (DV == 128) wg_m64n128_rs(av, pf[ks], wg_desc_n(O, NR, ks));
             else wg_m64n64_rs(av, pf[ks], wg_desc_n(O, NR, ks));
-            if constexpr (DK == 128) wg_m64n128_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
+            if constexpr (DK == 160) wg_m64n160_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
+            else if constexpr (DK == 128) wg_m64n128_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
             else wg_m64n64_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
         }
         wg_commit();
@@ -949,13 +958,14 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     slc_lists_build(a, idx, L);
 
     const unsigned grid = (unsigned)((L.nlists + L.xmax) * L.nkt);
+    const bool wg = cuda_ctx_of(be)->use_tma && S16_WG_DIMS(a.dk, a.dv);
     S16_WITH_DIMS(a.dk, a.dv, {
-        constexpr bool CAN = S16_TMA_DIMS(DK, DV);
-        if (CAN && tma) {  // Hopper
-            constexpr int WK = CAN ? DK : 64, WV = CAN ? DV : 64;
-            const size_t smem = s16_wg_smem<WK, WV, S16_WG_NR, S16_WG_STAGES>::BYTES;
-            attn_allow_smem((const void *)slc16_dkdv_wg_kernel<WK, WV, S16_WG_NR, S16_WG_STAGES>, smem);
-            slc16_dkdv_wg_kernel<WK, WV, S16_WG_NR, S16_WG_STAGES><<<grid, SLC_WARPS * 32, smem>>>(
+        constexpr bool WG = S16_WG_DIMS(DK, DV);
+        if (WG && wg) {  // Hopper
+            constexpr int WK = WG ? DK : 64, WV = WG ? DV : 64, NR = S16_WG_NR(WK), ST = S16_WG_STAGES(WK);
+            const size_t smem = s16_wg_smem<WK, WV, NR, ST>::BYTES;
+            attn_allow_smem((const void *)slc16_dkdv_wg_kernel<WK, WV, NR, ST>, smem);
+            slc16_dkdv_wg_kernel<WK, WV, NR, ST><<<grid, SLC_WARPS * 32, smem>>>(
                 a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
         } else {
             const size_t smem = s16_dkdv_bytes<DK, DV>();
