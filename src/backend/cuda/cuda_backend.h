@@ -37,10 +37,10 @@ long asa_backend_cuda_cudnn_calls(const asa_backend *be);
 // Sets it when min_keys > 0; returns the value before the call.
 int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys);
 
-// Hopper paths of the bf16 selected branch, for key and value head dims both 64 or both 128 on an sm_90 GPU:
+// Hopper paths of the bf16 selected branch on an sm_90 GPU: for key and value head dims both 64 or both 128
 // the forward and dq kernels take their KV chunks through the tensor memory accelerator (one request per
-// 64 x 64 box, 128-byte swizzle) instead of cp.async, and the dk/dv pass runs on warpgroup MMA (wgmma)
-// instead of mma.sync. On by default where the GPU has them, unless ASA_TMA=0 is set. on = 0 / 1 sets it
+// 64 x 64 box, 128-byte swizzle) instead of cp.async; for those and for dk 160 with dv 128 (ASA's G layers)
+// the dk/dv pass runs on warpgroup MMA (wgmma) instead of mma.sync. On by default where the GPU has them, unless ASA_TMA=0 is set. on = 0 / 1 sets it
 // (1 only takes on sm_90), on < 0 leaves it; returns whether it is on after the call.
 int asa_backend_cuda_tma(asa_backend *be, int on);
 
