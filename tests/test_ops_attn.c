@@ -129,10 +129,10 @@ static void op_fwd(const acase *c, const float *q, const float *k, const float *
 }
 
 static void op_bwd(const acase *c, const float *q, const float *k, const float *v, const float *o,
-                   const float *lse, const float *dout, float *dq, float *dk, float *dv) {
-    if (c->kind == DENSE) be->attn_bwd(be, &c->s, q, k, v, o, lse, dout, dq, dk, dv);
-    else if (c->kind == CMP) be->attn_cmp_bwd(be, &c->s, q, k, v, o, lse, dout, dq, dk, dv);
-    else be->attn_slc_bwd(be, &c->s, q, k, v, c->idx, o, lse, dout, dq, dk, dv);
+                   const float *lse, const float *dout, const float *drow, float *dq, float *dk, float *dv) {
+    if (c->kind == DENSE) be->attn_bwd(be, &c->s, q, k, v, o, lse, dout, drow, dq, dk, dv);
+    else if (c->kind == CMP) be->attn_cmp_bwd(be, &c->s, q, k, v, o, lse, dout, drow, dq, dk, dv);
+    else be->attn_slc_bwd(be, &c->s, q, k, v, c->idx, o, lse, dout, drow, dq, dk, dv);
 }
 
 // Forward against the reference: outputs in guarded NaN-poisoned buffers, rows with no visible key
@@ -209,7 +209,8 @@ static void fd_grad(fd_problem *p, double *x, size_t n, double *grad) {
 // Backward: C gradients (accumulated into zeroed buffers) against finite differences; inputs the loss
 // does not depend on get exactly zero; a run into pre-filled buffers adds the same gradient; a run on
 // one thread is bit-identical (no races, a summation order independent of the schedule); no writes
-// outside the buffers.
+// outside the buffers; a run given the row dots (drow, from doubles) gives the same gradients, and one
+// given wrong row dots does not (the op reads them).
 static void check_bwd(const acase *c, const char *what) {
     const asa_attn_shape *s = &c->s;
     const char *kn = kind_name[c->kind];
@@ -217,7 +218,7 @@ static void check_bwd(const acase *c, const char *what) {
     const size_t n[3] = {N * s->h * s->dk, s->B * nk * s->g * s->dk, s->B * nk * s->g * s->dv};
     const size_t no = N * s->h * s->dv, nl = N * s->h;
     const char *names[3] = {"dq", "dk", "dv"};
-    float *x[3], *g0[3], *g1[3], *gp[3], *pre[3];
+    float *x[3], *g0[3], *g1[3], *gp[3], *pre[3], *gr[3], *gw[3];
     for (int a = 0; a < 3; a++) x[a] = rand_floats(n[a], a == 2 ? 1.0f : 1.5f);
     float *dout = rand_floats(no, 1.0f), *o = malloc(no * sizeof(float)), *lse = malloc(nl * sizeof(float));
     op_fwd(c, x[0], x[1], x[2], o, lse);
@@ -228,13 +229,32 @@ static void check_bwd(const acase *c, const char *what) {
         memset(g1[a], 0, n[a] * sizeof(float));
         pre[a] = rand_floats(n[a], 1.0f);
         gp[a] = guarded_copy(pre[a], n[a]);
+        gr[a] = calloc(n[a] + 1, sizeof(float));
+        gw[a] = calloc(n[a] + 1, sizeof(float));
     }
-    op_bwd(c, x[0], x[1], x[2], o, lse, dout, g0[0], g0[1], g0[2]);
+    op_bwd(c, x[0], x[1], x[2], o, lse, dout, NULL, g0[0], g0[1], g0[2]);
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
-    op_bwd(c, x[0], x[1], x[2], o, lse, dout, g1[0], g1[1], g1[2]);
+    op_bwd(c, x[0], x[1], x[2], o, lse, dout, NULL, g1[0], g1[1], g1[2]);
     omp_set_num_threads(threads);
-    op_bwd(c, x[0], x[1], x[2], o, lse, dout, gp[0], gp[1], gp[2]);
+    op_bwd(c, x[0], x[1], x[2], o, lse, dout, NULL, gp[0], gp[1], gp[2]);
+    float *drow = malloc(nl * sizeof(float)), *dwrong = malloc(nl * sizeof(float));
+    for (size_t r = 0; r < nl; r++) {
+        double d = 0;
+        for (int e = 0; e < s->dv; e++) d += (double)dout[r * s->dv + e] * o[r * s->dv + e];
+        drow[r] = (float)d;
+        dwrong[r] = (float)d + 1.0f;
+    }
+    op_bwd(c, x[0], x[1], x[2], o, lse, dout, drow, gr[0], gr[1], gr[2]);
+    op_bwd(c, x[0], x[1], x[2], o, lse, dout, dwrong, gw[0], gw[1], gw[2]);
+    // dv does not involve the row dots; dq and dk do wherever a row sees a key
+    TU_CHECK(tu_rel_err_f(gr[0], g0[0], n[0]) < 1e-5 && tu_rel_err_f(gr[1], g0[1], n[1]) < 1e-5 &&
+                 tu_rel_err_f(gr[2], g0[2], n[2]) < 1e-6,
+             "%s %s: the gradients given drow differ from those computing it", kn, what);
+    int seen = 0;  // rows that see a key
+    for (size_t r = 0; r < nl; r++) seen += isfinite(lse[r]) != 0;
+    TU_CHECK(!seen || tu_rel_err_f(gw[0], g0[0], n[0]) > 1e-3, "%s %s: wrong drow left dq unchanged: the op ignores it",
+             kn, what);
 
     fd_problem p = {.c = c, .q = to_double(x[0], n[0]), .k = to_double(x[1], n[1]), .v = to_double(x[2], n[2]),
                     .dout = to_double(dout, no), .o = malloc(no * sizeof(double)),
@@ -268,7 +288,10 @@ static void check_bwd(const acase *c, const char *what) {
         tu_guarded_free(g0[a]);
         tu_guarded_free(g1[a]);
         tu_guarded_free(gp[a]);
+        free(gr[a]);
+        free(gw[a]);
     }
+    free(drow); free(dwrong);
     free(dout); free(o); free(lse); free((double *)p.dout); free(p.o); free(p.lse);
 }
 
@@ -575,8 +598,8 @@ static void check_slc_full(cfg cf) {
         g0[a] = calloc(n[a], sizeof(float));
         g1[a] = calloc(n[a], sizeof(float));
     }
-    be->attn_bwd(be, &s, x[0], x[1], x[2], o0, l0, dout, g0[0], g0[1], g0[2]);
-    be->attn_slc_bwd(be, &s, x[0], x[1], x[2], idx, o1, l1, dout, g1[0], g1[1], g1[2]);
+    be->attn_bwd(be, &s, x[0], x[1], x[2], o0, l0, dout, NULL, g0[0], g0[1], g0[2]);
+    be->attn_slc_bwd(be, &s, x[0], x[1], x[2], idx, o1, l1, dout, NULL, g1[0], g1[1], g1[2]);
     for (int a = 0; a < 3; a++) {
         const double e = tu_rel_err_f(g1[a], g0[a], n[a]);
         TU_CHECK(e < 1e-5, "attn_slc_bwd with all blocks vs attn_bwd: grad %d rel err %.3g", a, e);

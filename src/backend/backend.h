@@ -14,7 +14,12 @@
 //   sequence n / T. A "[N, h, d]" tensor is h heads of d contiguous values per row.
 // - Forward ops overwrite their outputs.
 // - Backward ops ACCUMULATE (+=) into every gradient they produce (parameters and activations alike);
-//   the caller zeroes gradient buffers. The only in-place exceptions are rope_fwd/rope_bwd.
+//   the caller zeroes gradient buffers. The exceptions: rope_fwd/rope_bwd work in place, xent_fwd_bwd
+//   writes dlogits, and gate_bwd writes its branch gradients (their only producer, so the pass that
+//   would read zeros is saved).
+// - Attention backward ops take drow = rowsum(dout * o) per (row, head), [N, h] fp32, when the caller
+//   already has it (gate_bwd gives it for the branches it feeds, from rows it reads anyway), or NULL:
+//   the op computes it. It is the softmax backward's correction term, dS = P * (dP - drow).
 // - Shapes are explicit in every call; nothing is inferred from pointers.
 #ifndef ASA_BACKEND_H
 #define ASA_BACKEND_H
@@ -155,7 +160,10 @@ struct asa_backend {
     // (ASA_GATE_MAX_BRANCHES). glog [N, h*nbr] (g_proj output, reshaped [h, nbr] per row), br[c] and out [N, h, dv].
     void (*gate_fwd)(asa_backend *be, void *out, const void *glog, const void *const *br, int nbr,
                      int N, int h, int dv);
-    void (*gate_bwd)(asa_backend *be, void *dglog, void *const *dbr, const void *dout,
+    // Backward: dglog += the gate gradients; dbr[c] = sigmoid(glog_c) * dout (written, see above); when
+    // drow is not NULL, drow[c] [N, h] = rowsum(dbr[c] * br[c]) from the unrounded products (the branch
+    // attention's drow).
+    void (*gate_bwd)(asa_backend *be, void *dglog, void *const *dbr, float *const *drow, const void *dout,
                      const void *glog, const void *const *br, int nbr, int N, int h, int dv);
 
     // ---- attention (shapes above) ----
@@ -164,7 +172,7 @@ struct asa_backend {
                      const void *v, void *o, float *lse);
     void (*attn_bwd)(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k,
                      const void *v, const void *o, const float *lse, const void *dout,
-                     void *dq, void *dk, void *dv);
+                     const float *drow, void *dq, void *dk, void *dv);
 
     // Mean pooling of complete blocks: x [N, g, d] -> xc [B, nb, g, d] (d = dk for keys, dv for values).
     void (*compress_fwd)(asa_backend *be, const asa_attn_shape *s, int d, const void *x, void *xc);
@@ -176,7 +184,7 @@ struct asa_backend {
                          const void *vc, void *o, float *lse);
     void (*attn_cmp_bwd)(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc,
                          const void *vc, const void *o, const float *lse, const void *dout,
-                         void *dq, void *dkc, void *dvc);
+                         const float *drow, void *dq, void *dkc, void *dvc);
 
     // Block selection (SPEC §4) for every anchor query a*R: scores from the compression branch's
     // probabilities exp(q.kc*scale - lse_cmp), summed over the group's heads and over the compression
@@ -191,7 +199,7 @@ struct asa_backend {
                          const void *v, const int32_t *idx, void *o, float *lse);
     void (*attn_slc_bwd)(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k,
                          const void *v, const int32_t *idx, const void *o, const float *lse,
-                         const void *dout, void *dq, void *dk, void *dv);
+                         const void *dout, const float *drow, void *dq, void *dk, void *dv);
 
     // ---- decoding: one query per sequence, q [B, h, dk1+dk2], o [B, h, dv], lse [B, h] ----
     // Attention over cache rows s0 <= s < s1 (all visible; callers pass the window or the ring's filled

@@ -331,7 +331,7 @@ static void pool_free(tensor_pool *p) {
 
 typedef struct {
     asa_act *q, *k, *v, *glog, *kc, *vc, *o, *br[3];
-    float *lse, *lse_br[3];
+    float *lse, *lse_br[3], *drow[3];
     asa_act *dout, *dq, *dk, *dv, *dkc, *dvc, *dglog, *dbr[3];
     int32_t *idx;
 } train_tensors;
@@ -366,6 +366,7 @@ static void train_carve(tensor_pool *p, const attn_opts *o, const asa_attn_shape
         x->br[c] = pool_take(p, N * h * s->dv);
         x->lse_br[c] = pool_take_f32(p, N * h);
         x->dbr[c] = pool_take(p, N * h * s->dv);
+        x->drow[c] = pool_take_f32(p, N * h);
     }
 }
 
@@ -397,28 +398,32 @@ static void train_fwd(asa_backend *be, const attn_opts *o, const asa_attn_shape 
 static void train_bwd(asa_backend *be, const attn_opts *o, const asa_attn_shape *s, train_tensors *x, op_marks *m) {
     marks_start(m);
     if (o->kind == 'F' || o->kind == 'W') {
-        be->attn_bwd(be, s, x->q, x->k, x->v, x->o, x->lse, x->dout, x->dq, x->dk, x->dv);
+        be->attn_bwd(be, s, x->q, x->k, x->v, x->o, x->lse, x->dout, NULL, x->dq, x->dk, x->dv);
         marks_op(m, "attn_bwd");
         return;
     }
     const void *br[3] = {x->br[0], x->br[1], x->br[2]};
     void *dbr[3] = {x->dbr[0], x->dbr[1], x->dbr[2]};
-    be->gate_bwd(be, x->dglog, dbr, x->dout, x->glog, br, o->kind == 'N' ? 3 : 2, o->B * o->T, o->h, s->dv);
+    be->gate_bwd(be, x->dglog, dbr, x->drow, x->dout, x->glog, br, o->kind == 'N' ? 3 : 2, o->B * o->T, o->h,
+                 s->dv);
     marks_op(m, "gate_bwd");
     if (o->kind == 'N') {
-        be->attn_bwd(be, s, x->q, x->k, x->v, x->br[2], x->lse_br[2], x->dbr[2], x->dq, x->dk, x->dv);
+        be->attn_bwd(be, s, x->q, x->k, x->v, x->br[2], x->lse_br[2], x->dbr[2], x->drow[2], x->dq, x->dk, x->dv);
         marks_op(m, "attn_bwd (window)");
     }
-    be->attn_slc_bwd(be, s, x->q, x->k, x->v, x->idx, x->br[1], x->lse_br[1], x->dbr[1], x->dq, x->dk, x->dv);
+    be->attn_slc_bwd(be, s, x->q, x->k, x->v, x->idx, x->br[1], x->lse_br[1], x->dbr[1], x->drow[1], x->dq, x->dk,
+                     x->dv);
     marks_op(m, "attn_slc_bwd");
-    be->attn_cmp_bwd(be, s, x->q, x->kc, x->vc, x->br[0], x->lse_br[0], x->dbr[0], x->dq, x->dkc, x->dvc);
+    be->attn_cmp_bwd(be, s, x->q, x->kc, x->vc, x->br[0], x->lse_br[0], x->dbr[0], x->drow[0], x->dq, x->dkc,
+                     x->dvc);
     marks_op(m, "attn_cmp_bwd");
     be->compress_bwd(be, s, s->dk, x->dkc, x->dk);
     be->compress_bwd(be, s, s->dv, x->dvc, x->dv);
     marks_op(m, "compress_bwd (k, v)");
 }
 
-// Backward accumulates: every gradient starts from zero, as in a training step (not timed).
+// Backward accumulates: every gradient starts from zero, as in a training step (not timed). gate_bwd
+// writes the branch gradients (backend.h).
 static void train_zero_grads(asa_backend *be, const attn_opts *o, const asa_attn_shape *s, train_tensors *x) {
     const size_t N = (size_t)o->B * o->T, h = (size_t)o->h, g = (size_t)o->g, e = asa_dtype_size(be->act);
     be->zero(be, x->dq, e * N * h * s->dk);
@@ -429,7 +434,6 @@ static void train_zero_grads(asa_backend *be, const attn_opts *o, const asa_attn
     be->zero(be, x->dglog, e * N * h * nbr);
     be->zero(be, x->dkc, e * nb * g * s->dk);
     be->zero(be, x->dvc, e * nb * g * s->dv);
-    for (size_t c = 0; c < nbr; c++) be->zero(be, x->dbr[c], e * N * h * s->dv);
 }
 
 // Decoding: one query per sequence at position T-1 against caches holding T tokens.

@@ -373,14 +373,17 @@ static void attn_gqa_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_wei
     int N = B * T, D = c->hidden_size, h = d->h, kvh = d->g, hd = d->dk;
     asa_attn_shape s = attn_shape(c, d, B, T);
     if (d->kind != 'N') {
-        be->attn_bwd(be, &s, a->q, a->k, a->v, a->o, a->lse, g->o, g->q, g->k, g->v);
+        be->attn_bwd(be, &s, a->q, a->k, a->v, a->o, a->lse, g->o, NULL, g->q, g->k, g->v);
     } else {
         const void *br[3] = {a->o_cmp, a->o_slc, a->o_win};
         void *dbr[3] = {g->o_cmp, g->o_slc, g->o_win};
-        be->gate_bwd(be, g->glog, dbr, g->o, a->glog, br, 3, N, h, hd);
-        be->attn_bwd(be, &s, a->q, a->k, a->v, a->o_win, a->lse_win, g->o_win, g->q, g->k, g->v);
-        be->attn_slc_bwd(be, &s, a->q, a->k, a->v, a->idx, a->o_slc, a->lse_slc, g->o_slc, g->q, g->k, g->v);
-        be->attn_cmp_bwd(be, &s, a->q, a->kc, a->vc, a->o_cmp, a->lse_cmp, g->o_cmp, g->q, g->kc, g->vc);
+        // lse has no gradient: its slots among the gradient views take the branches' row dots
+        float *drow[3] = {g->lse_cmp, g->lse_slc, g->lse_win};
+        be->gate_bwd(be, g->glog, dbr, drow, g->o, a->glog, br, 3, N, h, hd);
+        be->attn_bwd(be, &s, a->q, a->k, a->v, a->o_win, a->lse_win, g->o_win, drow[2], g->q, g->k, g->v);
+        be->attn_slc_bwd(be, &s, a->q, a->k, a->v, a->idx, a->o_slc, a->lse_slc, g->o_slc, drow[1], g->q, g->k,
+                         g->v);
+        be->attn_cmp_bwd(be, &s, a->q, a->kc, a->vc, a->o_cmp, a->lse_cmp, g->o_cmp, drow[0], g->q, g->kc, g->vc);
         be->compress_bwd(be, &s, hd, g->kc, g->k);
         be->compress_bwd(be, &s, hd, g->vc, g->v);
         linear_bwd(m, g->an, gw->g_proj, g->glog, a->an, w->g_proj, N, D, 3 * h);
@@ -413,7 +416,7 @@ static void attn_local_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_w
     const asa_config *c = &m->cfg;
     int N = B * T, h = d->h, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
     asa_attn_shape s = attn_shape(c, d, B, T);
-    be->attn_bwd(be, &s, a->q, a->k, a->v, a->o, a->lse, g->o, g->q, g->k, g->v);
+    be->attn_bwd(be, &s, a->q, a->k, a->v, a->o, a->lse, g->o, NULL, g->q, g->k, g->v);
     be->copy_heads(be, g->kvu, h * (dn + dv), dn + dv, g->k, h * (dn + dr), dn + dr, N, h, dn, 1);
     be->copy_heads(be, AT(g->kvu, dn), h * (dn + dv), dn + dv, g->v, h * dv, dv, N, h, dv, 1);
     be->copy_heads(be, g->kr, dr, 0, AT(g->k, dn), h * (dn + dr), dn + dr, N, h, dr, 1);  // sum over heads
@@ -436,9 +439,11 @@ static void attn_global_bwd(asa_model *m, const asa_layer_weights *w, asa_layer_
     be->gemm(be, 1, 0, dv, dcg, N, 1.0f, g->o, h * dv, dv, a->ol, h * dcg, dcg, 1.0f, gW_uv, ASA_F32, dcg, hs_up, h);
     const void *br[2] = {a->o_cmp, a->o_slc};
     void *dbr[2] = {g->o_cmp, g->o_slc};
-    be->gate_bwd(be, g->glog, dbr, g->ol, a->glog, br, 2, N, h, dcg);
-    be->attn_slc_bwd(be, &s, a->qa, a->kl, a->c, a->idx, a->o_slc, a->lse_slc, g->o_slc, g->qa, g->kl, g->c);
-    be->attn_cmp_bwd(be, &s, a->qa, a->kc, a->vc, a->o_cmp, a->lse_cmp, g->o_cmp, g->qa, g->kc, g->vc);
+    float *drow[2] = {g->lse_cmp, g->lse_slc};  // as in attn_gqa_bwd
+    be->gate_bwd(be, g->glog, dbr, drow, g->ol, a->glog, br, 2, N, h, dcg);
+    be->attn_slc_bwd(be, &s, a->qa, a->kl, a->c, a->idx, a->o_slc, a->lse_slc, g->o_slc, drow[1], g->qa, g->kl,
+                     g->c);
+    be->attn_cmp_bwd(be, &s, a->qa, a->kc, a->vc, a->o_cmp, a->lse_cmp, g->o_cmp, drow[0], g->qa, g->kc, g->vc);
     be->compress_bwd(be, &s, d->dk, g->kc, g->kl);
     be->compress_bwd(be, &s, d->dv, g->vc, g->c);
     // kl_j = [c_j ; kr]

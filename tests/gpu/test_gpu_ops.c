@@ -449,20 +449,25 @@ static void test_gate(int nbr, int dv) {
     float *glog = h_rand(ng, 2), *out = h_rand(n, 1), *dout = h_rand(n, 1), *dglog = h_rand(ng, 1);
     float *dglog0 = h_dup(dglog, ng);
     void *gglog = d_act(glog, ng), *gout = d_act_nan(n), *gdout = d_act(dout, n), *gdglog = d_act(dglog, ng);
-    float *br[3], *dbr[3], *dbr0[3];
+    float *br[3], *dbr[3], *drow[3], *gdrow[3];
     void *gbr[3], *gdbr[3];
     for (int c = 0; c < nbr; c++) {
-        br[c] = h_rand(n, 1), dbr[c] = h_rand(n, 1), dbr0[c] = h_dup(dbr[c], n);
-        gbr[c] = d_act(br[c], n), gdbr[c] = d_act(dbr[c], n);
+        br[c] = h_rand(n, 1), dbr[c] = h_rand(n, 1), drow[c] = malloc((size_t)N * h * sizeof(float));
+        gbr[c] = d_act(br[c], n), gdbr[c] = d_act(dbr[c], n), gdrow[c] = d_f32_nan((size_t)N * h);
     }
     cpu->gate_fwd(cpu, out, glog, (const void *const *)br, nbr, N, h, dv);
     gpu->gate_fwd(gpu, gout, gglog, (const void *const *)gbr, nbr, N, h, dv);
     expect_act("gate_fwd", gout, out, n, TOL_ELEM);
-    cpu->gate_bwd(cpu, dglog, (void *const *)dbr, dout, glog, (const void *const *)br, nbr, N, h, dv);
-    gpu->gate_bwd(gpu, gdglog, gdbr, gdout, gglog, (const void *const *)gbr, nbr, N, h, dv);
+    // dglog accumulates; dbr (random here) is written over; drow is the branches' rowsum(dbr * br)
+    cpu->gate_bwd(cpu, dglog, (void *const *)dbr, drow, dout, glog, (const void *const *)br, nbr, N, h, dv);
+    gpu->gate_bwd(gpu, gdglog, gdbr, gdrow, gdout, gglog, (const void *const *)gbr, nbr, N, h, dv);
     expect_accum("gate_bwd dglog", gdglog, dglog0, dglog, ng, TOL_ELEM);
-    for (int c = 0; c < nbr; c++) expect_accum("gate_bwd dbr", gdbr[c], dbr0[c], dbr[c], n, TOL_ELEM);
-    for (int c = 0; c < nbr; c++) free(br[c]), free(dbr[c]), free(dbr0[c]), d_free(gbr[c]), d_free(gdbr[c]);
+    for (int c = 0; c < nbr; c++) {
+        expect_act("gate_bwd dbr", gdbr[c], dbr[c], n, TOL_ELEM);
+        expect_f32("gate_bwd drow", gdrow[c], drow[c], (size_t)N * h, TOL_ELEM);
+    }
+    for (int c = 0; c < nbr; c++) free(br[c]), free(dbr[c]), free(drow[c]), d_free(gbr[c]), d_free(gdbr[c]);
+    for (int c = 0; c < nbr; c++) d_free(gdrow[c]);
     free(glog), free(out), free(dout), free(dglog), free(dglog0);
     d_free(gglog), d_free(gout), d_free(gdout), d_free(gdglog);
 }
@@ -666,9 +671,23 @@ static size_t topk_list_diff(const asa_attn_shape *s, const float *q, const floa
     return diff;
 }
 
+// rowsum(dout * o) per (row, head) in double: the drow that gate_bwd hands the attention backward ops.
+static float *d_drow(const float *dout, const float *o, size_t rows, int dv) {
+    float *h = malloc((rows ? rows : 1) * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        double d = 0;
+        for (int e = 0; e < dv; e++) d += (double)dout[r * dv + e] * o[r * dv + e];
+        h[r] = (float)d;
+    }
+    float *d = d_raw(h, rows * sizeof(float));
+    free(h);
+    return d;
+}
+
 // Runs a forward op's (o, lse) on both sides and a backward's (dq, dk, dv) accumulation. Each op starts
 // from identical inputs on both sides (the CPU's previous results, rounded in the bf16 mode), so each
-// comparison tests one op.
+// comparison tests one op. The GPU's backward ops get drow, as the model gives them, and the CPU's
+// compute it (the other tests leave it to the GPU's ops too).
 static void test_attention_case(const attn_case *c) {
     const asa_attn_shape *s = &c->s;
     const int N = s->B * s->T, nb = asa_attn_num_cmp_blocks(s), na = asa_attn_num_anchors(s);
@@ -698,8 +717,10 @@ static void test_attention_case(const attn_case *c) {
     expect_lse_tol(what, glse, lse, nl, lse_tol);
     d_act_set(go, o, no);
     gpu->to_device(gpu, glse, lse, nl * 4);
-    cpu->attn_bwd(cpu, s, q, k, v, o, lse, dout, dq, dk, dv);
-    gpu->attn_bwd(gpu, s, gq, gk, gv, go, glse, gdout, gdq, gdk, gdv);
+    float *gdrow = d_drow(dout, o, nl, s->dv);
+    cpu->attn_bwd(cpu, s, q, k, v, o, lse, dout, NULL, dq, dk, dv);
+    gpu->attn_bwd(gpu, s, gq, gk, gv, go, glse, gdout, gdrow, gdq, gdk, gdv);
+    d_free(gdrow);
     snprintf(what, sizeof what, "%s attn_bwd dq", c->name);
     expect_accum(what, gdq, dq0, dq, nq, TOL_LONG);
     snprintf(what, sizeof what, "%s attn_bwd dk", c->name);
@@ -746,8 +767,10 @@ static void test_attention_case(const attn_case *c) {
         float *dkc = h_rand(nkc, 1), *dvc = h_rand(nvc, 1), *dkc0 = h_dup(dkc, nkc), *dvc0 = h_dup(dvc, nvc);
         void *gdkc = d_act(dkc, nkc), *gdvc = d_act(dvc, nvc);
         d_sync(gdq, dq, dq0, nq);
-        cpu->attn_cmp_bwd(cpu, s, q, kc, vc, o, lse, dout, dq, dkc, dvc);
-        gpu->attn_cmp_bwd(gpu, s, gq, gkc, gvc, go, glse, gdout, gdq, gdkc, gdvc);
+        gdrow = d_drow(dout, o, nl, s->dv);
+        cpu->attn_cmp_bwd(cpu, s, q, kc, vc, o, lse, dout, NULL, dq, dkc, dvc);
+        gpu->attn_cmp_bwd(gpu, s, gq, gkc, gvc, go, glse, gdout, gdrow, gdq, gdkc, gdvc);
+        d_free(gdrow);
         snprintf(what, sizeof what, "%s attn_cmp_bwd dq", c->name);
         expect_accum(what, gdq, dq0, dq, nq, TOL_LONG);
         snprintf(what, sizeof what, "%s attn_cmp_bwd dkc", c->name);
@@ -782,8 +805,10 @@ static void test_attention_case(const attn_case *c) {
         d_sync(gdq, dq, dq0, nq);
         d_sync(gdk, dk, dk0, nk);
         d_sync(gdv, dv, dv0, nv);
-        cpu->attn_slc_bwd(cpu, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
-        gpu->attn_slc_bwd(gpu, s, gq, gk, gv, gidx, go2, glse2, gdout, gdq, gdk, gdv);
+        gdrow = d_drow(dout, o, nl, s->dv);
+        cpu->attn_slc_bwd(cpu, s, q, k, v, idx, o, lse, dout, NULL, dq, dk, dv);
+        gpu->attn_slc_bwd(gpu, s, gq, gk, gv, gidx, go2, glse2, gdout, gdrow, gdq, gdk, gdv);
+        d_free(gdrow);
         snprintf(what, sizeof what, "%s attn_slc_bwd dq", c->name);
         expect_accum(what, gdq, dq0, dq, nq, TOL_LONG);
         snprintf(what, sizeof what, "%s attn_slc_bwd dk", c->name);
@@ -890,10 +915,10 @@ static void test_determinism(const attn_case *c) {
     for (int r = 0; r < 2; r++) {
         gpu->zero(gpu, grads, ntot * es);
         gpu->attn_fwd(gpu, s, q, k, v, o, lse);
-        gpu->attn_bwd(gpu, s, q, k, v, o, lse, dout, dq, dk, dv);
-        gpu->attn_cmp_bwd(gpu, s, q, kc, vc, oc, lc, dout, dq, dkc, dvc);
+        gpu->attn_bwd(gpu, s, q, k, v, o, lse, dout, NULL, dq, dk, dv);
+        gpu->attn_cmp_bwd(gpu, s, q, kc, vc, oc, lc, dout, NULL, dq, dkc, dvc);
         gpu->attn_slc_fwd(gpu, s, q, k, v, idx, o, lse);
-        gpu->attn_slc_bwd(gpu, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+        gpu->attn_slc_bwd(gpu, s, q, k, v, idx, o, lse, dout, NULL, dq, dk, dv);
         gpu->to_host(gpu, run[r], grads, ntot * es);
     }
     TU_CHECK(memcmp(run[0], run[1], ntot * es) == 0, "%s %s: two backward passes differ", mode, c->name);
@@ -954,12 +979,12 @@ static double test_slc_tc(asa_backend *tc, const attn_case *c) {
     gpu->to_device(gpu, glse, lse, nl * 4);
     float *dq0 = h_rand(nq, 1), *dk0 = h_rand(nk, 1), *dv0 = h_rand(nv, 1);
     float *dq = h_dup(dq0, nq), *dk = h_dup(dk0, nk), *dv = h_dup(dv0, nv);
-    cpu->attn_slc_bwd(cpu, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+    cpu->attn_slc_bwd(cpu, s, q, k, v, idx, o, lse, dout, NULL, dq, dk, dv);
     float *run[2][3];
     double eg[3] = {0, 0, 0};
     for (int r = 0; r < 2; r++) {
         void *gdq = d_act(dq0, nq), *gdk = d_act(dk0, nk), *gdv = d_act(dv0, nv);
-        tc->attn_slc_bwd(tc, s, gq, gk, gv, gidx, go, glse, gdout, gdq, gdk, gdv);
+        tc->attn_slc_bwd(tc, s, gq, gk, gv, gidx, go, glse, gdout, NULL, gdq, gdk, gdv);
         run[r][0] = h_act(gdq, nq), run[r][1] = h_act(gdk, nk), run[r][2] = h_act(gdv, nv);
         if (r == 0) {
             snprintf(what, sizeof what, "%s attn_slc_bwd dq", c->name);
@@ -1082,16 +1107,16 @@ static void test_dense_tc(asa_backend *tc, const attn_case *c, double worst[2]) 
         const void *gck = pass ? gkc : gk, *gcv = pass ? gvc : gv;
         float *dq0 = h_rand(nq, 1), *dk0 = h_rand(n2, 1), *dv0 = h_rand(n3, 1);
         float *dq = h_dup(dq0, nq), *dk = h_dup(dk0, n2), *dv = h_dup(dv0, n3);
-        if (pass) cpu->attn_cmp_bwd(cpu, s, q, ck, cv, ro, rl, dout, dq, dk, dv);
-        else cpu->attn_bwd(cpu, s, q, ck, cv, ro, rl, dout, dq, dk, dv);
+        if (pass) cpu->attn_cmp_bwd(cpu, s, q, ck, cv, ro, rl, dout, NULL, dq, dk, dv);
+        else cpu->attn_bwd(cpu, s, q, ck, cv, ro, rl, dout, NULL, dq, dk, dv);
         const float *ref[3] = {dq, dk, dv}, *ini[3] = {dq0, dk0, dv0};
         const size_t cnt[3] = {nq, n2, n3};
         static const char *const gname[3] = {"dq", "dk", "dv"};
         float *run[2][3];
         for (int r = 0; r < 2; r++) {
             void *gd[3] = {d_act(dq0, nq), d_act(dk0, n2), d_act(dv0, n3)};
-            if (pass) tc->attn_cmp_bwd(tc, s, gq, gck, gcv, go, glse, gdout, gd[0], gd[1], gd[2]);
-            else tc->attn_bwd(tc, s, gq, gck, gcv, go, glse, gdout, gd[0], gd[1], gd[2]);
+            if (pass) tc->attn_cmp_bwd(tc, s, gq, gck, gcv, go, glse, gdout, NULL, gd[0], gd[1], gd[2]);
+            else tc->attn_bwd(tc, s, gq, gck, gcv, go, glse, gdout, NULL, gd[0], gd[1], gd[2]);
             for (int x = 0; x < 3; x++) run[r][x] = h_act(gd[x], cnt[x]);
             for (int x = 0; x < 3 && r == 0; x++) {
                 if (!pass && s->window == 1 && x < 2) {

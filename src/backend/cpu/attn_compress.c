@@ -50,7 +50,8 @@ void cpu_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, 
 }
 
 void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *kc_, const void *vc_,
-                      const void *o_, const float *lse, const void *dout_, void *dq_, void *dkc_, void *dvc_) {
+                      const void *o_, const float *lse, const void *dout_, const float *drow, void *dq_,
+                      void *dkc_, void *dvc_) {
     const float *q = q_;
     const float *kc = kc_;
     const float *vc = vc_;
@@ -59,6 +60,6 @@ void cpu_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, 
     float *dq = dq_;
     float *dkc = dkc_;
     float *dvc = dvc_;
-    cpu_attn_pooled_bwd(s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, dq, dkc,
+    cpu_attn_pooled_bwd(s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, drow, dq, dkc,
                         dvc);
 }

@@ -91,13 +91,14 @@ void cpu_attn_pooled_fwd(const asa_attn_shape *s, int nkeys, int span, int windo
 // gathers the contributions of the contiguous range of queries that can see it.
 void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
                          const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                         float *dq, float *dk, float *dv) {
+                         const float *drow, float *dq, float *dk, float *dv) {
     const int B = s->B, T = s->T, h = s->h, g = s->g, dkh = s->dk, dvh = s->dv, G = h / g;
     const float scale = s->scale;
     const long krs = (long)g * dkh, vrs = (long)g * dvh, N = (long)B * T;
     const int par = pooled_work(s, nkeys, window) >= CPU_PAR_MIN_WORK;
 
-    float *D = attn_delta((long)N * h, dvh, dout, o);
+    float *own;
+    const float *D = attn_delta(drow, &own, (long)N * h, dvh, dout, o);
 
 #pragma omp parallel if (par)
     {
@@ -148,7 +149,7 @@ void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int windo
         free(ak);
         free(av);
     }
-    free(D);
+    free(own);
 }
 
 void cpu_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_, void *o_,
@@ -161,7 +162,8 @@ void cpu_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, cons
 }
 
 void cpu_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_,
-                  const void *o_, const float *lse, const void *dout_, void *dq_, void *dk_, void *dv_) {
+                  const void *o_, const float *lse, const void *dout_, const float *drow, void *dq_, void *dk_,
+                  void *dv_) {
     const float *q = q_;
     const float *k = k_;
     const float *v = v_;
@@ -170,5 +172,5 @@ void cpu_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, cons
     float *dq = dq_;
     float *dk = dk_;
     float *dv = dv_;
-    cpu_attn_pooled_bwd(s, s->T, 1, s->window, q, k, v, o, lse, dout, dq, dk, dv);
+    cpu_attn_pooled_bwd(s, s->T, 1, s->window, q, k, v, o, lse, dout, drow, dq, dk, dv);
 }

@@ -17,7 +17,7 @@ void cpu_attn_pooled_fwd(const asa_attn_shape *s, int nkeys, int span, int windo
                          const float *k, const float *v, float *o, float *lse);
 void cpu_attn_pooled_bwd(const asa_attn_shape *s, int nkeys, int span, int window, const float *q,
                          const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                         float *dq, float *dk, float *dv);
+                         const float *drow, float *dq, float *dk, float *dv);
 
 // Eight independent partial sums: the compiler vectorises this without -ffast-math, and the summation
 // order depends only on n, never on where the data sits in memory, so identical inputs give
@@ -58,9 +58,12 @@ static inline void select_blocks(const float *score, int c, int n, unsigned char
 }
 
 // D[r] = dout_r . o_r for every (token, head) row r < rows: the softmax-backward correction term,
-// ds = p * (dp - D). The caller frees it.
-static inline float *attn_delta(long rows, int dv, const float *dout, const float *o) {
-    float *D = asa_malloc((size_t)rows * sizeof(float));
+// ds = p * (dp - D). The caller's drow when it has one, else computed into *own, which the caller frees.
+static inline const float *attn_delta(const float *drow, float **own, long rows, int dv, const float *dout,
+                                      const float *o) {
+    *own = NULL;
+    if (drow) return drow;
+    float *D = *own = asa_malloc((size_t)rows * sizeof(float));
 #pragma omp parallel for if (rows * dv >= CPU_PAR_MIN_WORK)
     for (long r = 0; r < rows; r++) D[r] = dot(dout + r * dv, o + r * dv, dv);
     return D;

@@ -126,8 +126,8 @@ void cpu_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q_, 
 // entries); each block then gathers from the R queries of each of its anchors, so every key row has
 // one writer and a fixed summation order.
 void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, const void *k_, const void *v_,
-                      const int32_t *idx, const void *o_, const float *lse, const void *dout_, void *dq_, void *dk_,
-                      void *dv_) {
+                      const int32_t *idx, const void *o_, const float *lse, const void *dout_, const float *drow,
+                      void *dq_, void *dk_, void *dv_) {
     const float *q = q_;
     const float *k = k_;
     const float *v = v_;
@@ -144,7 +144,8 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, 
     // Multiply-adds of each pass over all (query, selected key) pairs.
     const int par = N * h * n * bsel * (dkh + dvh) >= CPU_PAR_MIN_WORK;
 
-    float *D = attn_delta((long)N * h, dvh, dout, o);
+    float *own;
+    const float *D = attn_delta(drow, &own, (long)N * h, dvh, dout, o);
 
 #pragma omp parallel if (par)
     {
@@ -237,5 +238,5 @@ void cpu_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, 
     free(start);
     free(fill);
     free(anchors);
-    free(D);
+    free(own);
 }

@@ -29,8 +29,8 @@ void cpu_gate_fwd(asa_backend *be, void *out_, const void *glog_, const void *co
 }
 
 // d out / d br[c] = sigmoid(l_c); d out / d l_c = sigmoid'(l_c) br[c] with sigmoid' = s (1 - s).
-void cpu_gate_bwd(asa_backend *be, void *dglog_, void *const *dbr_, const void *dout_, const void *glog_,
-                  const void *const *br_, int nbr, int N, int h, int dv) {
+void cpu_gate_bwd(asa_backend *be, void *dglog_, void *const *dbr_, float *const *drow, const void *dout_,
+                  const void *glog_, const void *const *br_, int nbr, int N, int h, int dv) {
     float *dglog = dglog_;
     float *dbr[ASA_GATE_MAX_BRANCHES];
     const float *dout = dout_;
@@ -54,9 +54,10 @@ void cpu_gate_bwd(asa_backend *be, void *dglog_, void *const *dbr_, const void *
                 double dot = 0;
                 for (int k = 0; k < dv; k++) {
                     dot += (double)ds[k] * bs[k];
-                    dbs[k] += g * ds[k];
+                    dbs[k] = g * ds[k];
                 }
                 dglog[gidx] += (float)(g * (1.0f - g) * dot);
+                if (drow) drow[c][(long)n * h + i] = (float)(g * dot);
             }
         }
     }

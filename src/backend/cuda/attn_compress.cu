@@ -58,7 +58,9 @@ void cuda_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, 
 }
 
 void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc,
-                       const void *o, const float *lse, const void *dout, void *dq, void *dkc, void *dvc) {
+                       const void *o, const float *lse, const void *dout, const float *drow, void *dq, void *dkc,
+                       void *dvc) {
     if (cuda_cudnn_attn_cmp_bwd(be, s, q, kc, vc, o, lse, dout, dq, dkc, dvc)) return;
-    cuda_attn_pooled_bwd(be, s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, dq, dkc, dvc);
+    cuda_attn_pooled_bwd(be, s, asa_attn_num_cmp_blocks(s), s->block_size, 0, q, kc, vc, o, lse, dout, drow, dq, dkc,
+                         dvc);
 }

@@ -256,6 +256,13 @@ void cuda_attn_rowdot(asa_backend *be, const void *dout, const void *o, long row
     CUDA_LAUNCH_CHECK();
 }
 
+const float *cuda_attn_drow(asa_backend *be, const float *drow, const void *dout, const void *o, long rows, int dv,
+                            float *scratch) {
+    if (drow) return drow;
+    cuda_attn_rowdot(be, dout, o, rows, dv, scratch);
+    return scratch;
+}
+
 static pooled_args pooled_make(const asa_attn_shape *s, int nkeys, int span, int window) {
     attn_check_dims(s);
     pooled_args a = {s->B, s->T, s->h, s->g, s->dk, s->dv, nkeys, span, window, s->scale, 0, attn_odd(s->dk),
@@ -290,21 +297,22 @@ void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
 
 template <typename T>
 static void pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const T *q,
-                       const T *k, const T *v, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
+                       const T *k, const T *v, const T *o, const float *lse, const T *dout, const float *drow, T *dq,
+                       T *dk, T *dv) {
     pooled_args a = pooled_make(s, nkeys, span, window);
     const long rows = (long)s->B * s->T * s->h;
     if (rows == 0) return;
     // Key-major blocks are few when keys are (compressed blocks): the queries of each key tile are then
     // split over several blocks, whose partial sums a second pass adds in a fixed order.
     const dense_bwd_plan pl = dense_bwd_plan_make(be, s, nkeys, ATTN_TILE_ROWS, DKDV_TARGET_BLOCKS, DKDV_MIN_PAIRS);
-    cuda_attn_rowdot(be, dout, o, rows, s->dv, pl.D);
+    const float *D = cuda_attn_drow(be, drow, dout, o, rows, s->dv, pl.D);
 
     const long qblocks = (long)s->B * s->h * ((s->T + ATTN_TILE_ROWS - 1) / ATTN_TILE_ROWS);
     size_t smem = attn_tile(be, &a.tile, a.kst + a.vst, ATTN_TILE_ROWS * (a.dk + a.dv));
     const int dmax = s->dk > s->dv ? s->dk : s->dv;
     ATTN_WITH_COLS(dmax, {
         attn_allow_smem((const void *)pooled_dq_kernel<T, COLS>, smem);
-        pooled_dq_kernel<T, COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, pl.D, dout, dq);
+        pooled_dq_kernel<T, COLS><<<(unsigned)qblocks, ATTN_TILE_ROWS * 32, smem>>>(a, q, k, v, lse, D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
 
@@ -313,7 +321,7 @@ static void pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int 
     ATTN_WITH_COLS(dmax, {
         attn_allow_smem((const void *)pooled_dkdv_kernel<T, COLS>, smem);
         pooled_dkdv_kernel<T, COLS><<<(unsigned)(pl.kblocks * pl.nsplit), ATTN_TILE_ROWS * 32, smem>>>(
-            a, pl.nsplit, q, k, v, lse, pl.D, dout, dk, dv, pl.part);
+            a, pl.nsplit, q, k, v, lse, D, dout, dk, dv, pl.part);
     });
     CUDA_LAUNCH_CHECK();
     if (pl.nsplit > 1) {
@@ -325,19 +333,19 @@ static void pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int 
 
 void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                           const void *k, const void *v, const void *o, const float *lse, const void *dout,
-                          void *dq, void *dk, void *dv) {
+                          const float *drow, void *dq, void *dk, void *dv) {
     const void *ptr16[] = {q, k, v, o, dout, dq, dk, dv};
     if (cuda_dense16_ok(be, s, ptr16, 8)) {
-        cuda_dense16_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
+        cuda_dense16_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, drow, dq, dk, dv);
         return;
     }
     if (be->precision != ASA_PRECISION_FP32 && cuda_dense_mma_ok(be, s, q, k, v, dout)) {
-        cuda_dense_mma_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, dq, dk, dv);
+        cuda_dense_mma_bwd(be, s, nkeys, span, window, q, k, v, o, lse, dout, drow, dq, dk, dv);
         return;
     }
     DISPATCH_ACT(be, pooled_bwd<act_t>(be, s, nkeys, span, window, (const act_t *)q, (const act_t *)k,
-                                       (const act_t *)v, (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq,
-                                       (act_t *)dk, (act_t *)dv));
+                                       (const act_t *)v, (const act_t *)o, lse, (const act_t *)dout, drow,
+                                       (act_t *)dq, (act_t *)dk, (act_t *)dv));
 }
 
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o,
@@ -356,7 +364,9 @@ void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, cons
 }
 
 void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
-                   const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv) {
+                   const void *o, const float *lse, const void *dout, const float *drow, void *dq, void *dk,
+                   void *dv) {
+    // cuDNN's graph computes its own row dots: drow serves asa's kernels
     if (cuda_cudnn_attn_bwd(be, s, q, k, v, o, lse, dout, dq, dk, dv)) return;
-    cuda_attn_pooled_bwd(be, s, s->T, 1, s->window, q, k, v, o, lse, dout, dq, dk, dv);
+    cuda_attn_pooled_bwd(be, s, s->T, 1, s->window, q, k, v, o, lse, dout, drow, dq, dk, dv);
 }

@@ -653,21 +653,21 @@ void cuda_dense16_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
 }
 
 void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
-                      const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq,
-                      void *dk, void *dv) {
+                      const void *k, const void *v, const void *o, const float *lse, const void *dout,
+                      const float *drow, void *dq, void *dk, void *dv) {
     const dense_args a = dense_args_make(s, nkeys, span, window);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
     // Few key blocks (the compressed branch): split each one's rows.
     const dense_bwd_plan pl = dense_bwd_plan_make(be, s, nkeys, KV_KEYS, KV_TARGET_BLOCKS, KV_MIN_ROWS);
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, pl.D);
+    const float *D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, pl.D);
 
     const bf16 *q16 = (const bf16 *)q, *k16 = (const bf16 *)k, *v16 = (const bf16 *)v, *do16 = (const bf16 *)dout;
     const long ntiles = ((long)a.T * a.G + DQ_ROWS - 1) / DQ_ROWS, qblocks = (long)a.B * a.g * ntiles;
     D16_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = d16_dq_bytes<DK, DV>();
         attn_allow_smem((const void *)d16_dq_kernel<DK, DV>, smem);
-        d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, pl.D, do16,
+        d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, D, do16,
                                                                         (bf16 *)dq);
     });
     CUDA_LAUNCH_CHECK();
@@ -676,7 +676,7 @@ void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
         const size_t smem = d16_kv_bytes<DK, DV>();
         attn_allow_smem((const void *)d16_dkdv_kernel<DK, DV>, smem);
         d16_dkdv_kernel<DK, DV><<<(unsigned)(pl.kblocks * pl.nsplit), D16_THREADS, smem>>>(
-            a, pl.nsplit, q16, k16, v16, lse, pl.D, do16, (bf16 *)dk, (bf16 *)dv, pl.part);
+            a, pl.nsplit, q16, k16, v16, lse, D, do16, (bf16 *)dk, (bf16 *)dv, pl.part);
     });
     CUDA_LAUNCH_CHECK();
     dense_split_sum(a, pl, (bf16 *)dk, (bf16 *)dv);

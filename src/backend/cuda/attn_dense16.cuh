@@ -15,7 +15,7 @@ bool cuda_dense16_ok(const asa_backend *be, const asa_attn_shape *s, const void 
 void cuda_dense16_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                       const void *k, const void *v, void *o, float *lse);
 void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
-                      const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq,
-                      void *dk, void *dv);
+                      const void *k, const void *v, const void *o, const float *lse, const void *dout,
+                      const float *drow, void *dq, void *dk, void *dv);
 
 #endif

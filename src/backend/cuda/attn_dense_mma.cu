@@ -465,18 +465,18 @@ void cuda_dense_mma_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int
 
 template <typename T>
 static void dm_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const T *q, const T *k,
-                   const T *v, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
+                   const T *v, const T *o, const float *lse, const T *dout, const float *drow, T *dq, T *dk, T *dv) {
     const dense_args a = dense_args_make(s, nkeys, span, window);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
     const dense_bwd_plan pl = dense_bwd_plan_make(be, s, nkeys, DM_KEYS, DM_TARGET_BLOCKS, DM_MIN_PAIRS);
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, pl.D);
+    const float *D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, pl.D);
 
     const long ntiles = ((long)a.T * a.G + DM_ROWS - 1) / DM_ROWS, qblocks = (long)a.B * a.g * ntiles;
     MMA_WITH_DIMS(a.dk, a.dv, {
         const size_t smem = dm_chunk_bytes<DK, DV>();
         attn_allow_smem((const void *)dm_dq_kernel<T, DK, DV>, smem);
-        dm_dq_kernel<T, DK, DV><<<(unsigned)qblocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, lse, pl.D, dout, dq);
+        dm_dq_kernel<T, DK, DV><<<(unsigned)qblocks, DM_WARPS * 32, smem>>>(a, ntiles, q, k, v, lse, D, dout, dq);
     });
     CUDA_LAUNCH_CHECK();
     if (pl.kblocks == 0) return;
@@ -484,7 +484,7 @@ static void dm_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span
         const size_t smem = dm_dkdv_bytes<DK, DV>();
         attn_allow_smem((const void *)dm_dkdv_kernel<T, DK, DV>, smem);
         dm_dkdv_kernel<T, DK, DV><<<(unsigned)(pl.kblocks * pl.nsplit), DM_WARPS * 32, smem>>>(
-            a, pl.nsplit, q, k, v, lse, pl.D, dout, dk, dv, pl.part);
+            a, pl.nsplit, q, k, v, lse, D, dout, dk, dv, pl.part);
     });
     CUDA_LAUNCH_CHECK();
     dense_split_sum(a, pl, dk, dv);
@@ -492,8 +492,8 @@ static void dm_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span
 
 void cuda_dense_mma_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                         const void *k, const void *v, const void *o, const float *lse, const void *dout,
-                        void *dq, void *dk, void *dv) {
+                        const float *drow, void *dq, void *dk, void *dv) {
     DISPATCH_ACT(be, dm_bwd<act_t>(be, s, nkeys, span, window, (const act_t *)q, (const act_t *)k, (const act_t *)v,
-                                   (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq, (act_t *)dk,
+                                   (const act_t *)o, lse, (const act_t *)dout, drow, (act_t *)dq, (act_t *)dk,
                                    (act_t *)dv));
 }

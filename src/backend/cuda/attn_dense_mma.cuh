@@ -17,6 +17,6 @@ void cuda_dense_mma_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int
                         const void *k, const void *v, void *o, float *lse);
 void cuda_dense_mma_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                         const void *k, const void *v, const void *o, const float *lse, const void *dout,
-                        void *dq, void *dk, void *dv);
+                        const float *drow, void *dq, void *dk, void *dv);
 
 #endif

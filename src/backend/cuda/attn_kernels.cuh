@@ -143,6 +143,9 @@ static __device__ __forceinline__ void warp_dq_keys(const float *qs, const float
 // D[r] = dout_r . o_r for every (token, head) row (dout, o activation tensors of be->act), into fp32
 // device memory (backward's softmax correction).
 void cuda_attn_rowdot(asa_backend *be, const void *dout, const void *o, long rows, int dv, float *D);
+// The caller's drow (backend.h) when it has one, else D computed into `scratch`.
+const float *cuda_attn_drow(asa_backend *be, const float *drow, const void *dout, const void *o, long rows, int dv,
+                            float *scratch);
 
 // Causal attention over pooled keys (see cpu/attn_kernels.h): key m summarises tokens [m*span,
 // (m+1)*span), visible to query t iff (m+1)*span - 1 <= t (and t - window < m when window > 0).
@@ -151,7 +154,7 @@ void cuda_attn_pooled_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, i
                           const void *k, const void *v, void *o, float *lse);
 void cuda_attn_pooled_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                           const void *k, const void *v, const void *o, const float *lse, const void *dout,
-                          void *dq, void *dk, void *dv);
+                          const float *drow, void *dq, void *dk, void *dv);
 
 // Picks the largest tile (32, 16 or 8 rows) whose shared memory fits the device: `tiled` floats per tile
 // row plus `fixed` floats. Returns the bytes and sets *tile_rows.

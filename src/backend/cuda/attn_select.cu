@@ -260,7 +260,7 @@ void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, 
 
 template <typename T>
 static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v, const int32_t *idx,
-                    const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
+                    const T *o, const float *lse, const T *dout, const float *drow, T *dq, T *dk, T *dv) {
     slc_args a = slc_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
@@ -269,11 +269,11 @@ static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const 
     const slc_mma_args ma = slc_mma_make(s);
     const slc_lists L = slc_lists_alloc(be, ma);
     const long nlists = L.nlists;
-    float *D = L.D;
+    const float *D = NULL;
     const int kst = attn_odd(a.dk), vst = attn_odd(a.dv);
     int tile;
 
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, D);
+    D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, L.D);
     const slc_rows rw = slc_rows_of(a);
     size_t smem = attn_tile(be, &tile, kst + vst, rw.warps * (a.dk + a.dv));
     const int dmax = a.dk > a.dv ? a.dk : a.dv;
@@ -298,18 +298,18 @@ static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const 
 }
 
 void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
-                       const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
-                       void *dv) {
+                       const int32_t *idx, const void *o, const float *lse, const void *dout, const float *drow,
+                       void *dq, void *dk, void *dv) {
     attn_check_dims(s);
     if (cuda_slc16_ok(be, s, q, k, v, dout)) {
-        cuda_slc16_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+        cuda_slc16_bwd(be, s, q, k, v, idx, o, lse, dout, drow, dq, dk, dv);
         return;
     }
     if (be->precision != ASA_PRECISION_FP32 && cuda_slc_mma_ok(be, s, q, k, v, dout)) {
-        cuda_slc_mma_bwd(be, s, q, k, v, idx, o, lse, dout, dq, dk, dv);
+        cuda_slc_mma_bwd(be, s, q, k, v, idx, o, lse, dout, drow, dq, dk, dv);
         return;
     }
     DISPATCH_ACT(be, slc_bwd<act_t>(be, s, (const act_t *)q, (const act_t *)k, (const act_t *)v, idx,
-                                    (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq, (act_t *)dk,
+                                    (const act_t *)o, lse, (const act_t *)dout, drow, (act_t *)dq, (act_t *)dk,
                                     (act_t *)dv));
 }

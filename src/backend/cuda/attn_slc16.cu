@@ -935,23 +935,23 @@ void cuda_slc16_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
 }
 
 void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
-                    const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
-                    void *dv) {
+                    const int32_t *idx, const void *o, const float *lse, const void *dout, const float *drow,
+                    void *dq, void *dk, void *dv) {
     const slc_mma_args a = slc_mma_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
     const slc_lists L = slc_lists_alloc(be, a);
     const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v, *ob = (const bf16 *)dout;
 
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, L.D);
+    const float *D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, L.D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
     CUtensorMap tk, tv;
     const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         constexpr bool CAN = S16_TMA_DIMS(DK, DV);
-        if (CAN && tma) s16_dq_launch<DK, DV, MT, CAN>(a, chunks, qb, kb, vb, idx, lse, L.D, ob, dq, tk, tv);
-        else s16_dq_launch<DK, DV, MT, false>(a, chunks, qb, kb, vb, idx, lse, L.D, ob, dq, tk, tv);
+        if (CAN && tma) s16_dq_launch<DK, DV, MT, CAN>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq, tk, tv);
+        else s16_dq_launch<DK, DV, MT, false>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq, tk, tv);
     }));
     CUDA_LAUNCH_CHECK();
 
@@ -966,12 +966,12 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
             const size_t smem = s16_wg_smem<WK, WV, NR, ST>::BYTES;
             attn_allow_smem((const void *)slc16_dkdv_wg_kernel<WK, WV, NR, ST>, smem);
             slc16_dkdv_wg_kernel<WK, WV, NR, ST><<<grid, SLC_WARPS * 32, smem>>>(
-                a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
+                a, L.nkt, L.sega, qb, kb, vb, lse, D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
         } else {
             const size_t smem = s16_dkdv_bytes<DK, DV>();
             attn_allow_smem((const void *)slc16_dkdv_kernel<DK, DV>, smem);
             slc16_dkdv_kernel<DK, DV><<<grid, SLC_WARPS * 32, smem>>>(
-                a, L.nkt, L.sega, qb, kb, vb, lse, L.D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
+                a, L.nkt, L.sega, qb, kb, vb, lse, D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);
         }
     });
     CUDA_LAUNCH_CHECK();

@@ -442,19 +442,20 @@ void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, c
 
 template <typename T>
 static void slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const T *k, const T *v,
-                        const int32_t *idx, const T *o, const float *lse, const T *dout, T *dq, T *dk, T *dv) {
+                        const int32_t *idx, const T *o, const float *lse, const T *dout, const float *drow, T *dq,
+                        T *dk, T *dv) {
     const slc_mma_args a = slc_mma_make(s);
     const long rows = (long)a.B * a.T * a.h;
     if (rows == 0) return;
     const slc_lists L = slc_lists_alloc(be, a);
-    cuda_attn_rowdot(be, dout, o, rows, a.dv, L.D);
+    const float *D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, L.D);
     int chunks;
     const int mt = slc_mtiles(a.rows, &chunks);
     SLC_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
         const size_t smem = slc_chunk_floats<DK, DV>() * sizeof(float);  // holds the final merge too
         attn_allow_smem((const void *)slc_mma_dq_kernel<T, DK, DV, MT>, smem);
         slc_mma_dq_kernel<T, DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
-            a, chunks, q, k, v, idx, lse, L.D, dout, dq);
+            a, chunks, q, k, v, idx, lse, D, dout, dq);
     }));
     CUDA_LAUNCH_CHECK();
 
@@ -464,16 +465,16 @@ static void slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, co
         const size_t smem = slc_dkdv_floats<DK, DV>() * sizeof(float);
         attn_allow_smem((const void *)slc_mma_dkdv_kernel<T, DK, DV>, smem);
         slc_mma_dkdv_kernel<T, DK, DV><<<(unsigned)((L.nlists + L.xmax) * L.nkt), SLC_WARPS * 32, smem>>>(
-            a, L.nkt, L.sega, q, k, v, lse, L.D, dout, L.start, L.seg, L.anchors, dk, dv, L.part);
+            a, L.nkt, L.sega, q, k, v, lse, D, dout, L.start, L.seg, L.anchors, dk, dv, L.part);
     });
     CUDA_LAUNCH_CHECK();
     slc_lists_reduce<1>(a, L, dk, dv);
 }
 
 void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
-                      const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
-                      void *dv) {
+                      const int32_t *idx, const void *o, const float *lse, const void *dout, const float *drow,
+                      void *dq, void *dk, void *dv) {
     DISPATCH_ACT(be, slc_mma_bwd<act_t>(be, s, (const act_t *)q, (const act_t *)k, (const act_t *)v, idx,
-                                        (const act_t *)o, lse, (const act_t *)dout, (act_t *)dq, (act_t *)dk,
-                                        (act_t *)dv));
+                                        (const act_t *)o, lse, (const act_t *)dout, drow, (act_t *)dq,
+                                        (act_t *)dk, (act_t *)dv));
 }

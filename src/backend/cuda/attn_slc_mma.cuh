@@ -15,7 +15,7 @@ bool cuda_slc_mma_ok(const asa_backend *be, const asa_attn_shape *s, const void 
 void cuda_slc_mma_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
                       const int32_t *idx, void *o, float *lse);
 void cuda_slc_mma_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
-                      const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk,
-                      void *dv);
+                      const int32_t *idx, const void *o, const float *lse, const void *dout, const float *drow,
+                      void *dq, void *dk, void *dv);
 
 #endif

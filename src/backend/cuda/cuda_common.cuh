@@ -115,7 +115,7 @@ void cuda_swiglu_bwd(asa_backend *be, void *dgate, void *dup, const void *dout, 
 void cuda_copy_heads(asa_backend *be, void *dst, int dst_rs, int dst_hs, const void *src, int src_rs, int src_hs, int rows, int heads, int cols, int accumulate);
 void cuda_xent_fwd_bwd(asa_backend *be, float *losses, void *dlogits, const void *logits, const int32_t *targets, int N, int V, float dloss_scale);
 void cuda_gate_fwd(asa_backend *be, void *out, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
-void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, const void *dout, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
+void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, float *const *drow, const void *dout, const void *glog, const void *const *br, int nbr, int N, int h, int dv);
 // cuDNN's fused attention (attn_cudnn.cu) for attn_fwd / attn_bwd and the compression branch's
 // attn_cmp_fwd / attn_cmp_bwd: true when it ran the call, false when asa's kernels must (no cuDNN in the
 // build, turned off, not bf16, or a shape the engine does not take).
@@ -126,14 +126,14 @@ bool cuda_cudnn_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const voi
 void cuda_cudnn_release(cuda_ctx *cx);
 int cuda_cudnn_version(void);  // 0 without cuDNN
 void cuda_attn_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, void *o, float *lse);
-void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
+void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const void *o, const float *lse, const void *dout, const float *drow, void *dq, void *dk, void *dv);
 void cuda_compress_fwd(asa_backend *be, const asa_attn_shape *s, int d, const void *x, void *xc);
 void cuda_compress_bwd(asa_backend *be, const asa_attn_shape *s, int d, const void *dxc, void *dx);
 void cuda_attn_cmp_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, void *o, float *lse);
-void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, const void *o, const float *lse, const void *dout, void *dq, void *dkc, void *dvc);
+void cuda_attn_cmp_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const void *vc, const void *o, const float *lse, const void *dout, const float *drow, void *dq, void *dkc, void *dvc);
 void cuda_select_topk(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc, const float *lse_cmp, int32_t *idx);
 void cuda_attn_slc_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const int32_t *idx, void *o, float *lse);
-void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const int32_t *idx, const void *o, const float *lse, const void *dout, void *dq, void *dk, void *dv);
+void cuda_attn_slc_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v, const int32_t *idx, const void *o, const float *lse, const void *dout, const float *drow, void *dq, void *dk, void *dv);
 void cuda_attn_decode(asa_backend *be, int B, int h, int g, float scale, const void *q, const asa_kv_view *kv, int s0, int s1, void *o, float *lse);
 void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const void *q, const asa_kv_view *kvc, const float *lse_cmp, int t, int block_size, int selection_block_size, int block_counts, int32_t *idx);
 void cuda_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, const void *q, const asa_kv_view *kv, const int32_t *idx, int t, int selection_block_size, int block_counts, void *o, float *lse);

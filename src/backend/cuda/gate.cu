@@ -7,6 +7,7 @@
 // The branch pointers travel by value in the kernel's parameters.
 template <typename E> struct gate_branches { const E *p[GATE_MAX_BRANCHES]; };
 template <typename E> struct gate_dbranches { E *p[GATE_MAX_BRANCHES]; };
+struct gate_rows { float *p[GATE_MAX_BRANCHES]; };  // drow per branch, or all NULL
 
 template <typename E>
 __global__ void gate_fwd_kernel(E *out, const E *glog, gate_branches<E> br, int nbr, long rows, int dv) {
@@ -20,9 +21,10 @@ __global__ void gate_fwd_kernel(E *out, const E *glog, gate_branches<E> br, int 
 }
 
 // One warp per (token, head): d out / d br[c] = sigmoid(l_c); d out / d l_c = s (1 - s) (dout . br[c]).
+// dbr is written, not added to (backend.h); drow[c] = s (dout . br[c]).
 template <typename E>
-__global__ void gate_bwd_kernel(E *dglog, gate_dbranches<E> dbr, const E *dout, const E *glog, gate_branches<E> br,
-                                int nbr, long rows, int dv) {
+__global__ void gate_bwd_kernel(E *dglog, gate_dbranches<E> dbr, gate_rows drow, const E *dout, const E *glog,
+                                gate_branches<E> br, int nbr, long rows, int dv) {
     long r = blockIdx.x * (long)GATE_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (r >= rows) return;
@@ -32,10 +34,13 @@ __global__ void gate_bwd_kernel(E *dglog, gate_dbranches<E> dbr, const E *dout, 
         double d = 0;
         for (int k = lane; k < dv; k += 32) {
             d += (double)ld_f(dout + o + k) * ld_f(br.p[c] + o + k);
-            st_f(dbr.p[c] + o + k, ld_f(dbr.p[c] + o + k) + g * ld_f(dout + o + k));
+            st_f(dbr.p[c] + o + k, g * ld_f(dout + o + k));
         }
         d = warp_sum_d(d);
-        if (lane == 0) st_f(dglog + r * nbr + c, ld_f(dglog + r * nbr + c) + (float)(g * (1.0f - g) * d));
+        if (lane == 0) {
+            st_f(dglog + r * nbr + c, ld_f(dglog + r * nbr + c) + (float)(g * (1.0f - g) * d));
+            if (drow.p[c]) drow.p[c][r] = (float)(g * d);
+        }
     }
 }
 
@@ -82,27 +87,39 @@ __global__ void gate_fwd8_kernel(E *out, const E *glog, gate_branches<E> br, int
     }
 }
 
-template <typename E>
-__global__ void gate_bwd8_kernel(E *dglog, gate_dbranches<E> dbr, const E *dout, const E *glog, gate_branches<E> br,
-                                 int nbr, long rows, int dv) {
+// The backward's loads of a step (dout and every branch) are issued together: with one branch at a
+// time a thread had two 16-byte loads in flight, too few to cover the memory's latency.
+template <typename E, int NBR>
+__global__ void gate_bwd8_kernel(E *dglog, gate_dbranches<E> dbr, gate_rows drow, const E *dout, const E *glog,
+                                 gate_branches<E> br, long rows, int dv) {
     const long r = (blockIdx.x * (long)blockDim.x + threadIdx.x) / 16;
     const int lane = threadIdx.x % 16;
     if (r >= rows) return;  // whole 16-lane groups leave together: the shuffles below see only live lanes
     const unsigned mask = (threadIdx.x % 32) < 16 ? 0x0000ffffu : 0xffff0000u;
     const long o = r * dv;
-    for (int c = 0; c < nbr; c++) {
-        const float g = sigmoid_f(ld_f(glog + r * nbr + c));
-        double d = 0;
-        float go[8], x[8], db[8];
-        for (int k = lane * 8; k < dv; k += 16 * 8) {
-            ld8(dout + o + k, go);
-            ld8(br.p[c] + o + k, x);
-            ld8(dbr.p[c] + o + k, db);
-            for (int j = 0; j < 8; j++) d += (double)go[j] * x[j], db[j] += g * go[j];
+    double d[NBR];
+    float g[NBR];
+#pragma unroll
+    for (int c = 0; c < NBR; c++) d[c] = 0, g[c] = sigmoid_f(ld_f(glog + r * NBR + c));
+    for (int k = lane * 8; k < dv; k += 16 * 8) {
+        float go[8], x[NBR][8];
+        ld8(dout + o + k, go);
+#pragma unroll
+        for (int c = 0; c < NBR; c++) ld8(br.p[c] + o + k, x[c]);
+#pragma unroll
+        for (int c = 0; c < NBR; c++) {
+            float db[8];
+            for (int j = 0; j < 8; j++) d[c] += (double)go[j] * x[c][j], db[j] = g[c] * go[j];
             st8(dbr.p[c] + o + k, db);
         }
-        for (int w = 8; w > 0; w >>= 1) d += __shfl_xor_sync(mask, d, w);
-        if (lane == 0) st_f(dglog + r * nbr + c, ld_f(dglog + r * nbr + c) + (float)(g * (1.0f - g) * d));
+    }
+#pragma unroll
+    for (int c = 0; c < NBR; c++) {
+        for (int w = 8; w > 0; w >>= 1) d[c] += __shfl_xor_sync(mask, d[c], w);
+        if (lane == 0) {
+            st_f(dglog + r * NBR + c, ld_f(dglog + r * NBR + c) + (float)(g[c] * (1.0f - g[c]) * d[c]));
+            if (drow.p[c]) drow.p[c][r] = (float)(g[c] * d[c]);
+        }
     }
 }
 
@@ -129,19 +146,25 @@ static void gate_fwd_launch(void *out, const void *glog, const void *const *br, 
 }
 
 template <typename E>
-static void gate_bwd_launch(void *dglog, void *const *dbr, const void *dout, const void *glog, const void *const *br,
-                            int nbr, long rows, int dv) {
+static void gate_bwd_launch(void *dglog, void *const *dbr, float *const *drow, const void *dout, const void *glog,
+                            const void *const *br, int nbr, long rows, int dv) {
     gate_branches<E> b;
     gate_dbranches<E> db;
-    for (int c = 0; c < nbr; c++) b.p[c] = (const E *)br[c], db.p[c] = (E *)dbr[c];
+    gate_rows dr = {};
+    for (int c = 0; c < nbr; c++) b.p[c] = (const E *)br[c], db.p[c] = (E *)dbr[c], dr.p[c] = drow ? drow[c] : NULL;
     const void *ptr[2 * GATE_MAX_BRANCHES + 1] = {dout};
     for (int c = 0; c < nbr; c++) ptr[1 + 2 * c] = br[c], ptr[2 + 2 * c] = dbr[c];
-    if (gate_vec8(ptr, 2 * nbr + 1, dv))
-        gate_bwd8_kernel<<<(unsigned)((rows * 16 + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS>>>(
-            (E *)dglog, db, (const E *)dout, (const E *)glog, b, nbr, rows, dv);
-    else
+    const unsigned blocks = (unsigned)((rows * 16 + CUDA_THREADS - 1) / CUDA_THREADS);
+    if (gate_vec8(ptr, 2 * nbr + 1, dv)) {
+        void (*kernel)(E *, gate_dbranches<E>, gate_rows, const E *, const E *, gate_branches<E>, long, int) =
+            nbr == 1   ? gate_bwd8_kernel<E, 1>
+            : nbr == 2 ? gate_bwd8_kernel<E, 2>
+            : nbr == 3 ? gate_bwd8_kernel<E, 3>
+                       : gate_bwd8_kernel<E, 4>;
+        kernel<<<blocks, CUDA_THREADS>>>((E *)dglog, db, dr, (const E *)dout, (const E *)glog, b, rows, dv);
+    } else
         gate_bwd_kernel<<<(unsigned)((rows + GATE_WARPS - 1) / GATE_WARPS), GATE_WARPS * 32>>>(
-            (E *)dglog, db, (const E *)dout, (const E *)glog, b, nbr, rows, dv);
+            (E *)dglog, db, dr, (const E *)dout, (const E *)glog, b, nbr, rows, dv);
 }
 
 void cuda_gate_fwd(asa_backend *be, void *out, const void *glog, const void *const *br, int nbr, int N, int h,
@@ -153,11 +176,11 @@ void cuda_gate_fwd(asa_backend *be, void *out, const void *glog, const void *con
     CUDA_LAUNCH_CHECK();
 }
 
-void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, const void *dout, const void *glog,
-                   const void *const *br, int nbr, int N, int h, int dv) {
+void cuda_gate_bwd(asa_backend *be, void *dglog, void *const *dbr, float *const *drow, const void *dout,
+                   const void *glog, const void *const *br, int nbr, int N, int h, int dv) {
     ASA_CHECK(nbr >= 1 && nbr <= GATE_MAX_BRANCHES);
     long rows = (long)N * h;
     if (rows == 0) return;
-    DISPATCH_ACT(be, gate_bwd_launch<act_t>(dglog, dbr, dout, glog, br, nbr, rows, dv));
+    DISPATCH_ACT(be, gate_bwd_launch<act_t>(dglog, dbr, drow, dout, glog, br, nbr, rows, dv));
     CUDA_LAUNCH_CHECK();
 }
