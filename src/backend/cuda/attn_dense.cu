@@ -250,16 +250,12 @@ __global__ void pooled_split_sum_kernel(pooled_args a, int nsplit, const float *
     }
 }
 
-void cuda_attn_rowdot(asa_backend *be, const void *dout, const void *o, long rows, int dv, float *D) {
-    DISPATCH_ACT(be, rowdot_kernel<act_t><<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
-                         (const act_t *)dout, (const act_t *)o, rows, dv, D));
-    CUDA_LAUNCH_CHECK();
-}
-
 const float *cuda_attn_drow(asa_backend *be, const float *drow, const void *dout, const void *o, long rows, int dv,
                             float *scratch) {
     if (drow) return drow;
-    cuda_attn_rowdot(be, dout, o, rows, dv, scratch);
+    DISPATCH_ACT(be, rowdot_kernel<act_t><<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
+                         (const act_t *)dout, (const act_t *)o, rows, dv, scratch));
+    CUDA_LAUNCH_CHECK();
     return scratch;
 }
 

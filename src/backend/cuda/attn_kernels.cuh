@@ -140,10 +140,8 @@ static __device__ __forceinline__ void warp_dq_keys(const float *qs, const float
     }
 }
 
-// D[r] = dout_r . o_r for every (token, head) row (dout, o activation tensors of be->act), into fp32
-// device memory (backward's softmax correction).
-void cuda_attn_rowdot(asa_backend *be, const void *dout, const void *o, long rows, int dv, float *D);
-// The caller's drow (backend.h) when it has one, else D computed into `scratch`.
+// The backward's softmax correction D[r] = dout_r . o_r for every (token, head) row (dout, o activation
+// tensors of be->act): the caller's drow (backend.h) when it has one, else computed into `scratch`.
 const float *cuda_attn_drow(asa_backend *be, const float *drow, const void *dout, const void *o, long rows, int dv,
                             float *scratch);
 

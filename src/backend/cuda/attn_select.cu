@@ -269,11 +269,10 @@ static void slc_bwd(asa_backend *be, const asa_attn_shape *s, const T *q, const 
     const slc_mma_args ma = slc_mma_make(s);
     const slc_lists L = slc_lists_alloc(be, ma);
     const long nlists = L.nlists;
-    const float *D = NULL;
     const int kst = attn_odd(a.dk), vst = attn_odd(a.dv);
     int tile;
 
-    D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, L.D);
+    const float *D = cuda_attn_drow(be, drow, dout, o, rows, a.dv, L.D);
     const slc_rows rw = slc_rows_of(a);
     size_t smem = attn_tile(be, &tile, kst + vst, rw.warps * (a.dk + a.dv));
     const int dmax = a.dk > a.dv ? a.dk : a.dv;
