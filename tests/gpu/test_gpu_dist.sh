@@ -33,7 +33,7 @@ cat >"$tmp/tiny.json" <<'JSON'
 }
 JSON
 COMMON=(--config "$tmp/tiny.json" --device cuda --precision fp32 --synthetic copy --alphabet 16 --batch 4 --seq 96
-        --steps 30 --warmup 3 --log-every 1000 --val-every 10 --val-batches 2 --ckpt-every 10)
+        --steps 50 --warmup 3 --log-every 1000 --val-every 10 --val-batches 2 --ckpt-every 10)
 
 run train "${COMMON[@]}" --out "$tmp/plain"
 ((rc == 0)) || fail "plain GPU run: exit code $rc: $out"
@@ -53,12 +53,12 @@ for zero in 0 1; do
 done
 check "$(grep -q "ZeRO-1: AdamW moments sharded over 1 ranks" <<<"$out"; echo $?)" "--zero 1: no ZeRO-1 line: $out"
 check "$([[ ! -e "$tmp/nccl1.nccl-id" ]]; echo $?)" "the NCCL id file was left behind"
-# The checkpoint of step 20 of the ZeRO-1 run (moments gathered through NCCL) resumed without NCCL.
+# The checkpoint of step 30 of the ZeRO-1 run (moments gathered through NCCL) resumed without NCCL.
 cp -a "$tmp/nccl1" "$tmp/resumed"
-echo step-0000020 >"$tmp/resumed/checkpoints/latest"
+echo step-0000030 >"$tmp/resumed/checkpoints/latest"
 run train --resume --out "$tmp/resumed" --device cuda --precision fp32
 ((rc == 0)) || fail "resume of the NCCL ZeRO-1 checkpoint: exit code $rc: $out"
-close_losses "$tmp/plain" "$tmp/resumed" "NCCL ZeRO-1 checkpoint of step 20 resumed without NCCL" 1e-6
+close_losses "$tmp/plain" "$tmp/resumed" "NCCL ZeRO-1 checkpoint of step 30 resumed without NCCL" 1e-6
 
 if ((ngpu >= 2)); then
     export NCCL_NVLS_ENABLE=0  # no NVLink multicast (see the device notes in the README)
@@ -86,10 +86,10 @@ if ((ngpu >= 2)); then
     check "$(grep -q "2 ranks started by .*gradients over NCCL" <<<"$out"; echo $?)" "2 GPUs: not over NCCL: $out"
     close_losses "$tmp/one" "$tmp/two" "2 GPUs ($how, ZeRO-1) against 1 GPU"
     cp -a "$tmp/two" "$tmp/two-on-one"
-    echo step-0000020 >"$tmp/two-on-one/checkpoints/latest"
+    echo step-0000030 >"$tmp/two-on-one/checkpoints/latest"
     run train --resume --out "$tmp/two-on-one" --device cuda --precision fp32
     ((rc == 0)) || fail "the 2-GPU checkpoint resumed on 1 GPU: exit code $rc: $out"
-    close_losses "$tmp/one" "$tmp/two-on-one" "2-GPU checkpoint of step 20 resumed on 1 GPU"
+    close_losses "$tmp/one" "$tmp/two-on-one" "2-GPU checkpoint of step 30 resumed on 1 GPU"
 else
     echo "one GPU: the 2-GPU half of this test did not run"
 fi
