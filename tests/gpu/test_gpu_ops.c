@@ -1325,6 +1325,10 @@ static void test_attention(asa_backend *tc) {
     // exact ties through the bf16 tensor-core kernel (dk a multiple of 8), one and two pooled keys per block
     test_select_topk("pairs tied, d64", 1, 4096, 16, 1, 64, 16, 16, 16, 1, 1);
     test_select_topk("all tied, d64, 2 per block", 1, 3000, 16, 2, 64, 16, 32, 8, 2, 2);
+    // the scores summed in registers for every G it takes (16 % G == 0; 16 above): 8 and 4 tied, 1 and 2
+    test_select_topk("pairs tied, d64, G=8", 1, 2500, 16, 2, 64, 16, 16, 12, 1, 1);
+    test_select_topk("all tied, d32, G=4, R=2", 1, 2100, 8, 2, 32, 16, 16, 8, 2, 2);
+    test_select_topk("G=1, d128", 2, 3000, 4, 4, 128, 32, 32, 16, 1, 0);
 
     // selected attention on the tensor cores: R·G = 16 (one m-tile), 64 (four), 32 (two), 1 and 4 (padded
     // rows); T not a multiple of b_s or of R, T < b_s; head dims 128, 96 / 64, 64, padded 40 / 24, 160 /

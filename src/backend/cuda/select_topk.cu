@@ -23,8 +23,11 @@
 // bf16 mode (topk16_kernel): the dots run on the bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation).
 // A product of two bf16 values is exact in fp32, so the dots differ from the CPU's only in the order the
 // tensor cores add the products: the scores move by a few fp32 roundings, and the lists equal the CPU's
-// except where two blocks' scores are that close (near-ties). Everything after the dots (the
-// probabilities, their sums in the CPU's order) is the fp32 path's arithmetic. Rows of q and kc
+// except where two blocks' scores are that close (near-ties). The probabilities are exp2 of one fused
+// multiply-add (a rounding or two more, the same order of error). When an anchor's G rows lie in the lanes
+// of one m-tile (16 % G == 0) and a selection block is one pooled key, the scores are summed there by warp
+// shuffles: no probabilities go through shared memory and no second phase waits for them. Otherwise the
+// probabilities are staged and summed in the CPU's order, as in the fp32 path. Rows of q and kc
 // stay bf16 in shared memory (cp.async, the next key tile in flight), stride dk16 + 8 elements so that
 // the 8 rows of an ldmatrix hit distinct banks. The choice (topk16_select_row) is topk_select_row's, found
 // with fewer instructions: a lane keeps its best few candidates in registers and a round's arg-max is two
@@ -279,11 +282,14 @@ typedef struct {
     int kst;     // bf16 row stride of the staged q and kc rows: dk16 + 8 (16 bytes), 4 banks mod 32
     int pst;     // row stride of the staged probabilities: 8 mod 32, so a warp's float2 stores take two
                  // wavefronts
+    int fused;   // the scores are summed in registers (one selection block per pooled key, 16 % G == 0):
+                 // no staged probabilities
     float scale;
 } topk16_args;
 
 static size_t topk16_smem(const topk16_args &a) {
-    return (size_t)(a.rows_p + 2 * TOPK16_COLS) * a.kst * sizeof(bf16) + (size_t)a.rows_p * a.pst * sizeof(float) +
+    return (size_t)(a.rows_p + 2 * TOPK16_COLS) * a.kst * sizeof(bf16) +
+           (size_t)(a.fused ? 0 : a.rows_p * a.pst) * sizeof(float) +
            (size_t)a.rows_p * 2 * sizeof(float) + (size_t)a.A * a.nsb * (sizeof(float) + 1);
 }
 
@@ -360,12 +366,14 @@ static __device__ void topk16_select_row(const float *sc, unsigned char *chosen,
     topk_write_row(chosen, c, n, row, lane);
 }
 
-__global__ void __launch_bounds__(TOPK16_THREADS, 2)
+// Three blocks per multiprocessor (80 registers, a few bytes spilled): the kernel waits on latency (shared
+// memory, shuffles, the selection's reductions), and 24 warps hide more of it than 16 (65536: 7.15 -> 5.68 ms).
+__global__ void __launch_bounds__(TOPK16_THREADS, 3)
 topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, const float *lse_cmp, int32_t *idx) {
     extern __shared__ __align__(16) unsigned char smem16[];
     bf16 *Qs = (bf16 *)smem16, *Ks = Qs + (size_t)a.rows_p * a.kst;  // Ks: two key tiles
     float *P = (float *)(Ks + (size_t)2 * TOPK16_COLS * a.kst);
-    float *Ls = P + (size_t)a.rows_p * a.pst;
+    float *Ls = P + (size_t)(a.fused ? 0 : a.rows_p * a.pst);
     int *Nm = (int *)(Ls + a.rows_p);
     float *S = (float *)(Nm + a.rows_p);
     unsigned char *F = (unsigned char *)(S + (size_t)a.A * a.nsb);
@@ -429,28 +437,63 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
                 mma16(acc[2], af, b1[0], b1[1]);
                 mma16(acc[3], af, b1[2], b1[3]);
             }
+            // p[hf][nt][x]: row r0 + gr + 8*hf, pooled key c0 + nt*8 + 2*cc + x. As the fp32 path: an invisible
+            // key, or a row with no visible key (padding rows too: L = -inf), adds +0 (the exp is taken
+            // regardless and discarded: cheaper than a branch per element).
             const int gr = lane / 4, cc = lane % 4;
+            float p[2][4][2];
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const int r = r0 + gr + 8 * hf;
-                if (r >= a.rows) continue;
-                const float L = Ls[r];
-                // as the fp32 path: an invisible key, or a row with no visible key, adds +0 (the exp is taken
-                // regardless and discarded: cheaper than a branch per element)
-                const int vis = L != -INFINITY ? Nm[r] - m0 : 0;
+                const float L = Ls[r0 + gr + 8 * hf];
+                const int vis = L != -INFINITY ? Nm[r0 + gr + 8 * hf] - m0 : 0;
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
-                    const int col = c0 + nt * 8 + 2 * cc;
-                    float p[2];
+                for (int nt = 0; nt < 4; nt++)
 #pragma unroll
                     for (int x = 0; x < 2; x++) {
-                        const float e = expf(__fsub_rn(__fmul_rn(acc[nt][2 * hf + x], a.scale), L));
-                        p[x] = col + x < vis ? e : 0.0f;
+                        const float e = exp2f(fmaf(acc[nt][2 * hf + x], a.scale, -L) * LOG2E);
+                        p[hf][nt][x] = c0 + nt * 8 + 2 * cc + x < vis ? e : 0.0f;
                     }
-                    *(float2 *)(P + (size_t)r * a.pst + col) = make_float2(p[0], p[1]);
-                }
+            }
+            if (!a.fused) {
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++)
+                        *(float2 *)(P + (size_t)(r0 + gr + 8 * hf) * a.pst + c0 + nt * 8 + 2 * cc) =
+                            make_float2(p[hf][nt][0], p[hf][nt][1]);
+                continue;
+            }
+            // The scores straight from the registers: an anchor's G rows are lanes of one gr group (G = 16:
+            // both halves). Every lane runs the same additions for every key, so blocks with equal
+            // probabilities get bitwise equal scores and exact ties stay ties.
+            if (a.G == 16)
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) p[0][nt][0] += p[1][nt][0], p[0][nt][1] += p[1][nt][1];
+            // (loops over constant bounds: p stays in registers)
+            const int nh = a.G == 16 ? 1 : 2, gl = a.G < 8 ? a.G : 8;
+#pragma unroll
+            for (int m = 4; m <= 16; m *= 2)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                        for (int x = 0; x < 2; x++)
+                            if (m < 4 * gl && hf < nh) p[hf][nt][x] += __shfl_xor_sync(FULL_MASK, p[hf][nt][x], m);
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int ai = (r0 + gr + 8 * hf) / a.G;
+                if (hf >= nh || gr % gl != 0 || ai >= nA) continue;
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                    for (int x = 0; x < 2; x++) {
+                        const int m = m0 + c0 + nt * 8 + 2 * cc + x;
+                        if (m < nm_max) S[(size_t)ai * a.nsb + m] = p[hf][nt][x];
+                    }
             }
         }
+        if (a.fused) continue;
         __syncthreads();
         // Scores of the tile's selection blocks: over the heads, then over the pooled keys inside.
         const int ub = a.mt / a.per;
@@ -511,6 +554,7 @@ static bool topk16_launch(asa_backend *be, const asa_attn_shape *s, const void *
     a.dk16 = (a.dk + 15) / 16 * 16;
     a.kst = a.dk16 + 8;
     a.pst = TOPK16_COLS + 8;
+    a.fused = per == 1 && a.G <= 16 && 16 % a.G == 0;
     a.A = TOPK16_ROWS / a.G > 1 ? TOPK16_ROWS / a.G : 1;
     if (a.A > a.na) a.A = a.na;
     const size_t max_smem = (size_t)cuda_ctx_of(be)->max_smem;
