@@ -284,6 +284,7 @@ typedef struct {
                  // wavefronts
     int fused;   // the scores are summed in registers (one selection block per pooled key, 16 % G == 0):
                  // no staged probabilities
+    int lgG;     // log2 G when fused
     float scale;
 } topk16_args;
 
@@ -313,57 +314,97 @@ static __device__ __forceinline__ void topk16_stage(bf16 *dst, const bf16 *src, 
 
 #define TOPK16_CACHE 4  // candidates a lane keeps in registers during the selection
 
-// Puts candidate (v, u) into a lane's cache, which stays best first in topk_better's order.
-static __device__ __forceinline__ void topk16_insert(float (&cv)[TOPK16_CACHE], int (&ci)[TOPK16_CACHE], float v,
-                                                     int u) {
-    if (!topk_better(v, u, cv[TOPK16_CACHE - 1], ci[TOPK16_CACHE - 1])) return;  // most candidates, one test
+// A candidate as one integer that orders as topk_better does: the score's bits + 1 (scores are sums of
+// probabilities, never below +0, so their bits order as unsigned integers) above the complemented block
+// index (among equal scores the lower index is larger); 0 is no candidate.
+static __device__ __forceinline__ unsigned long long topk16_key(float v, int u) {
+    return (unsigned long long)(__float_as_uint(v) + 1u) << 32 | (unsigned)~u;
+}
+
+// Puts candidate key k into a lane's cache, which stays best (largest) first.
+static __device__ __forceinline__ void topk16_insert(unsigned long long (&ck)[TOPK16_CACHE], unsigned long long k) {
+    if (k <= ck[TOPK16_CACHE - 1]) return;  // most candidates, one test
 #pragma unroll
-    for (int k = 0; k < TOPK16_CACHE; k++)
-        if (topk_better(v, u, cv[k], ci[k])) {
-            const float tv = cv[k];
-            const int ti = ci[k];
-            cv[k] = v, ci[k] = u, v = tv, u = ti;
+    for (int e = 0; e < TOPK16_CACHE; e++)
+        if (k > ck[e]) {
+            const unsigned long long t = ck[e];
+            ck[e] = k, k = t;
         }
 }
 
 // The lane's best unchosen candidates among u = lane, lane + 32, ... in [1, c-2] into its cache; returns how
 // many unchosen candidates the lane has in all.
 static __device__ __forceinline__ int topk16_fill(const float *sc, const unsigned char *chosen, int c, int lane,
-                                                  float (&cv)[TOPK16_CACHE], int (&ci)[TOPK16_CACHE]) {
+                                                  unsigned long long (&ck)[TOPK16_CACHE]) {
 #pragma unroll
-    for (int k = 0; k < TOPK16_CACHE; k++) cv[k] = 0.0f, ci[k] = -1;
+    for (int e = 0; e < TOPK16_CACHE; e++) ck[e] = 0;
     int cnt = 0;
     for (int u = lane ? lane : 32; u <= c - 2; u += 32)
-        if (!chosen[u]) topk16_insert(cv, ci, sc[u], u), cnt++;
+        if (!chosen[u]) topk16_insert(ck, topk16_key(sc[u], u)), cnt++;
     return cnt;
 }
 
 // topk_select_row's choice, faster: each lane scans its candidates once into a cache of its best few (a
-// lane rescans only when its cache runs out), and a round's warp arg-max is two warp reductions. Scores are
-// sums of probabilities, never below +0, so their bits order as unsigned integers; key 0 is no candidate,
-// and among equal keys the lower block index wins, as in topk_better.
+// lane rescans only when its cache runs out), and a round's warp arg-max is two warp reductions: the
+// largest score bits, then the lowest block index among the lanes that hold them.
 static __device__ void topk16_select_row(const float *sc, unsigned char *chosen, int c, int n, int32_t *row,
                                          int lane) {
     for (int u = lane; u <= c; u += 32) chosen[u] = u == 0 || u >= c - 1;
     const int nforced = c >= 2 ? 3 : c + 1;
     const int rounds = (c + 1 < n ? c + 1 : n) - nforced;
-    float cv[TOPK16_CACHE];
-    int ci[TOPK16_CACHE];
-    int left = topk16_fill(sc, chosen, c, lane, cv, ci);
+    unsigned long long ck[TOPK16_CACHE];
+    int left = topk16_fill(sc, chosen, c, lane, ck);
     for (int r = 0; r < rounds; r++) {
-        const unsigned key = ci[0] >= 0 ? __float_as_uint(cv[0]) + 1u : 0u;
-        const unsigned best = __reduce_max_sync(FULL_MASK, key);
-        const int i = (int)__reduce_min_sync(FULL_MASK, key == best ? (unsigned)ci[0] : 0xffffffffu);
+        const unsigned hi = (unsigned)(ck[0] >> 32);
+        const unsigned best = __reduce_max_sync(FULL_MASK, hi);
+        const int i = (int)~__reduce_max_sync(FULL_MASK, hi == best ? (unsigned)ck[0] : 0u);
         if (i % 32 == lane) {  // the winner is this lane's cache head
             chosen[i] = 1;
 #pragma unroll
-            for (int k = 0; k + 1 < TOPK16_CACHE; k++) cv[k] = cv[k + 1], ci[k] = ci[k + 1];
-            cv[TOPK16_CACHE - 1] = 0.0f, ci[TOPK16_CACHE - 1] = -1;
-            if (--left > 0 && ci[0] < 0) topk16_fill(sc, chosen, c, lane, cv, ci);
+            for (int e = 0; e + 1 < TOPK16_CACHE; e++) ck[e] = ck[e + 1];
+            ck[TOPK16_CACHE - 1] = 0;
+            if (--left > 0 && ck[0] == 0) topk16_fill(sc, chosen, c, lane, ck);
         }
     }
     __syncwarp();
     topk_write_row(chosen, c, n, row, lane);
+}
+
+// The scores of one (m-tile, key half) unit from its probabilities, summed over each anchor's G rows without
+// leaving the registers. v[hf][k]: row r0 + gr + 8*hf, pooled key c0 + (k/2)*8 + 2*cc + k%2 (gr = lane/4,
+// cc = lane%4). An anchor's rows are 2^LG consecutive values of gr (LG = log2 min(G, 8); G = 16 adds the two
+// halves first), so a reduce-scatter over those lane bits sums them: round b gives the lane across gr bit b
+// the keys whose bit b differs from that lane's and adds the ones it gets back. After it a lane holds the
+// keys whose low LG bits are its gr's, in the slots whose low LG bits are 0. Every key gets the same tree of additions, so
+// blocks with equal probabilities get bitwise equal scores and exact ties stay ties.
+template <int LG>
+static __device__ __forceinline__ void topk16_unit_scores(float (&v)[2][8], int lane, int lgG, int r0, int c0, int m0,
+                                                          int nA, int nm_max, int nsb, float *S) {
+    const int gr = lane / 4, cc = lane % 4;
+#pragma unroll
+    for (int b = 0; b < LG; b++) {
+        const bool up = lane & (4 << b);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if ((k & ((2 << b) - 1)) == 0) {  // live slots: low b+1 bits 0; partner slot k + 2^b
+                    const float give = up ? v[hf][k] : v[hf][k + (1 << b)];
+                    const float keep = up ? v[hf][k + (1 << b)] : v[hf][k];
+                    v[hf][k] = keep + __shfl_xor_sync(FULL_MASK, give, 4 << b);
+                }
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        if (lgG == 4 && hf == 1) break;  // G = 16: one anchor, both halves summed before
+        const int ai = (r0 + 8 * hf + gr) >> lgG;
+        if (ai >= nA) continue;
+#pragma unroll
+        for (int k = 0; k < 8; k += 1 << LG) {
+            const int key = k | (gr & ((1 << LG) - 1)), m = m0 + c0 + (key >> 1) * 8 + 2 * cc + (key & 1);
+            if (m < nm_max) S[(size_t)ai * nsb + m] = v[hf][k];
+        }
+    }
 }
 
 // Three blocks per multiprocessor (80 registers, a few bytes spilled): the kernel waits on latency (shared
@@ -437,22 +478,20 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
                 mma16(acc[2], af, b1[0], b1[1]);
                 mma16(acc[3], af, b1[2], b1[3]);
             }
-            // p[hf][nt][x]: row r0 + gr + 8*hf, pooled key c0 + nt*8 + 2*cc + x. As the fp32 path: an invisible
+            // v[hf][nt*2 + x]: row r0 + gr + 8*hf, pooled key c0 + nt*8 + 2*cc + x. As the fp32 path: an invisible
             // key, or a row with no visible key (padding rows too: L = -inf), adds +0 (the exp is taken
             // regardless and discarded: cheaper than a branch per element).
             const int gr = lane / 4, cc = lane % 4;
-            float p[2][4][2];
+            float v[2][8];  // [hf][nt * 2 + x]
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 const float L = Ls[r0 + gr + 8 * hf];
                 const int vis = L != -INFINITY ? Nm[r0 + gr + 8 * hf] - m0 : 0;
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                    for (int x = 0; x < 2; x++) {
-                        const float e = exp2f(fmaf(acc[nt][2 * hf + x], a.scale, -L) * LOG2E);
-                        p[hf][nt][x] = c0 + nt * 8 + 2 * cc + x < vis ? e : 0.0f;
-                    }
+                for (int k = 0; k < 8; k++) {
+                    const float e = exp2f(fmaf(acc[k / 2][2 * hf + k % 2], a.scale, -L) * LOG2E);
+                    v[hf][k] = c0 + k / 2 * 8 + 2 * cc + k % 2 < vis ? e : 0.0f;
+                }
             }
             if (!a.fused) {
 #pragma unroll
@@ -460,37 +499,17 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
 #pragma unroll
                     for (int nt = 0; nt < 4; nt++)
                         *(float2 *)(P + (size_t)(r0 + gr + 8 * hf) * a.pst + c0 + nt * 8 + 2 * cc) =
-                            make_float2(p[hf][nt][0], p[hf][nt][1]);
+                            make_float2(v[hf][2 * nt], v[hf][2 * nt + 1]);
                 continue;
             }
-            // The scores straight from the registers: an anchor's G rows are lanes of one gr group (G = 16:
-            // both halves). Every lane runs the same additions for every key, so blocks with equal
-            // probabilities get bitwise equal scores and exact ties stay ties.
-            if (a.G == 16)
+            if (a.lgG == 4)
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++) p[0][nt][0] += p[1][nt][0], p[0][nt][1] += p[1][nt][1];
-            // (loops over constant bounds: p stays in registers)
-            const int nh = a.G == 16 ? 1 : 2, gl = a.G < 8 ? a.G : 8;
-#pragma unroll
-            for (int m = 4; m <= 16; m *= 2)
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                        for (int x = 0; x < 2; x++)
-                            if (m < 4 * gl && hf < nh) p[hf][nt][x] += __shfl_xor_sync(FULL_MASK, p[hf][nt][x], m);
-#pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                const int ai = (r0 + gr + 8 * hf) / a.G;
-                if (hf >= nh || gr % gl != 0 || ai >= nA) continue;
-#pragma unroll
-                for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                    for (int x = 0; x < 2; x++) {
-                        const int m = m0 + c0 + nt * 8 + 2 * cc + x;
-                        if (m < nm_max) S[(size_t)ai * a.nsb + m] = p[hf][nt][x];
-                    }
+                for (int k = 0; k < 8; k++) v[0][k] += v[1][k];
+            switch (a.lgG) {
+            case 0: topk16_unit_scores<0>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 1: topk16_unit_scores<1>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 2: topk16_unit_scores<2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            default: topk16_unit_scores<3>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
             }
         }
         if (a.fused) continue;
@@ -555,6 +574,7 @@ static bool topk16_launch(asa_backend *be, const asa_attn_shape *s, const void *
     a.kst = a.dk16 + 8;
     a.pst = TOPK16_COLS + 8;
     a.fused = per == 1 && a.G <= 16 && 16 % a.G == 0;
+    for (a.lgG = 0; (1 << a.lgG) < a.G;) a.lgG++;
     a.A = TOPK16_ROWS / a.G > 1 ? TOPK16_ROWS / a.G : 1;
     if (a.A > a.na) a.A = a.na;
     const size_t max_smem = (size_t)cuda_ctx_of(be)->max_smem;
