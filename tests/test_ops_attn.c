@@ -207,7 +207,8 @@ static void fd_grad(fd_problem *p, double *x, size_t n, double *grad) {
 }
 
 // Backward: C gradients (accumulated into zeroed buffers) against finite differences; inputs the loss
-// does not depend on get exactly zero; a run into pre-filled buffers adds the same gradient; a run on
+// does not depend on get exactly zero; a run into pre-filled buffers adds the same gradient (attn_bwd:
+// writes it over them); a run on
 // one thread is bit-identical (no races, a summation order independent of the schedule); no writes
 // outside the buffers; a run given the row dots (drow, from doubles) gives the same gradients, and one
 // given wrong row dots does not (the op reads them).
@@ -268,13 +269,13 @@ static void check_bwd(const acase *c, const char *what) {
         int nonzero_unused = 0, bad_acc = 0;
         for (size_t i = 0; i < n[a]; i++) {
             nonzero_unused += ref[i] == 0.0 && g0[a][i] != 0.0f;
-            const double want = (double)pre[a][i] + g0[a][i];
+            const double want = (c->kind == DENSE ? 0.0 : (double)pre[a][i]) + g0[a][i];  // attn_bwd writes
             bad_acc += fabs(gp[a][i] - want) > 1e-6 * (fabs(pre[a][i]) + fabs(g0[a][i])) + 1e-30;
         }
         TU_CHECK(nonzero_unused == 0, "%s %s: %s: %d inputs the loss ignores got a gradient", kn, what, names[a],
                  nonzero_unused);
-        TU_CHECK(bad_acc == 0, "%s %s: %s: %d elements not accumulated into the pre-filled buffer", kn, what,
-                 names[a], bad_acc);
+        TU_CHECK(bad_acc == 0, "%s %s: %s: %d elements not %s the pre-filled buffer", kn, what, names[a], bad_acc,
+                 c->kind == DENSE ? "written over" : "accumulated into");
         TU_CHECK(memcmp(g0[a], g1[a], n[a] * sizeof(float)) == 0, "%s %s: %s differs between %d threads and 1",
                  kn, what, names[a], threads);
         TU_CHECK(tu_guard_ok(g0[a], n[a]) && tu_guard_ok(gp[a], n[a]), "%s %s: write outside %s", kn, what,

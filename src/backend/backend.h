@@ -15,8 +15,10 @@
 // - Forward ops overwrite their outputs.
 // - Backward ops ACCUMULATE (+=) into every gradient they produce (parameters and activations alike);
 //   the caller zeroes gradient buffers. The exceptions: rope_fwd/rope_bwd work in place, xent_fwd_bwd
-//   writes dlogits, and gate_bwd writes its branch gradients (their only producer, so the pass that
-//   would read zeros is saved).
+//   writes dlogits, gate_bwd writes its branch gradients (their only producer, so the pass that would
+//   read zeros is saved), and attn_bwd writes dq, dk and dv (in every layer kind their first producer:
+//   the N layer's sparse branches add theirs after it; cuDNN stores its gradients in place then, where
+//   adding them would cost a pass over dq).
 // - Attention backward ops take drow = rowsum(dout * o) per (row, head), [N, h] fp32, when the caller
 //   already has it (gate_bwd gives it for the branches it feeds, from rows it reads anyway), or NULL:
 //   the op computes it. It is the softmax backward's correction term, dS = P * (dP - drow).
@@ -168,6 +170,7 @@ struct asa_backend {
 
     // ---- attention (shapes above) ----
     // Causal attention, full or windowed (s->window). lse [N, h] = log-sum-exp of the scaled scores.
+    // The backward writes dq, dk and dv (see the conventions above).
     void (*attn_fwd)(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k,
                      const void *v, void *o, float *lse);
     void (*attn_bwd)(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k,

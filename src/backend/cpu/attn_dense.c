@@ -172,5 +172,10 @@ void cpu_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q_, cons
     float *dq = dq_;
     float *dk = dk_;
     float *dv = dv_;
+    // this op writes its gradients (backend.h); the pooled backward adds
+    const size_t N = (size_t)s->B * s->T;
+    memset(dq, 0, N * s->h * s->dk * sizeof(float));
+    memset(dk, 0, N * s->g * s->dk * sizeof(float));
+    memset(dv, 0, N * s->g * s->dv * sizeof(float));
     cpu_attn_pooled_bwd(s, s->T, 1, s->window, q, k, v, o, lse, dout, drow, dq, dk, dv);
 }

@@ -628,21 +628,24 @@ static bool cudnn_bwd(asa_backend *be, const asa_attn_shape *s, int cmp, const v
     size_t ws;
     const int n = calls_plan(be, s, ptr, 8, 1, cmp, c, pl, &ws);
     if (!n) return false;
-    // Scratch: workspace, one call's statistics, D and fp32 dQ; bf16 dQ of every row; one sequence's key
-    // gradients (dense: all of them), batches apart.
+    // Scratch: workspace, one call's statistics, D and fp32 dQ; the compression branch's bf16 dQ of every row
+    // and one sequence's key gradients, batches apart, which it adds to the op's. The dense op writes its
+    // gradients (backend.h): cuDNN's graph stores them in place.
     const long N = (long)s->B * s->T, nkeys = cmp ? (long)s->T / s->block_size : s->T;
     const int parts = cmp ? s->block_size : 1;
-    const long kseq = cmp ? (long)parts * nkeys : N;  // key rows of the gradients one pass adds
+    const long kseq = cmp ? (long)parts * nkeys : 0;  // key rows of the gradients one pass adds
     long nr = 0;
     for (int i = 0; i < n; i++) nr = call_rows(&c[i].key) > nr ? call_rows(&c[i].key) : nr;
     const size_t es = sizeof(bf16);
-    const size_t sz[] = {ws, (size_t)nr * 4, (size_t)nr * 4, (size_t)nr * s->dk * 4, (size_t)N * s->h * s->dk * es,
-                         (size_t)kseq * s->g * s->dk * es, (size_t)kseq * s->g * s->dv * es};
+    const size_t sz[] = {ws, (size_t)nr * 4, (size_t)nr * 4, (size_t)nr * s->dk * 4,
+                         (size_t)(cmp ? N : 0) * s->h * s->dk * es, (size_t)kseq * s->g * s->dk * es,
+                         (size_t)kseq * s->g * s->dv * es};
     size_t off[8] = {0};
     for (int i = 0; i < 7; i++) off[i + 1] = off[i] + round256(sz[i]);
     char *scr = (char *)cuda_scratch(be, off[7]);
     float *stats = (float *)(scr + off[1]), *rowdot = (float *)(scr + off[2]), *dq_acc = (float *)(scr + off[3]);
-    char *gq = scr + off[4], *gk = scr + off[5], *gv = scr + off[6];
+    char *gq = cmp ? scr + off[4] : (char *)dq, *gk = cmp ? scr + off[5] : (char *)dk;
+    char *gv = cmp ? scr + off[6] : (char *)dv;
     float scale = s->scale, one = 1.0f, neg_inf = -INFINITY, window = (float)c[0].key.window;
     for (int z = 0; cmp && z < s->B; z++)  // rows t < b-1: no call writes their dQ
         CUDA_CHECK(cudaMemsetAsync(gq + (long)z * s->T * s->h * s->dk * es, 0,
@@ -668,13 +671,12 @@ static bool cudnn_bwd(asa_backend *be, const asa_attn_shape *s, int cmp, const v
                               rowdot,                         dq_acc,
                               &window};
         plan_run(be, pl[i], key->window ? 15 : 14, uids, ptrs, scr);
-        if (!cmp || i % 2) {  // a sequence's (dense: every) key gradients are complete
-            const long k0 = cmp ? c[i].k0 : 0, rows_k = cmp ? nkeys : N;
-            add_parts_bf16((char *)dk + k0 * s->g * s->dk * es, gk, parts, rows_k * s->g * s->dk);
-            add_parts_bf16((char *)dv + k0 * s->g * s->dv * es, gv, parts, rows_k * s->g * s->dv);
+        if (cmp && i % 2) {  // a sequence's key gradients are complete
+            add_parts_bf16((char *)dk + c[i].k0 * s->g * s->dk * es, gk, parts, nkeys * s->g * s->dk);
+            add_parts_bf16((char *)dv + c[i].k0 * s->g * s->dv * es, gv, parts, nkeys * s->g * s->dv);
         }
     }
-    add_parts_bf16(dq, gq, 1, N * s->h * s->dk);
+    if (cmp) add_parts_bf16(dq, gq, 1, N * s->h * s->dk);
     cuda_ctx_of(be)->cudnn_calls++;
     return true;
 }

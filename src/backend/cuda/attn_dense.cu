@@ -364,5 +364,10 @@ void cuda_attn_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, cons
                    void *dv) {
     // cuDNN's graph computes its own row dots: drow serves asa's kernels
     if (cuda_cudnn_attn_bwd(be, s, q, k, v, o, lse, dout, dq, dk, dv)) return;
+    // this op writes its gradients (backend.h); asa's kernels add theirs
+    const size_t es = asa_dtype_size(be->act), N = (size_t)s->B * s->T;
+    be->zero(be, dq, N * s->h * s->dk * es);
+    be->zero(be, dk, N * s->g * s->dk * es);
+    be->zero(be, dv, N * s->g * s->dv * es);
     cuda_attn_pooled_bwd(be, s, s->T, 1, s->window, q, k, v, o, lse, dout, drow, dq, dk, dv);
 }
