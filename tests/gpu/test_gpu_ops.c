@@ -1237,9 +1237,11 @@ static asa_kv_view make_view(int latent, const void *base, const void *vbase, si
     return kv;
 }
 
-// The decode ops keep fp32 sums in every mode: lse at TOL_ELEM, o as expect_act, lists exact.
-static void test_decode(int latent) {
-    const int B = 2, S = 150, h = latent ? 4 : 6, g = 2, dk = latent ? 24 : 40, dv = latent ? 24 : 24, dr = latent ? 8 : 0;
+// The decode ops keep fp32 sums in every mode: lse at TOL_ELEM, o as expect_act, lists exact. S rows: 150
+// splits the window's keys in two chunks and the list in one entry a chunk; 4000, the window in dozens of
+// chunks and the selection scores over two blocks of threads.
+static void test_decode(int latent, int S) {
+    const int B = 2, h = latent ? 4 : 6, g = 2, dk = latent ? 24 : 40, dv = latent ? 24 : 24, dr = latent ? 8 : 0;
     const int bsz = 4, bsel = 16, n = 5, t = S - 1, nbk = S / bsz;
     const int dq = dk + dr;
     const float scale = 1.0f / sqrtf((float)dq);
@@ -1387,8 +1389,10 @@ static void test_attention(asa_backend *tc) {
     TU_CHECK(dense_worst[0] > dense_floor && dense_worst[1] > dense_floor,
              "%s dense attention: worst errors %.2e (forward) %.2e (backward), no larger than fp32 gives",
              asa_precision_name(tc->precision), dense_worst[0], dense_worst[1]);
-    test_decode(0);
-    test_decode(1);
+    test_decode(0, 150);
+    test_decode(0, 4000);
+    test_decode(1, 150);
+    test_decode(1, 4000);
 }
 
 int main(void) {

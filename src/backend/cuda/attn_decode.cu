@@ -1,11 +1,22 @@
 // CUDA decode ops (one query per sequence against a KV cache): attention over a range of cache rows
 // (attn_decode), block selection for one query (select_decode) and attention over the selected blocks
 // (attn_slc_decode). Keys are read through asa_kv_view, so one code path serves GQA caches ([k] and v)
-// and latent caches ([c_j | kr] with values c_j). One warp per (sequence, head), as in training. q, the
-// cache and o are activation tensors (fp32 or bf16, read with ld_f); scores, softmax and lse are fp32.
+// and latent caches ([c_j | kr] with values c_j). q, the cache and o are activation tensors (fp32 or bf16,
+// read with ld_f); scores, softmax and lse are fp32.
+//
+// A decode step has one query row per (sequence, head): a warp per row, as in training, would leave all
+// but B*h warps of the GPU idle while each walks its whole range (65536 keys: 28 ms). So the keys are split
+// (flash decoding): a warp folds one chunk of a row's keys (a stretch of the range, or some entries of
+// the block list) into a partial online softmax (max, sum, unnormalised output) in scratch, and a second
+// kernel merges a row's partials in chunk order: deterministic, and o and lse as one pass would give them
+// up to the order of the sums. Selection scores one selection block per thread over as many blocks as
+// the candidates need, then one warp per (sequence, group) picks the blocks as select_topk does.
 #include "backend/cuda/attn_kernels.cuh"
+#include "backend/cuda/select_rows.cuh"
 
 #define SELECT_THREADS 128
+#define DECODE_TARGET_WARPS 4096  // warps a decode step spreads its keys over (about 8 per SM slot)
+#define DECODE_MIN_CHUNK 64       // keys a warp folds at least
 
 typedef struct {
     int B, h, g, dk1, dk2, dv;
@@ -66,75 +77,99 @@ static __device__ __forceinline__ void warp_finish(const float (&acc)[COLS], flo
     if (lane == 0) *lse = l > 0.0f ? mx + logf(l) : -INFINITY;
 }
 
-// Block lists idx [B, g, n] are NULL for plain range attention (rows [s0, s1)); otherwise the rows s <= t
-// of each listed selection block of size bsel.
+// The keys of one chunk of one row: block lists idx [B, g, n] are NULL for plain range attention (chunk ch of
+// the rows [s0, s1), `per` rows a chunk); otherwise list entries [ch*per, (ch+1)*per), each the rows s <= t of
+// its selection block of size bsel. Writes the chunk's partial: acc[dv] (unnormalised), max, sum.
 template <int COLS, typename E>
-__global__ void decode_kernel(decode_args a, const E *q, asa_kv_view kv, int s0, int s1, const int32_t *idx,
-                              int t, int bsel, int n, E *o, float *lse) {
+__global__ void decode_part_kernel(decode_args a, const E *q, asa_kv_view kv, int s0, int s1, const int32_t *idx,
+                                   int t, int bsel, int n, int per, int nch, float *part) {
     extern __shared__ float smem[];
     const int lane = threadIdx.x % 32, wib = threadIdx.x / 32;
     const long w = blockIdx.x * (long)ATTN_WARPS + wib;
-    if (w >= (long)a.B * a.h) return;
-    const int b = (int)(w / a.h), i = (int)(w % a.h), j = i / (a.h / a.g);
+    if (w >= (long)a.B * a.h * nch) return;
+    const long row = w / nch;
+    const int ch = (int)(w % nch), b = (int)(row / a.h), i = (int)(row % a.h), j = i / (a.h / a.g);
     const int dk = a.dk1 + a.dk2;
     float *qs = smem + wib * dk;
-    warp_load(qs, q + w * dk, dk, lane);
+    warp_load(qs, q + row * dk, dk, lane);
     __syncwarp();
     float mx = -INFINITY, l = 0.0f, acc[COLS];
 #pragma unroll
     for (int c = 0; c < COLS; c++) acc[c] = 0.0f;
     if (!idx) {
-        warp_fold_view<COLS, E>(qs, kv, b, j, a.scale, s0, s1, mx, l, acc, lane);
+        const long r0 = s0 + (long)ch * per, r1 = r0 + per < s1 ? r0 + per : s1;
+        warp_fold_view<COLS, E>(qs, kv, b, j, a.scale, (int)r0, (int)r1, mx, l, acc, lane);
     } else {
-        const int32_t *row = idx + ((long)b * a.g + j) * n;
-        for (int e = 0; e < n; e++) {
-            const int u = row[e];
+        const int32_t *list = idx + ((long)b * a.g + j) * n;
+        for (int e = ch * per; e < (ch + 1) * per && e < n; e++) {
+            const int u = list[e];
             if (u < 0) continue;
             const int r0 = u * bsel, r1 = (u + 1) * bsel < t + 1 ? (u + 1) * bsel : t + 1;
             warp_fold_view<COLS, E>(qs, kv, b, j, a.scale, r0, r1, mx, l, acc, lane);
         }
     }
-    warp_finish(acc, mx, l, a.dv, o + w * a.dv, lse + w, lane);
+    float *p = part + w * (a.dv + 2);
+#pragma unroll
+    for (int c = 0; c < COLS; c++)
+        if (lane + 32 * c < a.dv) p[lane + 32 * c] = acc[c];
+    if (lane == 0) p[a.dv] = mx, p[a.dv + 1] = l;
 }
 
-// One block per (sequence, group): select_topk's scores and rule for the single anchor t.
+// One warp per row: its nch partials merged in chunk order into o and lse (no keys at all: o = 0, lse = -inf).
+template <int COLS, typename E>
+__global__ void decode_merge_kernel(decode_args a, int nch, const float *part, E *o, float *lse) {
+    const int lane = threadIdx.x % 32;
+    const long row = blockIdx.x * (long)ATTN_WARPS + threadIdx.x / 32;
+    if (row >= (long)a.B * a.h) return;
+    const float *p = part + row * nch * (a.dv + 2);
+    float mx = -INFINITY;
+    for (int ch = 0; ch < nch; ch++) mx = fmaxf(mx, p[ch * (a.dv + 2) + a.dv]);
+    float l = 0.0f, acc[COLS];
+#pragma unroll
+    for (int c = 0; c < COLS; c++) acc[c] = 0.0f;
+    for (int ch = 0; ch < nch && mx != -INFINITY; ch++) {
+        const float *pc = p + ch * (a.dv + 2);
+        if (pc[a.dv + 1] == 0.0f) continue;  // a chunk without keys
+        const float r = expf(pc[a.dv] - mx);
+        l += pc[a.dv + 1] * r;
+#pragma unroll
+        for (int c = 0; c < COLS; c++)
+            if (lane + 32 * c < a.dv) acc[c] += pc[lane + 32 * c] * r;
+    }
+    warp_finish(acc, mx, l, a.dv, o + row * a.dv, lse + row, lane);
+}
+
+// select_topk's scores for the single anchor t, one selection block u a thread, blocks of SELECT_THREADS
+// per (sequence, group) along u: the CPU's sums (attn_dot2, then over the group's heads and the pooled keys
+// inside u, in that order), so the lists equal the CPU's. score [B*g, c+1].
 template <typename E>
-__global__ void select_decode_kernel(decode_args a, const E *q, asa_kv_view kvc, const float *lse_cmp, int t,
-                                     int bsz, int bsel, int n, int32_t *idx) {
-    extern __shared__ float score[];  // [c + 1] then chosen flags [c + 1]
+__global__ void select_decode_score_kernel(decode_args a, const E *q, asa_kv_view kvc, const float *lse_cmp, int t,
+                                           int bsz, int bsel, float *score) {
     const int c = t / bsel, nm = (t + 1) / bsz, per = bsel / bsz, G = a.h / a.g;
-    unsigned char *chosen = (unsigned char *)(score + c + 1);
-    const int b = blockIdx.x / a.g, j = blockIdx.x % a.g;
-    for (int u = threadIdx.x; u <= c; u += SELECT_THREADS) {
-        float sc = 0.0f;
-        const int mb = u * per, me = (u + 1) * per < nm ? (u + 1) * per : nm;
-        for (int i = j * G; i < (j + 1) * G; i++) {
-            const float L = lse_cmp[(long)b * a.h + i];
-            if (L == -INFINITY) continue;
-            const E *qi = q + ((long)b * a.h + i) * (a.dk1 + a.dk2);
-            for (int m = mb; m < me; m++)
-                sc += expf(attn_dot2(qi, view_k1<E>(kvc, b, m, j), a.dk1, a.dk2 ? view_k2<E>(kvc, b, m, j) : NULL,
-                                     a.dk2) * a.scale -
-                           L);
-        }
-        score[u] = sc;
-        chosen[u] = u == 0 || u == c || u == c - 1;
+    const int b = blockIdx.y / a.g, j = blockIdx.y % a.g, u = blockIdx.x * SELECT_THREADS + threadIdx.x;
+    if (u > c) return;
+    float sc = 0.0f;
+    const int mb = u * per, me = (u + 1) * per < nm ? (u + 1) * per : nm;
+    for (int i = j * G; i < (j + 1) * G; i++) {
+        const float L = lse_cmp[(long)b * a.h + i];
+        if (L == -INFINITY) continue;
+        const E *qi = q + ((long)b * a.h + i) * (a.dk1 + a.dk2);
+        for (int m = mb; m < me; m++)
+            sc += expf(attn_dot2(qi, view_k1<E>(kvc, b, m, j), a.dk1, a.dk2 ? view_k2<E>(kvc, b, m, j) : NULL,
+                                 a.dk2) * a.scale -
+                       L);
     }
-    __syncthreads();
-    if (threadIdx.x != 0) return;
-    const int nforced = c >= 2 ? 3 : c + 1;
-    const int total = c + 1 < n ? c + 1 : n;
-    for (int e = nforced; e < total; e++) {
-        int best = -1;
-        for (int u = 1; u < c - 1; u++)
-            if (!chosen[u] && (best < 0 || score[u] > score[best])) best = u;
-        chosen[best] = 1;
-    }
-    int32_t *row = idx + ((long)b * a.g + j) * n;
-    int e = 0;
-    for (int u = 0; u <= c; u++)
-        if (chosen[u]) row[e++] = u;
-    for (; e < n; e++) row[e] = -1;
+    score[(long)blockIdx.y * (c + 1) + u] = sc;
+}
+
+// One warp per (sequence, group): the blocks from the scores, as select_topk picks them.
+__global__ void select_decode_pick_kernel(int t, int bsel, int n, const float *score, int32_t *idx) {
+    extern __shared__ float sc[];  // [c + 1] then chosen flags [c + 1]
+    const int c = t / bsel;
+    unsigned char *chosen = (unsigned char *)(sc + c + 1);
+    for (int u = threadIdx.x; u <= c; u += 32) sc[u] = score[(long)blockIdx.x * (c + 1) + u];
+    __syncwarp();
+    topk_select_row(sc, chosen, c, n, idx + (long)blockIdx.x * n, threadIdx.x);
 }
 
 static decode_args decode_make(int B, int h, int g, float scale, const asa_kv_view *kv) {
@@ -144,14 +179,35 @@ static decode_args decode_make(int B, int h, int g, float scale, const asa_kv_vi
     return a;
 }
 
+// Splits each row's keys into chunks of `per` rows (range) or list entries (idx), about
+// DECODE_TARGET_WARPS warps in all, and merges the partials.
 template <typename E>
-static void decode_launch(decode_args a, const void *q, const asa_kv_view *kv, int s0, int s1, const int32_t *idx,
-                          int t, int bsel, int n, void *o, float *lse) {
+static void decode_launch(asa_backend *be, decode_args a, const void *q, const asa_kv_view *kv, int s0, int s1,
+                          const int32_t *idx, int t, int bsel, int n, void *o, float *lse) {
     const long rows = (long)a.B * a.h;
+    const long want = (DECODE_TARGET_WARPS + rows - 1) / rows;  // chunks a row
+    int nch, per;
+    if (!idx) {
+        const long keys = s1 > s0 ? s1 - s0 : 0, most = (keys + DECODE_MIN_CHUNK - 1) / DECODE_MIN_CHUNK;
+        nch = (int)(want < most ? want : most);
+        if (nch < 1) nch = 1;
+        per = (int)((keys + nch - 1) / nch);
+        if (per > 0) nch = (int)((keys + per - 1) / per);
+    } else {
+        nch = (int)(want < n ? want : n);
+        if (nch < 1) nch = 1;
+        per = (n + nch - 1) / nch;
+        nch = (n + per - 1) / per;
+    }
+    float *part = (float *)cuda_scratch(be, (size_t)rows * nch * (a.dv + 2) * sizeof(float));
+    const long warps = rows * nch;
     ATTN_WITH_COLS(a.dv, {
-        decode_kernel<COLS, E><<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32,
-                                 ATTN_WARPS * (a.dk1 + a.dk2) * sizeof(float)>>>(a, (const E *)q, *kv, s0, s1, idx, t,
-                                                                                 bsel, n, (E *)o, lse);
+        decode_part_kernel<COLS, E><<<(unsigned)((warps + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32,
+                                      ATTN_WARPS * (a.dk1 + a.dk2) * sizeof(float)>>>(a, (const E *)q, *kv, s0, s1, idx,
+                                                                                      t, bsel, n, per, nch, part);
+        CUDA_LAUNCH_CHECK();
+        decode_merge_kernel<COLS, E><<<(unsigned)((rows + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
+            a, nch, part, (E *)o, lse);
     });
 }
 
@@ -159,7 +215,7 @@ void cuda_attn_decode(asa_backend *be, int B, int h, int g, float scale, const v
                       int s1, void *o, float *lse) {
     const decode_args a = decode_make(B, h, g, scale, kv);
     if ((long)B * h == 0) return;
-    DISPATCH_ACT(be, decode_launch<act_t>(a, q, kv, s0, s1, NULL, 0, 0, 0, o, lse));
+    DISPATCH_ACT(be, decode_launch<act_t>(be, a, q, kv, s0, s1, NULL, 0, 0, 0, o, lse));
     CUDA_LAUNCH_CHECK();
 }
 
@@ -167,7 +223,7 @@ void cuda_attn_slc_decode(asa_backend *be, int B, int h, int g, float scale, con
                           const int32_t *idx, int t, int selection_block_size, int block_counts, void *o, float *lse) {
     const decode_args a = decode_make(B, h, g, scale, kv);
     if ((long)B * h == 0) return;
-    DISPATCH_ACT(be, decode_launch<act_t>(a, q, kv, 0, 0, idx, t, selection_block_size, block_counts, o, lse));
+    DISPATCH_ACT(be, decode_launch<act_t>(be, a, q, kv, 0, 0, idx, t, selection_block_size, block_counts, o, lse));
     CUDA_LAUNCH_CHECK();
 }
 
@@ -180,8 +236,12 @@ void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const
     const size_t smem = (size_t)(c + 1) * (sizeof(float) + 1);
     if (smem > 48 * 1024) asa_fatal("CUDA select_decode: %d selection blocks exceed shared memory", c + 1);
     if ((long)B * g == 0) return;
-    DISPATCH_ACT(be, select_decode_kernel<<<B * g, SELECT_THREADS, smem>>>(a, (const act_t *)q, *kvc, lse_cmp, t,
-                                                                           block_size, selection_block_size,
-                                                                           block_counts, idx));
+    ASA_CHECK((long)B * g <= 65535);
+    float *score = (float *)cuda_scratch(be, (size_t)B * g * (c + 1) * sizeof(float));
+    const dim3 grid((unsigned)((c + SELECT_THREADS) / SELECT_THREADS), (unsigned)(B * g));
+    DISPATCH_ACT(be, select_decode_score_kernel<<<grid, SELECT_THREADS>>>(a, (const act_t *)q, *kvc, lse_cmp, t,
+                                                                          block_size, selection_block_size, score));
+    CUDA_LAUNCH_CHECK();
+    select_decode_pick_kernel<<<B * g, 32, smem>>>(t, selection_block_size, block_counts, score, idx);
     CUDA_LAUNCH_CHECK();
 }
