@@ -9,8 +9,9 @@
 // (flash decoding): a warp folds one chunk of a row's keys (a stretch of the range, or some entries of
 // the block list) into a partial online softmax (max, sum, unnormalised output) in scratch, and a second
 // kernel merges a row's partials in chunk order: deterministic, and o and lse as one pass would give them
-// up to the order of the sums. Selection scores one selection block per thread over as many blocks as
-// the candidates need, then one warp per (sequence, group) picks the blocks as select_topk does.
+// up to the order of the sums. Selection computes each term of the scores (block, head, pooled key) in a
+// thread of its own, then one warp per (sequence, group) sums them in the CPU's order and picks the blocks
+// as select_topk does.
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/select_rows.cuh"
 
@@ -37,16 +38,42 @@ static __device__ __forceinline__ const E *view_v(const asa_kv_view &kv, int b, 
     return (const E *)kv.v + (long)b * kv.v_bs + (long)s * kv.v_rs + (long)j * kv.v_hs;
 }
 
-// Online softmax of qs over cache rows [s0, s1) of group j of sequence b (warp_fold_keys through a view).
+// Online softmax of qs over cache rows [s0, s1) of group j of sequence b, 32 keys a step. The warp reads
+// each key row whole, lane x taking dims x, x + 32, ... (coalesced, where a lane per key would read 32
+// rows at once element by element), and a reduce-scatter over the lanes turns the 32 x 32 partial dots
+// into lane e's score of key e: round r trades half of the keys a lane holds with the lane across bit r.
+// (The view's row strides are those of the cache rows, so key e of a step is e row strides on.)
 template <int COLS, typename E>
 static __device__ __forceinline__ void warp_fold_view(const float *qs, const asa_kv_view &kv, int b, int j,
                                                       float scale, int s0, int s1, float &mx, float &l,
                                                       float (&acc)[COLS], int lane) {
+    const int n1 = kv.dk1, dk = kv.dk1 + kv.dk2;
     for (int c0 = s0; c0 < s1; c0 += 32) {
-        const int key = c0 + lane, cn = s1 - c0 < 32 ? s1 - c0 : 32;
-        const float sc = key < s1 ? attn_dot2(qs, view_k1<E>(kv, b, key, j), kv.dk1,
-                                              kv.dk2 ? view_k2<E>(kv, b, key, j) : NULL, kv.dk2) * scale
-                                  : -INFINITY;
+        const int cn = s1 - c0 < 32 ? s1 - c0 : 32;
+        // one dim of all 32 keys at a time: 32 independent loads in flight
+        float d[32];
+#pragma unroll
+        for (int e = 0; e < 32; e++) d[e] = 0.0f;
+#pragma unroll 4
+        for (int x = lane; x < dk; x += 32) {
+            const float qx = qs[x];
+            const E *kx = x < n1 ? view_k1<E>(kv, b, c0, j) + x : view_k2<E>(kv, b, c0, j) + (x - n1);
+            const long rs = x < n1 ? kv.k1_rs : kv.k2_rs;
+#pragma unroll
+            for (int e = 0; e < 32; e++)
+                if (e < cn) d[e] += qx * ld_f(kx + e * rs);
+        }
+#pragma unroll
+        for (int r = 0; r < 5; r++) {
+            const bool up = lane >> r & 1;
+#pragma unroll
+            for (int k = 0; k < 32; k += 2 << r) {
+                const float give = up ? d[k] : d[k + (1 << r)], keep = up ? d[k + (1 << r)] : d[k];
+                d[k] = keep + __shfl_xor_sync(FULL_MASK, give, 1 << r);
+            }
+        }
+        const int key = c0 + lane;
+        const float sc = key < s1 ? d[0] * scale : -INFINITY;
         const float cmax = warp_max(sc);
         if (cmax > mx) {
             const float r = expf(mx - cmax);
@@ -57,6 +84,7 @@ static __device__ __forceinline__ void warp_fold_view(const float *qs, const asa
         }
         const float p = key < s1 ? expf(sc - mx) : 0.0f;
         l += warp_sum(p);
+#pragma unroll 8
         for (int e = 0; e < cn; e++) {
             const float pe = __shfl_sync(FULL_MASK, p, e);
             const E *vr = view_v<E>(kv, b, c0 + e, j);
@@ -139,35 +167,40 @@ __global__ void decode_merge_kernel(decode_args a, int nch, const float *part, E
     warp_finish(acc, mx, l, a.dv, o + row * a.dv, lse + row, lane);
 }
 
-// select_topk's scores for the single anchor t, one selection block u a thread, blocks of SELECT_THREADS
-// per (sequence, group) along u: the CPU's sums (attn_dot2, then over the group's heads and the pooled keys
-// inside u, in that order), so the lists equal the CPU's. score [B*g, c+1].
+// The terms of select_topk's scores for the single anchor t, one (selection block u, head, pooled key m)
+// a thread: p = exp(q_i . kc_m * scale - lse_i) as the CPU computes it (attn_dot2), 0 where the CPU adds
+// nothing (a head without a visible key, m past the complete blocks). p [B*g, c+1, G, per].
 template <typename E>
-__global__ void select_decode_score_kernel(decode_args a, const E *q, asa_kv_view kvc, const float *lse_cmp, int t,
-                                           int bsz, int bsel, float *score) {
+__global__ void select_decode_terms_kernel(decode_args a, const E *q, asa_kv_view kvc, const float *lse_cmp, int t,
+                                           int bsz, int bsel, float *p) {
     const int c = t / bsel, nm = (t + 1) / bsz, per = bsel / bsz, G = a.h / a.g;
-    const int b = blockIdx.y / a.g, j = blockIdx.y % a.g, u = blockIdx.x * SELECT_THREADS + threadIdx.x;
-    if (u > c) return;
-    float sc = 0.0f;
-    const int mb = u * per, me = (u + 1) * per < nm ? (u + 1) * per : nm;
-    for (int i = j * G; i < (j + 1) * G; i++) {
-        const float L = lse_cmp[(long)b * a.h + i];
-        if (L == -INFINITY) continue;
-        const E *qi = q + ((long)b * a.h + i) * (a.dk1 + a.dk2);
-        for (int m = mb; m < me; m++)
-            sc += expf(attn_dot2(qi, view_k1<E>(kvc, b, m, j), a.dk1, a.dk2 ? view_k2<E>(kvc, b, m, j) : NULL,
-                                 a.dk2) * a.scale -
-                       L);
-    }
-    score[(long)blockIdx.y * (c + 1) + u] = sc;
+    const int b = blockIdx.y / a.g, j = blockIdx.y % a.g;
+    const long e = (long)blockIdx.x * SELECT_THREADS + threadIdx.x, terms = (long)(c + 1) * G * per;
+    if (e >= terms) return;
+    const int u = (int)(e / (G * per)), i = j * G + (int)(e % (G * per)) / per, m = u * per + (int)(e % per);
+    const float L = lse_cmp[(long)b * a.h + i];
+    float v = 0.0f;
+    if (L != -INFINITY && m < nm)
+        v = expf(__fsub_rn(__fmul_rn(attn_dot2(q + ((long)b * a.h + i) * (a.dk1 + a.dk2), view_k1<E>(kvc, b, m, j),
+                                               a.dk1, a.dk2 ? view_k2<E>(kvc, b, m, j) : NULL, a.dk2),
+                                     a.scale),
+                           L));  // no fused multiply-add: the CPU rounds the product
+    p[blockIdx.y * terms + e] = v;
 }
 
-// One warp per (sequence, group): the blocks from the scores, as select_topk picks them.
-__global__ void select_decode_pick_kernel(int t, int bsel, int n, const float *score, int32_t *idx) {
+// One warp per (sequence, group): each score summed from its terms in the CPU's order (the heads, then the
+// pooled keys inside the block; the zero terms change no sum of non-negative values), so the lists equal
+// the CPU's; then the blocks picked as select_topk picks them.
+__global__ void select_decode_pick_kernel(int G, int t, int bsz, int bsel, int n, const float *p, int32_t *idx) {
     extern __shared__ float sc[];  // [c + 1] then chosen flags [c + 1]
-    const int c = t / bsel;
+    const int c = t / bsel, per = bsel / bsz;
     unsigned char *chosen = (unsigned char *)(sc + c + 1);
-    for (int u = threadIdx.x; u <= c; u += 32) sc[u] = score[(long)blockIdx.x * (c + 1) + u];
+    const float *pg = p + (long)blockIdx.x * (c + 1) * G * per;
+    for (int u = threadIdx.x; u <= c; u += 32) {
+        float v = 0.0f;
+        for (int k = 0; k < G * per; k++) v += pg[(long)u * G * per + k];
+        sc[u] = v;
+    }
     __syncwarp();
     topk_select_row(sc, chosen, c, n, idx + (long)blockIdx.x * n, threadIdx.x);
 }
@@ -237,11 +270,13 @@ void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const
     if (smem > 48 * 1024) asa_fatal("CUDA select_decode: %d selection blocks exceed shared memory", c + 1);
     if ((long)B * g == 0) return;
     ASA_CHECK((long)B * g <= 65535);
-    float *score = (float *)cuda_scratch(be, (size_t)B * g * (c + 1) * sizeof(float));
-    const dim3 grid((unsigned)((c + SELECT_THREADS) / SELECT_THREADS), (unsigned)(B * g));
-    DISPATCH_ACT(be, select_decode_score_kernel<<<grid, SELECT_THREADS>>>(a, (const act_t *)q, *kvc, lse_cmp, t,
-                                                                          block_size, selection_block_size, score));
+    const int G = h / g, per = selection_block_size / block_size;
+    const long terms = (long)(c + 1) * G * per;
+    float *p = (float *)cuda_scratch(be, (size_t)B * g * terms * sizeof(float));
+    const dim3 grid((unsigned)((terms + SELECT_THREADS - 1) / SELECT_THREADS), (unsigned)(B * g));
+    DISPATCH_ACT(be, select_decode_terms_kernel<<<grid, SELECT_THREADS>>>(a, (const act_t *)q, *kvc, lse_cmp, t,
+                                                                          block_size, selection_block_size, p));
     CUDA_LAUNCH_CHECK();
-    select_decode_pick_kernel<<<B * g, 32, smem>>>(t, selection_block_size, block_counts, score, idx);
+    select_decode_pick_kernel<<<B * g, 32, smem>>>(G, t, block_size, selection_block_size, block_counts, p, idx);
     CUDA_LAUNCH_CHECK();
 }
