@@ -63,7 +63,6 @@ static size_t topk_smem(const topk_args &a) {
     return floats * sizeof(float) + (size_t)a.A * a.nsb;
 }
 
-
 // Copies one q or kc row (dk values at src; zeros when src is NULL) into the residue-major layout, by a warp.
 template <typename T>
 static __device__ __forceinline__ void topk_stage_row(float *dst, const T *src, const topk_args &a, int lane) {
