@@ -10,8 +10,8 @@
 // the block list) into a partial online softmax (max, sum, unnormalised output) in scratch, and a second
 // kernel merges a row's partials in chunk order: deterministic, and o and lse as one pass would give them
 // up to the order of the sums. Selection computes each term of the scores (block, head, pooled key) in a
-// thread of its own, then one warp per (sequence, group) sums them in the CPU's order and picks the blocks
-// as select_topk does.
+// thread of its own, then a block per (sequence, group) sums them in the CPU's order, a score a thread,
+// and one warp picks the blocks as select_topk does.
 #include "backend/cuda/attn_kernels.cuh"
 #include "backend/cuda/select_rows.cuh"
 
@@ -188,21 +188,21 @@ __global__ void select_decode_terms_kernel(decode_args a, const E *q, asa_kv_vie
     p[blockIdx.y * terms + e] = v;
 }
 
-// One warp per (sequence, group): each score summed from its terms in the CPU's order (the heads, then the
-// pooled keys inside the block; the zero terms change no sum of non-negative values), so the lists equal
-// the CPU's; then the blocks picked as select_topk picks them.
+// One block per (sequence, group): each score summed by a thread from its terms in the CPU's order (the
+// heads, then the pooled keys inside the block; the zero terms change no sum of non-negative values), so
+// the lists equal the CPU's; then the first warp picks the blocks as select_topk does.
 __global__ void select_decode_pick_kernel(int G, int t, int bsz, int bsel, int n, const float *p, int32_t *idx) {
     extern __shared__ float sc[];  // [c + 1] then chosen flags [c + 1]
     const int c = t / bsel, per = bsel / bsz;
     unsigned char *chosen = (unsigned char *)(sc + c + 1);
     const float *pg = p + (long)blockIdx.x * (c + 1) * G * per;
-    for (int u = threadIdx.x; u <= c; u += 32) {
+    for (int u = threadIdx.x; u <= c; u += SELECT_THREADS) {
         float v = 0.0f;
         for (int k = 0; k < G * per; k++) v += pg[(long)u * G * per + k];
         sc[u] = v;
     }
-    __syncwarp();
-    topk_select_row(sc, chosen, c, n, idx + (long)blockIdx.x * n, threadIdx.x);
+    __syncthreads();
+    if (threadIdx.x < 32) topk_select_row(sc, chosen, c, n, idx + (long)blockIdx.x * n, threadIdx.x);
 }
 
 static decode_args decode_make(int B, int h, int g, float scale, const asa_kv_view *kv) {
@@ -277,6 +277,7 @@ void cuda_select_decode(asa_backend *be, int B, int h, int g, float scale, const
     DISPATCH_ACT(be, select_decode_terms_kernel<<<grid, SELECT_THREADS>>>(a, (const act_t *)q, *kvc, lse_cmp, t,
                                                                           block_size, selection_block_size, p));
     CUDA_LAUNCH_CHECK();
-    select_decode_pick_kernel<<<B * g, 32, smem>>>(G, t, block_size, selection_block_size, block_counts, p, idx);
+    select_decode_pick_kernel<<<B * g, SELECT_THREADS, smem>>>(G, t, block_size, selection_block_size, block_counts,
+                                                               p, idx);
     CUDA_LAUNCH_CHECK();
 }
