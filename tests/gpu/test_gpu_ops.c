@@ -1179,6 +1179,28 @@ static void test_dense16_d160(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_dense_tc(gpu_bf16, &cases[i], worst);
 }
 
+// bf16 attention over pooled keys (attn_dense16.cu) at head dims 64, 128 and 160 / 128 on both paths
+// (asa_backend_cuda_tma): Hopper's (the default there, so the main cases ran it), where dq (64 and 128) and
+// the dk/dv pass run on warpgroup MMA, and every other GPU's mma.sync kernels. Full, window and compressed
+// (1 to 37 pooled keys per sequence, the dk/dv rows split over blocks), B 2: tiles that end inside a sequence.
+static void test_dense16_paths(void) {
+    const attn_case c[] = {
+        make_case("full G=16 d128 B=2, cmp b=16", 2, 300, 16, 1, 128, 128, 0, 16, 16, 1, 1),
+        make_case("window 70 G=8 d64, cmp b=8", 1, 300, 16, 2, 64, 64, 70, 8, 8, 1, 1),
+        make_case("full G=8 d160/128, cmp b=32", 1, 500, 8, 1, 160, 128, 0, 32, 32, 1, 1),
+        make_case("window 9 G=2 d128 B=2, cmp b=64", 2, 130, 4, 2, 128, 128, 9, 64, 64, 1, 1),
+    };
+    const int tma = asa_backend_cuda_tma(gpu_bf16, -1);
+    printf("bf16 attention over pooled keys, d64, d128 and d160/128: Hopper path (wgmma) %s on this GPU\n",
+           tma ? "on" : "not available");
+    double worst[2] = {0, 0};
+    for (int pass = 0; pass < (tma ? 2 : 1); pass++) {
+        asa_backend_cuda_tma(gpu_bf16, tma && pass == 0);
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) test_dense_tc(gpu_bf16, &c[i], worst);
+    }
+    TU_CHECK(asa_backend_cuda_tma(gpu_bf16, 1) == tma, "asa_backend_cuda_tma did not restore the setting");
+}
+
 // cuDNN's fused attention (bf16 mode, T a multiple of 128), checked like asa's kernels against the CPU:
 // full and window, GQA and MHA, head dims 64, 128 and 160 / 128 (ASA's local layers), and the compressed
 // branch over pooled keys (b 16, 32 and 64, 8 to 128 keys, below the default length it starts from; rows
@@ -1199,7 +1221,8 @@ static void test_cudnn(void) {
     };
     const int ncases = (int)(sizeof cases / sizeof cases[0]);
     const long calls0 = asa_backend_cuda_cudnn_calls(gpu_bf16);
-    const int min_keys = asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, 2);
+    const int min_keys[2] = {asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, 0, 2),
+                             asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, 1, 2)};
     double worst[2] = {0, 0};
     long expected = 0;
     reproducible = 0;
@@ -1208,7 +1231,8 @@ static void test_cudnn(void) {
         expected += cases[i].s.block_size > 0 ? 6 : 3;  // forward and two backwards, per branch
     }
     reproducible = 1;
-    asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, min_keys);
+    asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, 0, min_keys[0]);
+    asa_backend_cuda_cudnn_cmp_min_keys(gpu_bf16, 1, min_keys[1]);
     const long calls = asa_backend_cuda_cudnn_calls(gpu_bf16) - calls0;
     TU_CHECK(calls == expected, "cuDNN %d served %ld of the %ld attention calls", version, calls, expected);
     printf("  cuDNN %d served %ld attention calls\n", version, calls);
@@ -1443,6 +1467,7 @@ int main(void) {
     test_slc16_many_rows();
     test_slc16_tma();
     test_dense16_d160();
+    test_dense16_paths();
     test_cudnn();
     // gemm last (cuBLASLt aborts the program if it has no kernel for a bf16 layout, after every other
     // result). Operands bf16 (the tensor cores multiply them exactly into fp32), sums fp32: with an fp32 C

@@ -559,7 +559,7 @@ static int calls_plan(asa_backend *be, const asa_attn_shape *s, const void *cons
                       call *c, cudnn_plan **pl, size_t *ws) {
     if (!cudnn_takes(be, s, ptr, nptr)) return 0;
     if (cmp && (s->block_size < 2 || s->T % s->block_size != 0 || s->T / s->block_size < 2 ||
-                s->T / s->block_size < cuda_ctx_of(be)->cudnn_cmp_min_keys || 2 * s->B > CUDNN_MAX_CALLS))
+                s->T / s->block_size < cuda_ctx_of(be)->cudnn_cmp_min_keys[bwd] || 2 * s->B > CUDNN_MAX_CALLS))
         return 0;
     const int n = calls_make(s, bwd, cmp, c);
     *ws = 0;

@@ -21,7 +21,10 @@
 // - dk/dv: 64 keys per block (16 per warp) streaming the rows that see them, 64 per chunk (32 for dk 160):
 //   S^T = K·Q^T and dP^T = V·dout^T, then dv += P^T·dout and dk += dS^T·Q, P^T and dS^T again straight from
 //   registers. When key blocks are few (the compressed branch) each one's rows are split over several blocks
-//   whose partial sums a second pass adds in split order. Blocks with the most rows start first (causal imbalance).
+//   whose partial sums a second pass adds in split order; the splits cut every key block's rows at the same
+//   places, and the key blocks of a split run together, so that they read the same rows from L2.
+// - Hopper (asa_backend_cuda_tma): dq and dk/dv on warpgroup MMA (d16_dq_wg_kernel, d16_dkdv_wg_kernel, the
+//   latter with the selected branch's products), the tiles swizzled instead of padded.
 #include <limits.h>
 
 #include "backend/cuda/attn_dense16.cuh"
@@ -41,7 +44,7 @@
 #define F_KT(DK) ((DK) > 128 ? 32 : 64)   // forward: keys per chunk
 #define KV_RT(DK) ((DK) > 128 ? 32 : 64)  // dk/dv: rows per chunk
 #define DQ_BLOCKS(DK) ((DK) > 128 ? 2 : 3)  // dq: blocks per multiprocessor
-#define KV_TARGET_BLOCKS 528  // dk/dv splits its rows when key blocks are fewer than this (4 per SM on an H100) ...
+#define KV_TARGET_BLOCKS 2112  // dk/dv splits its rows when key blocks are fewer than this (16 per SM on an H100) ...
 #define KV_MIN_ROWS 512       // ... keeping at least this many rows per split
 
 static __device__ __forceinline__ float ex2(float x) {
@@ -63,8 +66,9 @@ static __device__ __forceinline__ void d16_stage(bf16 *dst, const bf16 *src, lon
 }
 
 // (Query, head) rows rho0 .. rho0 + rows - 1 of group j: x (width d, padded to D) into shared rows of stride
-// D + 8, zeros past the end. `rows` is a multiple of D16_THREADS / 2: two threads per row, one division each.
-template <int D>
+// D + 8 or, with SW, a swizzled tile (sw128_off), zeros past the end. `rows` is a multiple of D16_THREADS / 2:
+// two threads per row, one division each.
+template <int D, bool SW = false>
 static __device__ __forceinline__ void d16_stage_q(const dense_args &a, int b, int j, long rho0, int rows, bf16 *dst,
                                                    const bf16 *x, int d) {
     for (int rr = threadIdx.x / 2; rr < rows; rr += D16_THREADS / 2) {
@@ -74,7 +78,8 @@ static __device__ __forceinline__ void d16_stage_q(const dense_args &a, int b, i
 #pragma unroll
         for (int s = threadIdx.x % 2; s < D / 8; s += 2) {
             const bool in = t >= 0 && s * 8 < d;
-            cp16_b16(dst + rr * (D + 8) + s * 8, in ? x + r * d + s * 8 : x, in ? 16 : 0);
+            bf16 *p = SW ? (bf16 *)((char *)dst + sw128_off(rows, rr, s)) : dst + rr * (D + 8) + s * 8;
+            cp16_b16(p, in ? x + r * d + s * 8 : x, in ? 16 : 0);
         }
     }
 }
@@ -305,6 +310,66 @@ d16_fwd_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf1
         }
 }
 
+// A thread's two rows of a dq tile (accumulator rows g and g + 8 of its warp's 16): token (-1: no gradient),
+// (token, head) row, log2-scaled lse, D and visible keys [lo, hi); over the warp's rows, the union [ulo, uhi)
+// and the intersection [ilo, ihi) of the visible keys.
+typedef struct {
+    int tr[2], lo[2], hi[2], ulo, uhi, ilo, ihi;
+    long rr[2];
+    float lb[2], Dn[2];
+} d16_dq_rows;
+
+static __device__ __forceinline__ void d16_dq_rows_of(const dense_args &a, int b, int j, long rho, const float *lse,
+                                                      const float *D, d16_dq_rows &rw) {
+    rw.ulo = INT_MAX, rw.uhi = INT_MIN, rw.ilo = INT_MIN, rw.ihi = INT_MAX;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        dense_row(a, b, j, rho + hf * 8, rw.tr[hf], rw.rr[hf]);
+        // rows with lse = -inf saw no key: no gradient
+        const float L = rw.tr[hf] >= 0 ? lse[rw.rr[hf]] : -INFINITY;
+        if (L == -INFINITY) rw.tr[hf] = -1;
+        const bool ok = rw.tr[hf] >= 0;
+        rw.lb[hf] = ok ? L * LOG2E : 0.0f, rw.Dn[hf] = ok ? D[rw.rr[hf]] : 0.0f;
+        rw.lo[hf] = ok ? dense_lo(a, rw.tr[hf]) : 0, rw.hi[hf] = ok ? dense_hi(a, rw.tr[hf]) : 0;
+        if (ok)
+            rw.ulo = min(rw.ulo, rw.lo[hf]), rw.uhi = max(rw.uhi, rw.hi[hf]), rw.ilo = max(rw.ilo, rw.lo[hf]),
+            rw.ihi = min(rw.ihi, rw.hi[hf]);
+    }
+    rw.ulo = dense_warp_min(rw.ulo), rw.uhi = dense_warp_max(rw.uhi);
+    rw.ilo = dense_warp_max(rw.ilo), rw.ihi = dense_warp_min(rw.ihi);
+}
+
+// dS = P (dP - D) in place of the dP accumulators of keys c0 .. c0 + 8 NT - 1 (all visible to the warp's rows
+// when `full`), from the S accumulators (scores unscaled).
+template <int NT>
+static __device__ __forceinline__ void d16_dq_ds(float (&dp)[NT][4], const float (&s)[NT][4], const d16_dq_rows &rw,
+                                                 int c0, bool full, float sl2, int c) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int key = c0 + nt * 8 + 2 * c + (e & 1), hf = e >> 1;
+            const bool vis = full || (key >= rw.lo[hf] && key < rw.hi[hf]);
+            dp[nt][e] = vis ? ex2(fmaf(s[nt][e], sl2, -rw.lb[hf])) * (dp[nt][e] - rw.Dn[hf]) : 0.0f;
+        }
+}
+
+template <int DK>
+static __device__ __forceinline__ void d16_dq_store(const dense_args &a, const d16_dq_rows &rw,
+                                                    const float (&acc)[DK / 8][4], int c, bf16 *dq) {
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        if (rw.tr[hf] < 0) continue;
+        bf16 *row = dq + rw.rr[hf] * a.dk;
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dk) break;
+            d16_acc2(row + col, a.scale * acc[nd][2 * hf], a.scale * acc[nd][2 * hf + 1]);
+        }
+    }
+}
+
 template <int DK, int DV>
 static constexpr size_t d16_dq_bytes() {
     return ((size_t)DQ_ROWS * (DK + 8 + DV + 8) + 2 * (size_t)DQ_KT * (DK + 8 + DV + 8)) * sizeof(bf16);
@@ -324,22 +389,9 @@ d16_dq_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const bf16 *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
 
-    int tr[2], lo[2], hi[2];
-    long rr[2];
-    float lb[2], Dn[2];
-    int ulo = INT_MAX, uhi = INT_MIN, ilo = INT_MIN, ihi = INT_MAX;
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        dense_row(a, b, j, rbase + w * 16 + hf * 8 + g, tr[hf], rr[hf]);
-        // rows with lse = -inf saw no key: no gradient
-        const float L = tr[hf] >= 0 ? lse[rr[hf]] : -INFINITY;
-        if (L == -INFINITY) tr[hf] = -1;
-        const bool ok = tr[hf] >= 0;
-        lb[hf] = ok ? L * LOG2E : 0.0f, Dn[hf] = ok ? D[rr[hf]] : 0.0f;
-        lo[hf] = ok ? dense_lo(a, tr[hf]) : 0, hi[hf] = ok ? dense_hi(a, tr[hf]) : 0;
-        if (ok) ulo = min(ulo, lo[hf]), uhi = max(uhi, hi[hf]), ilo = max(ilo, lo[hf]), ihi = min(ihi, hi[hf]);
-    }
-    ulo = dense_warp_min(ulo), uhi = dense_warp_max(uhi), ilo = dense_warp_max(ilo), ihi = dense_warp_min(ihi);
+    d16_dq_rows rw;
+    d16_dq_rows_of(a, b, j, rbase + w * 16 + g, lse, D, rw);
+    const int ulo = rw.ulo, uhi = rw.uhi;
     const int u0 = dense_lo(a, (int)(rbase / a.G));
     const int u1 = dense_hi(a, (int)((min(rbase + DQ_ROWS, (long)a.T * a.G) - 1) / a.G));
 
@@ -367,7 +419,7 @@ d16_dq_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16
         cp_commit();
         if (c0 >= uhi || nx <= ulo) continue;
         const bf16 *K = Ks + buf * DQ_KT * KST, *V = Vs + buf * DQ_KT * VST;
-        const bool full = c0 >= ilo && nx <= ihi;
+        const bool full = c0 >= rw.ilo && nx <= rw.ihi;
 
         float s[NT][4], dp[NT][4];
 #pragma unroll
@@ -400,14 +452,7 @@ d16_dq_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16
                 mma16(dp[2 * n + 1], oa, vb[2], vb[3]);
             }
         }
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int key = c0 + nt * 8 + 2 * c + (e & 1), hf = e >> 1;
-                const bool vis = full || (key >= lo[hf] && key < hi[hf]);
-                dp[nt][e] = vis ? ex2(fmaf(s[nt][e], a.sl2, -lb[hf])) * (dp[nt][e] - Dn[hf]) : 0.0f;
-            }
+        d16_dq_ds<NT>(dp, s, rw, c0, full, a.sl2, c);
 #pragma unroll
         for (int kk = 0; kk < NT / 2; kk++) {
             uint32_t da[4];
@@ -416,17 +461,96 @@ d16_dq_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16
         }
     }
     cp_wait<0>();
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        if (tr[hf] < 0) continue;
-        bf16 *row = dq + rr[hf] * a.dk;
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dk) break;
-            d16_acc2(row + col, a.scale * acc[nd][2 * hf], a.scale * acc[nd][2 * hf + 1]);
-        }
+    d16_dq_store<DK>(a, rw, acc, c, dq);
+}
+
+// dq on Hopper by warpgroup MMA: the work of d16_dq_kernel, whose warps each read every K and V chunk from
+// shared memory for their 16 rows. The block's 4 warps are one warpgroup holding the 64 rows as the M side:
+// S = Q·K^T and dP = dout·V^T (m64n64k16, Q, dout, K and V swizzled tiles), then dq += dS·K (m64nDKk16, dS
+// from registers, K read N-major), chunks of 64 keys. Head dims 64 or 128 (dk = dv). One chunk buffer, so that
+// 3 blocks share a multiprocessor: the compressed branch's rows see few chunks (2 on average at T 16384, b 64),
+// and a block spends most of its time loading its rows and adding its dq, which the other blocks overlap.
+#define D16_WG_DQ_DIMS(DK, DV) ((DK) == (DV) && ((DK) == 64 || (DK) == 128))
+#define DQW_KT 64  // keys per chunk
+template <int DK, int DV>
+struct d16_dqw_smem {
+    static constexpr int QT = DQ_ROWS * DK * 2, OT = DQ_ROWS * DV * 2, KT = DQW_KT * DK * 2, VT = DQW_KT * DV * 2;
+    static constexpr size_t BYTES = QT + OT + KT + VT + 1024;  // + the alignment slack
+};
+
+template <int DK, int DV>
+__global__ void __launch_bounds__(D16_THREADS, 3)
+d16_dq_wg_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+                 const float *D, const bf16 *dout, bf16 *dq) {
+#if ASA_WGMMA
+    static_assert(D16_WG_DQ_DIMS(DK, DV), "the warpgroup dq pass holds head dims 64 or 128");
+    using SM = d16_dqw_smem<DK, DV>;
+    constexpr int NT = DQW_KT / 8;
+    extern __shared__ float4 smem4[];
+    char *Qs = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Os = Qs + SM::QT, *K = Os + SM::OT;
+    char *V = K + SM::KT;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, c = lane % 4;
+    const int nbj = a.B * a.g, bj = blockIdx.x % nbj, j = bj % a.g, b = bj / a.g;
+    const long rbase = (long)(ntiles - 1 - (int)(blockIdx.x / nbj)) * DQ_ROWS;
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const bf16 *kg = k + (long)b * a.nkeys * krs + (long)j * a.dk, *vg = v + (long)b * a.nkeys * vrs + (long)j * a.dv;
+    // the block's keys (the products are the warpgroup's: no warp skips a chunk alone)
+    const int u0 = dense_lo(a, (int)(rbase / a.G));
+    const int u1 = dense_hi(a, (int)((min(rbase + DQ_ROWS, (long)a.T * a.G) - 1) / a.G));
+    d16_stage_q<DK, true>(a, b, j, rbase, DQ_ROWS, (bf16 *)Qs, q, a.dk);
+    d16_stage_q<DV, true>(a, b, j, rbase, DQ_ROWS, (bf16 *)Os, dout, a.dv);
+    if (u0 < u1) {
+        stage_sw<DK, D16_THREADS>(K, kg + u0 * krs, krs, min(DQW_KT, u1 - u0), DQW_KT);
+        stage_sw<DV, D16_THREADS>(V, vg + u0 * vrs, vrs, min(DQW_KT, u1 - u0), DQW_KT);
     }
+    cp_commit();
+    d16_dq_rows rw;  // after the copies are issued: its loads of lse and D overlap them
+    d16_dq_rows_of(a, b, j, rbase + w * 16 + lane / 4, lse, D, rw);
+
+    float acc[DK / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    for (int c0 = u0; c0 < u1; c0 += DQW_KT) {
+        const int nx = c0 + DQW_KT;
+        if (c0 > u0) {
+            __syncthreads();  // every product of the last chunk is done
+            stage_sw<DK, D16_THREADS>(K, kg + c0 * krs, krs, min(DQW_KT, u1 - c0), DQW_KT);
+            stage_sw<DV, D16_THREADS>(V, vg + c0 * vrs, vrs, min(DQW_KT, u1 - c0), DQW_KT);
+            cp_commit();
+        }
+        cp_wait<0>();
+        fence_proxy_async();  // cp.async wrote the tiles; wgmma reads them through the async proxy
+        __syncthreads();
+        float s[NT][4], dp[NT][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++)
+            wg_m64n64_ss(s, wg_desc_k(Qs, DQ_ROWS, kk), wg_desc_k(K, DQW_KT, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; kk++)
+            wg_m64n64_ss(dp, wg_desc_k(Os, DQ_ROWS, kk), wg_desc_k(V, DQW_KT, kk), kk > 0);
+        wg_commit();
+        wg_wait();
+        wg_hold<NT>(s), wg_hold<NT>(dp);
+        d16_dq_ds<NT>(dp, s, rw, c0, c0 >= rw.ilo && nx <= rw.ihi, a.sl2, c);
+        uint32_t da[NT / 2][4];
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) d16_pack<NT>(da[kk], dp, kk);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) {
+            if constexpr (DK == 128) wg_m64n128_rs(acc, da[kk], wg_desc_n(K, DQW_KT, kk));
+            else wg_m64n64_rs(acc, da[kk], wg_desc_n(K, DQW_KT, kk));
+        }
+        wg_commit();
+        wg_wait();
+        wg_hold<DK / 8>(acc);
+    }
+    cp_wait<0>();
+    d16_dq_store<DK>(a, rw, acc, c, dq);
+#else
+    __trap();  // launched only on Hopper
+#endif
 }
 
 template <int DK, int DV>
@@ -435,14 +559,15 @@ static constexpr size_t d16_kv_bytes() {
            2 * ((size_t)KV_RT(DK) * (DK + 8 + DV + 8) * sizeof(bf16) + 3 * KV_RT(DK) * sizeof(float));
 }
 
-// Rows rho0 .. rho0 + KV_RT(DK) - 1 of group j's stream (those < rend): q and dout into Qc, Oc; log2-scaled lse,
-// D and the token (-1 for padding and rows with no visible key: they add nothing) into Lb, Db, Tb.
-template <int DK, int DV>
+// Rows rho0 .. rho0 + RT - 1 of group j's stream (those < rend): q and dout into Qc, Oc (rows of stride D + 8
+// or, with SW, swizzled tiles); log2-scaled lse, D and the token (-1 for padding and rows with no visible key:
+// they add nothing) into Lb, Db, Tb.
+template <int DK, int DV, int RT = KV_RT(DK), bool SW = false>
 static __device__ __forceinline__ void d16_stage_rows(const dense_args &a, int b, int j, long rho0, long rend,
                                                       const bf16 *q, const bf16 *dout, const float *lse,
                                                       const float *D, bf16 *Qc, bf16 *Oc, float *Lb, float *Db,
                                                       int *Tb) {
-    constexpr int TPR = D16_THREADS / KV_RT(DK);  // threads per row
+    constexpr int TPR = D16_THREADS / RT;  // threads per row
     const int rr = threadIdx.x / TPR;
     int t = -1;
     long r = 0;
@@ -450,12 +575,14 @@ static __device__ __forceinline__ void d16_stage_rows(const dense_args &a, int b
 #pragma unroll
     for (int s = threadIdx.x % TPR; s < DK / 8; s += TPR) {
         const bool in = t >= 0 && s * 8 < a.dk;
-        cp16_b16(Qc + rr * (DK + 8) + s * 8, in ? q + r * a.dk + s * 8 : q, in ? 16 : 0);
+        bf16 *p = SW ? (bf16 *)((char *)Qc + sw128_off(RT, rr, s)) : Qc + rr * (DK + 8) + s * 8;
+        cp16_b16(p, in ? q + r * a.dk + s * 8 : q, in ? 16 : 0);
     }
 #pragma unroll
     for (int s = threadIdx.x % TPR; s < DV / 8; s += TPR) {
         const bool in = t >= 0 && s * 8 < a.dv;
-        cp16_b16(Oc + rr * (DV + 8) + s * 8, in ? dout + r * a.dv + s * 8 : dout, in ? 16 : 0);
+        bf16 *p = SW ? (bf16 *)((char *)Oc + sw128_off(RT, rr, s)) : Oc + rr * (DV + 8) + s * 8;
+        cp16_b16(p, in ? dout + r * a.dv + s * 8 : dout, in ? 16 : 0);
     }
     if (threadIdx.x % TPR == 0) {
         const float L = t >= 0 ? lse[r] : -INFINITY;
@@ -463,6 +590,92 @@ static __device__ __forceinline__ void d16_stage_rows(const dense_args &a, int b
         Lb[rr] = L == -INFINITY ? 0.0f : L * LOG2E;
         Db[rr] = L == -INFINITY ? 0.0f : D[r];
     }
+}
+
+// P^T and dS^T in place of the S^T and dP^T accumulators (key rows g / g+8, chunk rows 2c, 2c+1 of n-tile n):
+// keys p0 and p1 are visible to tokens [qlo0, qhi0) and [qlo1, qhi1).
+template <int NR>
+static __device__ __forceinline__ void d16_dkdv_probs(float (&st)[NR][4], float (&dpt)[NR][4], const float *Lb,
+                                                      const float *Db, const int *Tb, int qlo0, int qhi0, int qlo1,
+                                                      int qhi1, float sl2, int c) {
+#pragma unroll
+    for (int n = 0; n < NR; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int ri = n * 8 + 2 * c + e, tt = Tb[ri];
+            const float L = Lb[ri], Dr = Db[ri];
+            // t = -1 (padding, no visible key) fails t >= qlo, as qlo >= 0
+            const float pa = tt >= qlo0 && tt < qhi0 ? ex2(fmaf(st[n][e], sl2, -L)) : 0.0f;
+            const float pb = tt >= qlo1 && tt < qhi1 ? ex2(fmaf(st[n][2 + e], sl2, -L)) : 0.0f;
+            st[n][e] = pa, st[n][2 + e] = pb;
+            dpt[n][e] = pa * (dpt[n][e] - Dr), dpt[n][2 + e] = pb * (dpt[n][2 + e] - Dr);
+        }
+}
+
+// A dk/dv block's sums for keys p0 (accumulator rows g) and p1 (g + 8): added into dk / dv, or with nsplit > 1
+// stored as split sp's partial sums (dk's scaled) in `part` for dense_split_sum_kernel.
+template <int DK, int DV>
+static __device__ __forceinline__ void d16_dkdv_store(const dense_args &a, int nsplit, int sp, int b, int j, int p0,
+                                                      int p1, int c, const float (&ak)[DK / 8][4],
+                                                      const float (&av)[DV / 8][4], float *part, bf16 *dk,
+                                                      bf16 *dv) {
+    const long o0 = ((long)b * a.nkeys + p0) * a.g + j, o1 = ((long)b * a.nkeys + p1) * a.g + j;
+    const bool w0 = p0 < a.nkeys, w1 = p1 < a.nkeys;
+    if (nsplit > 1) {
+        const int W = a.dk + a.dv;
+        float *pp = part + (long)sp * a.B * a.nkeys * a.g * W;
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dk) break;
+            if (w0) *(float2 *)(pp + o0 * W + col) = make_float2(a.scale * ak[nd][0], a.scale * ak[nd][1]);
+            if (w1) *(float2 *)(pp + o1 * W + col) = make_float2(a.scale * ak[nd][2], a.scale * ak[nd][3]);
+        }
+#pragma unroll
+        for (int nd = 0; nd < DV / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dv) break;
+            if (w0) *(float2 *)(pp + o0 * W + a.dk + col) = make_float2(av[nd][0], av[nd][1]);
+            if (w1) *(float2 *)(pp + o1 * W + a.dk + col) = make_float2(av[nd][2], av[nd][3]);
+        }
+        return;
+    }
+#pragma unroll
+    for (int nd = 0; nd < DK / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dk) break;
+        if (w0) d16_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
+        if (w1) d16_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
+    }
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) {
+        const int col = nd * 8 + 2 * c;
+        if (col >= a.dv) break;
+        if (w0) d16_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
+        if (w1) d16_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
+    }
+}
+
+// A dk/dv block's share of the pass: KV_KEYS keys from mfirst (cnk of them) of group j, sequence b, and the
+// rows [i0, i1) of split sp of the rows that see them. The splits cut a sequence's (query, head) rows at the
+// same places for every key block, and the blocks of one split run together (key blocks fastest), so that
+// they read the same rows, from L2 after the first; a block whose rows all lie before its keys' first query
+// has none (its partial sums are zeros).
+typedef struct {
+    int sp, j, b, mfirst, cnk;
+    long i0, i1;
+} d16_kv_share;
+
+static __device__ __forceinline__ d16_kv_share d16_kv_share_of(const dense_args &a, int nsplit) {
+    d16_kv_share p;
+    const int nmb = (a.nkeys + KV_KEYS - 1) / KV_KEYS, nbj = a.B * a.g;
+    const int mb = blockIdx.x % nmb, bj = blockIdx.x / nmb % nbj;
+    p.sp = blockIdx.x / nmb / nbj, p.j = bj % a.g, p.b = bj / a.g;
+    p.mfirst = mb * KV_KEYS, p.cnk = min(KV_KEYS, a.nkeys - p.mfirst);
+    const long rows = (long)a.T * a.G, ch = (rows + nsplit - 1) / nsplit;
+    const long rho0 = (long)dense_qlo(a, p.mfirst) * a.G, rend = (long)dense_qhi(a, p.mfirst + p.cnk - 1) * a.G;
+    p.i0 = max(rho0, p.sp * ch), p.i1 = min(rend, (p.sp + 1) * ch);
+    return p;
 }
 
 // dk / dv of KV_KEYS keys of group j from split sp of the rows that see them. With nsplit > 1 every split
@@ -477,17 +690,13 @@ d16_dkdv_kernel(dense_args a, int nsplit, const bf16 *q, const bf16 *k, const bf
     bf16 *Ks = (bf16 *)smem4, *Vs = Ks + KV_KEYS * KST;
     char *cb = (char *)(Vs + KV_KEYS * VST);
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
-    const int nbj = a.B * a.g, sp = blockIdx.x % nsplit, kb = blockIdx.x / nsplit;
-    const int bj = kb % nbj, j = bj % a.g, b = bj / a.g, mb = kb / nbj;  // early keys (most rows) first
-    const int mfirst = mb * KV_KEYS, cnk = min(KV_KEYS, a.nkeys - mfirst);
+    const d16_kv_share p = d16_kv_share_of(a, nsplit);
+    const int sp = p.sp, j = p.j, b = p.b, mfirst = p.mfirst, cnk = p.cnk;
+    const long i0 = p.i0, i1 = p.i1;
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const long kr0 = ((long)b * a.nkeys + mfirst) * a.g + j;  // key row mfirst of group j, in units of heads
     d16_stage<DK>(Ks, k + kr0 * a.dk, krs, cnk, KV_KEYS, a.dk);
     d16_stage<DV>(Vs, v + kr0 * a.dv, vrs, cnk, KV_KEYS, a.dv);
-    // the rows that see some key of the block: tokens [T0, T1), split sp of them
-    const int T0 = dense_qlo(a, mfirst), T1 = dense_qhi(a, mfirst + cnk - 1);
-    const long nrows = (long)max(T1 - T0, 0) * a.G, rho0 = (long)T0 * a.G;
-    const long i0 = rho0 + nrows * sp / nsplit, i1 = rho0 + nrows * (sp + 1) / nsplit;
     const int p0 = mfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
     const int qlo0 = dense_qlo(a, p0), qhi0 = p0 < a.nkeys ? dense_qhi(a, p0) : 0;
     const int qlo1 = dense_qlo(a, p1), qhi1 = p1 < a.nkeys ? dense_qhi(a, p1) : 0;
@@ -548,19 +757,7 @@ d16_dkdv_kernel(dense_args a, int nsplit, const bf16 *q, const bf16 *k, const bf
                 mma16(dpt[2 * n + 1], va, ob[2], ob[3]);
             }
         }
-        // p^T and dS^T in place: accumulator (key row g / g+8, chunk rows 2c, 2c+1 of n-tile n)
-#pragma unroll
-        for (int n = 0; n < NR; n++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int ri = n * 8 + 2 * c + e, tt = Tb[ri];
-                const float L = Lb[ri], Dr = Db[ri];
-                // t = -1 (padding, no visible key) fails t >= qlo, as qlo >= 0
-                const float pa = tt >= qlo0 && tt < qhi0 ? ex2(fmaf(st[n][e], a.sl2, -L)) : 0.0f;
-                const float pb = tt >= qlo1 && tt < qhi1 ? ex2(fmaf(st[n][2 + e], a.sl2, -L)) : 0.0f;
-                st[n][e] = pa, st[n][2 + e] = pb;
-                dpt[n][e] = pa * (dpt[n][e] - Dr), dpt[n][2 + e] = pb * (dpt[n][2 + e] - Dr);
-            }
+        d16_dkdv_probs<NR>(st, dpt, Lb, Db, Tb, qlo0, qhi0, qlo1, qhi1, a.sl2, c);
 #pragma unroll
         for (int kk = 0; kk < NR / 2; kk++) {
             uint32_t pa[4], da[4];
@@ -572,41 +769,77 @@ d16_dkdv_kernel(dense_args a, int nsplit, const bf16 *q, const bf16 *k, const bf
     }
 #undef D16_CHUNK_PTRS
     cp_wait<0>();
-    const long o0 = ((long)b * a.nkeys + p0) * a.g + j, o1 = ((long)b * a.nkeys + p1) * a.g + j;
-    const bool w0 = p0 < a.nkeys, w1 = p1 < a.nkeys;
-    if (nsplit > 1) {
-        const int W = a.dk + a.dv;
-        float *pp = part + (long)sp * a.B * a.nkeys * a.g * W;
+    d16_dkdv_store<DK, DV>(a, nsplit, sp, b, j, p0, p1, c, ak, av, part, dk, dv);
+}
+
+// dk / dv on Hopper by warpgroup MMA: the work and order of d16_dkdv_kernel, with the products of the
+// selected branch's pass (wg_dkdv_scores, wg_dkdv_accumulate): each staged chunk of rows is read once for all
+// 64 keys, the rows staged STAGES - 1 chunks ahead.
+template <int DK, int DV, int NR, int STAGES>
+__global__ void __launch_bounds__(D16_THREADS, 2)
+d16_dkdv_wg_kernel(dense_args a, int nsplit, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+                   const float *D, const bf16 *dout, bf16 *dk, bf16 *dv, float *part) {
+#if ASA_WGMMA
+    using SM = wg_dkdv_smem<DK, DV, NR, STAGES>;
+    constexpr int NT = NR / 8;
+    extern __shared__ float4 smem4[];
+    char *Ks = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Vs = Ks + KV_KEYS * SM::KP * 2;
+    char *Qb = Ks + SM::KV;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    const d16_kv_share p = d16_kv_share_of(a, nsplit);
+    const int sp = p.sp, j = p.j, b = p.b, mfirst = p.mfirst, cnk = p.cnk;
+    const long i0 = p.i0, i1 = p.i1;
+    const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
+    const long kr0 = ((long)b * a.nkeys + mfirst) * a.g + j;  // key row mfirst of group j, in units of heads
+    stage_sw<DK, D16_THREADS>(Ks, k + kr0 * a.dk, krs, cnk, KV_KEYS);
+    stage_sw<DV, D16_THREADS>(Vs, v + kr0 * a.dv, vrs, cnk, KV_KEYS);
+    const int p0 = mfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
+    const int qlo0 = dense_qlo(a, p0), qhi0 = p0 < a.nkeys ? dense_qhi(a, p0) : 0;
+    const int qlo1 = dense_qlo(a, p1), qhi1 = p1 < a.nkeys ? dense_qhi(a, p1) : 0;
+#define D16_WG_STAGE(x)                                                                                      \
+    bf16 *Qc = (bf16 *)(Qb + (x) * SM::STAGE), *Oc = (bf16 *)((char *)Qc + SM::QB);                        \
+    float *Lb = (float *)((char *)Oc + SM::OB), *Db = Lb + NR;                                             \
+    int *Tb = (int *)(Db + NR)
+    // chunk x goes to stage x % STAGES; its commit group is the x-th (K and V ride with chunk 0)
 #pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dk) break;
-            if (w0) *(float2 *)(pp + o0 * W + col) = make_float2(a.scale * ak[nd][0], a.scale * ak[nd][1]);
-            if (w1) *(float2 *)(pp + o1 * W + col) = make_float2(a.scale * ak[nd][2], a.scale * ak[nd][3]);
+    for (int x = 0; x < STAGES - 1; x++) {
+        if (i0 + (long)x * NR < i1) {
+            D16_WG_STAGE(x);
+            d16_stage_rows<DK, DV, NR, true>(a, b, j, i0 + (long)x * NR, i1, q, dout, lse, D, Qc, Oc, Lb, Db, Tb);
         }
+        cp_commit();
+    }
+    float ak[DK / 8][4], av[DV / 8][4];
 #pragma unroll
-        for (int nd = 0; nd < DV / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dv) break;
-            if (w0) *(float2 *)(pp + o0 * W + a.dk + col) = make_float2(av[nd][0], av[nd][1]);
-            if (w1) *(float2 *)(pp + o1 * W + a.dk + col) = make_float2(av[nd][2], av[nd][3]);
+    for (int nd = 0; nd < DK / 8; nd++) ak[nd][0] = ak[nd][1] = ak[nd][2] = ak[nd][3] = 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < DV / 8; nd++) av[nd][0] = av[nd][1] = av[nd][2] = av[nd][3] = 0.0f;
+    for (long ci = 0; i0 + ci * NR < i1; ci++) {
+        const long nx = ci + STAGES - 1;  // into the stage freed at the end of the last iteration
+        if (i0 + nx * NR < i1) {
+            D16_WG_STAGE(nx % STAGES);
+            d16_stage_rows<DK, DV, NR, true>(a, b, j, i0 + nx * NR, i1, q, dout, lse, D, Qc, Oc, Lb, Db, Tb);
         }
-        return;
-    }
+        cp_commit();
+        cp_wait<STAGES - 1>();
+        fence_proxy_async();
+        __syncthreads();
+        D16_WG_STAGE(ci % STAGES);
+        float st[NT][4], dpt[NT][4];
+        wg_dkdv_scores<DK, DV, NR>(st, dpt, Ks, Vs, (const char *)Qc, (const char *)Oc);
+        d16_dkdv_probs<NT>(st, dpt, Lb, Db, Tb, qlo0, qhi0, qlo1, qhi1, a.sl2, c);
+        uint32_t pf[NT / 2][4], sf[NT / 2][4];
 #pragma unroll
-    for (int nd = 0; nd < DK / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dk) break;
-        if (w0) d16_acc2(dk + o0 * a.dk + col, a.scale * ak[nd][0], a.scale * ak[nd][1]);
-        if (w1) d16_acc2(dk + o1 * a.dk + col, a.scale * ak[nd][2], a.scale * ak[nd][3]);
+        for (int ks = 0; ks < NT / 2; ks++) d16_pack<NT>(pf[ks], st, ks), d16_pack<NT>(sf[ks], dpt, ks);
+        wg_dkdv_accumulate<DK, DV, NR>(ak, av, pf, sf, (const char *)Qc, (const char *)Oc);
+        __syncthreads();  // the stage is refilled next iteration
     }
-#pragma unroll
-    for (int nd = 0; nd < DV / 8; nd++) {
-        const int col = nd * 8 + 2 * c;
-        if (col >= a.dv) break;
-        if (w0) d16_acc2(dv + o0 * a.dv + col, av[nd][0], av[nd][1]);
-        if (w1) d16_acc2(dv + o1 * a.dv + col, av[nd][2], av[nd][3]);
-    }
+#undef D16_WG_STAGE
+    cp_wait<0>();
+    d16_dkdv_store<DK, DV>(a, nsplit, sp, b, j, p0, p1, c, ak, av, part, dk, dv);
+#else
+    __trap();  // launched only on Hopper
+#endif
 }
 
 // The instantiated head-dim pairs: 64/64, 96/64 (ASA's local layers), 128/128, 160/128 (the compressed branch
@@ -664,19 +897,39 @@ void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
 
     const bf16 *q16 = (const bf16 *)q, *k16 = (const bf16 *)k, *v16 = (const bf16 *)v, *do16 = (const bf16 *)dout;
     const long ntiles = ((long)a.T * a.G + DQ_ROWS - 1) / DQ_ROWS, qblocks = (long)a.B * a.g * ntiles;
+    // Hopper: the warpgroup kernels for the head dims they hold (exactly: padded columns would cost products)
+    const bool hopper = cuda_ctx_of(be)->use_tma;
     D16_WITH_DIMS(a.dk, a.dv, {
-        const size_t smem = d16_dq_bytes<DK, DV>();
-        attn_allow_smem((const void *)d16_dq_kernel<DK, DV>, smem);
-        d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, D, do16,
-                                                                        (bf16 *)dq);
+        if (hopper && D16_WG_DQ_DIMS(a.dk, a.dv)) {
+            constexpr int WK = D16_WG_DQ_DIMS(DK, DV) ? DK : 64, WV = D16_WG_DQ_DIMS(DK, DV) ? DV : 64;
+            const size_t smem = d16_dqw_smem<WK, WV>::BYTES;
+            attn_allow_smem((const void *)d16_dq_wg_kernel<WK, WV>, smem);
+            d16_dq_wg_kernel<WK, WV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, D,
+                                                                               do16, (bf16 *)dq);
+        } else {
+            const size_t smem = d16_dq_bytes<DK, DV>();
+            attn_allow_smem((const void *)d16_dq_kernel<DK, DV>, smem);
+            d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem>>>(a, (int)ntiles, q16, k16, v16, lse, D,
+                                                                            do16, (bf16 *)dq);
+        }
     });
     CUDA_LAUNCH_CHECK();
     if (pl.kblocks == 0) return;
+    const unsigned kgrid = (unsigned)(pl.kblocks * pl.nsplit);
     D16_WITH_DIMS(a.dk, a.dv, {
-        const size_t smem = d16_kv_bytes<DK, DV>();
-        attn_allow_smem((const void *)d16_dkdv_kernel<DK, DV>, smem);
-        d16_dkdv_kernel<DK, DV><<<(unsigned)(pl.kblocks * pl.nsplit), D16_THREADS, smem>>>(
-            a, pl.nsplit, q16, k16, v16, lse, D, do16, (bf16 *)dk, (bf16 *)dv, pl.part);
+        if (hopper && WG_DKDV_DIMS(a.dk, a.dv)) {
+            constexpr bool WG = WG_DKDV_DIMS(DK, DV);
+            constexpr int WK = WG ? DK : 64, WV = WG ? DV : 64, NR = WG_DKDV_NR(WK), ST = WG_DKDV_STAGES(WK);
+            const size_t smem = wg_dkdv_smem<WK, WV, NR, ST>::BYTES;
+            attn_allow_smem((const void *)d16_dkdv_wg_kernel<WK, WV, NR, ST>, smem);
+            d16_dkdv_wg_kernel<WK, WV, NR, ST><<<kgrid, D16_THREADS, smem>>>(a, pl.nsplit, q16, k16, v16, lse, D, do16,
+                                                                            (bf16 *)dk, (bf16 *)dv, pl.part);
+        } else {
+            const size_t smem = d16_kv_bytes<DK, DV>();
+            attn_allow_smem((const void *)d16_dkdv_kernel<DK, DV>, smem);
+            d16_dkdv_kernel<DK, DV><<<kgrid, D16_THREADS, smem>>>(a, pl.nsplit, q16, k16, v16, lse, D, do16,
+                                                                  (bf16 *)dk, (bf16 *)dv, pl.part);
+        }
     });
     CUDA_LAUNCH_CHECK();
     dense_split_sum(a, pl, (bf16 *)dk, (bf16 *)dv);

@@ -62,6 +62,23 @@ static __device__ __forceinline__ void cp16_b16(bf16 *dst, const bf16 *src, int 
 }
 
 
+// Tiles of whole 64-column boxes of 128-byte rows under the 128-byte swizzle, as TMA writes them and wgmma
+// reads them: 16-byte unit u of row r sits at unit u ^ (r % 8) of its box row, so the 8 rows an ldmatrix
+// phase reads fall in 8 distinct bank groups. Byte offset of unit u of row r in such a tile of `rows` rows:
+static __device__ __forceinline__ int sw128_off(int rows, int r, int u) {
+    return (u / 8) * rows * 128 + r * 128 + (((u % 8) ^ (r % 8)) << 4);
+}
+// Rows [0, cn) of a [*, D] operand (row r at src + r*srs) into such a tile of `rows` rows by cp.async, zeros
+// past cn, the NTHREADS threads of the block sharing the copies.
+template <int D, int NTHREADS>
+static __device__ __forceinline__ void stage_sw(char *dst, const bf16 *src, long srs, int cn, int rows) {
+    for (int e = threadIdx.x; e < rows * (D / 8); e += NTHREADS) {
+        const int r = e / (D / 8), u = e % (D / 8);
+        const bool in = r < cn;
+        cp16_b16((bf16 *)(dst + sw128_off(rows, r, u)), in ? src + r * srs + u * 8 : src, in ? 16 : 0);
+    }
+}
+
 // Hopper (sm_90 on): the tensor memory accelerator loads a 2-D box of a global tensor described by a
 // CUtensorMap into shared memory as one request, counting its bytes on an mbarrier in shared memory. A
 // phase of such a barrier (initialized with one arrival) completes when the thread that announced the
@@ -109,6 +126,26 @@ static __device__ __forceinline__ void tma_load_2d(void *dst, const void *map, i
 // per k-step, with its boxes of 64 columns `box` bytes apart. The products run asynchronously: wg_fence before
 // the first (after the registers they use were written), wg_commit, then wg_wait until done. Shared memory
 // written by ordinary stores or cp.async needs fence_proxy_async before a product reads it.
+// The dk/dv pass on warpgroup MMA, shared by the selected and the pooled-key backward: a block's 4 warps are one
+// warpgroup holding 64 keys as the M side (warp w keys 16w..16w+15, accumulator rows g and g+8), K and V as
+// swizzled tiles of 64 rows, against chunks of NR staged (query, head) rows: q and dout as swizzled tiles,
+// then lse, D and t per row (the layout of wg_dkdv_smem). Head dims 64 or 128 (dk = dv), or dk 160 with dv 128
+// (three boxes, the last half read).
+#define WG_DKDV_DIMS(DK, DV) (((DK) == (DV) && ((DK) == 64 || (DK) == 128)) || ((DK) == 160 && (DV) == 128))
+// Head dims 64 and 128: chunks of 64 rows in 2 stages (2 blocks per multiprocessor); at T 16384 on an H100
+// the selected pass took 4.23 ms, against 4.77 with 32 rows in 4 stages (at T 65536, attn_slc_bwd 42.6
+// against 44.4 ms). dk 160: 32 rows in 3 stages, which keep 2 blocks per multiprocessor (registers and
+// shared memory).
+#define WG_DKDV_NR(DK) ((DK) == 160 ? 32 : 64)
+#define WG_DKDV_STAGES(DK) ((DK) == 160 ? 3 : 2)
+template <int DK, int DV, int NR, int STAGES>
+struct wg_dkdv_smem {
+    static constexpr int KP = (DK + 63) / 64 * 64, VP = (DV + 63) / 64 * 64;  // whole boxes
+    static constexpr int KV = 64 * (KP + VP) * 2;                                // K then V
+    static constexpr int QB = NR * KP * 2, OB = NR * VP * 2;
+    static constexpr int STAGE = (QB + OB + 3 * NR * 4 + 1023) / 1024 * 1024;  // q, dout, lse, D, t
+    static constexpr size_t BYTES = KV + STAGES * STAGE + 1024;                 // + the alignment slack
+};
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define ASA_WGMMA 1
 static __device__ __forceinline__ uint64_t wg_desc(const void *smem, uint32_t lbo) {
@@ -245,6 +282,48 @@ static __device__ __forceinline__ void wg_m64n160_rs(float (&d)[20][4], const ui
           "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]),
           "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// S^T = K·q^T and dP^T = V·dout^T over a chunk (m64nNRk16, both operands K-major tiles in shared memory).
+template <int DK, int DV, int NR>
+static __device__ __forceinline__ void wg_dkdv_scores(float (&st)[NR / 8][4], float (&dpt)[NR / 8][4], const char *Ks,
+                                                      const char *Vs, const char *Q, const char *O) {
+    static_assert(NR == 32 || NR == 64, "S^T and dP^T are m64n32 or m64n64 products");
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; kk++) {
+        if constexpr (NR == 64) wg_m64n64_ss(st, wg_desc_k(Ks, 64, kk), wg_desc_k(Q, NR, kk), kk > 0);
+        else wg_m64n32_ss(st, wg_desc_k(Ks, 64, kk), wg_desc_k(Q, NR, kk), kk > 0);
+    }
+#pragma unroll
+    for (int kk = 0; kk < DV / 16; kk++) {
+        if constexpr (NR == 64) wg_m64n64_ss(dpt, wg_desc_k(Vs, 64, kk), wg_desc_k(O, NR, kk), kk > 0);
+        else wg_m64n32_ss(dpt, wg_desc_k(Vs, 64, kk), wg_desc_k(O, NR, kk), kk > 0);
+    }
+    wg_commit();
+    wg_wait();
+    wg_hold<NR / 8>(st), wg_hold<NR / 8>(dpt);
+}
+// dv += P^T·dout and dk += dS^T·q (m64nDk16): P^T and dS^T from registers (the packed S^T and dP^T
+// accumulators), dout and q as N-major tiles.
+template <int DK, int DV, int NR>
+static __device__ __forceinline__ void wg_dkdv_accumulate(float (&ak)[DK / 8][4], float (&av)[DV / 8][4],
+                                                          const uint32_t (&pf)[NR / 16][4],
+                                                          const uint32_t (&sf)[NR / 16][4], const char *Q,
+                                                          const char *O) {
+    static_assert(WG_DKDV_DIMS(DK, DV), "the warpgroup dk/dv pass holds head dims 64 or 128, or dk 160 with dv 128");
+    wg_fence();
+#pragma unroll
+    for (int ks = 0; ks < NR / 16; ks++) {
+        if constexpr (DV == 128) wg_m64n128_rs(av, pf[ks], wg_desc_n(O, NR, ks));
+        else wg_m64n64_rs(av, pf[ks], wg_desc_n(O, NR, ks));
+        if constexpr (DK == 160) wg_m64n160_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
+        else if constexpr (DK == 128) wg_m64n128_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
+        else wg_m64n64_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
+    }
+    wg_commit();
+    wg_wait();
+    wg_hold<DK / 8>(ak), wg_hold<DV / 8>(av);
 }
 #else
 #define ASA_WGMMA 0

@@ -108,12 +108,8 @@ static __device__ __forceinline__ void s16_pack(uint32_t (&pf)[NT / 2][4], int n
 #define S16_BOX_BYTES (S16_KT * 128)
 #define S16_TMA_DIMS(DK, DV) ((DK) == (DV) && ((DK) == 64 || (DK) == 128))
 
-// Byte offset of 16-byte unit u of row r in a tile of `rows` rows held that way (the layout wgmma reads too).
-static __device__ __forceinline__ int s16_sw_off(int rows, int r, int u) {
-    return (u / 8) * rows * 128 + r * 128 + (((u % 8) ^ (r % 8)) << 4);
-}
 static __device__ __forceinline__ const bf16 *s16_sw(const bf16 *tile, int r, int col) {
-    return (const bf16 *)((const char *)tile + s16_sw_off(S16_KT, r, col / 8));
+    return (const bf16 *)((const char *)tile + sw128_off(S16_KT, r, col / 8));
 }
 
 // s16_rowprod and s16_pv over TMA tiles: Y is the tile, row0 the first of the warp's rows. Kept apart from
@@ -556,13 +552,13 @@ static __device__ __forceinline__ void s16_stage_queries(const slc_mma_args &a, 
 #pragma unroll
     for (int x = part; x < DK / 8; x += TPR) {
         const bool in = t >= 0 && x * 8 < a.dk;
-        bf16 *dst = SW ? (bf16 *)((char *)Qs + s16_sw_off(NR, rr, x)) : Qs + rr * QE + x * 8;
+        bf16 *dst = SW ? (bf16 *)((char *)Qs + sw128_off(NR, rr, x)) : Qs + rr * QE + x * 8;
         cp16_b16(dst, in ? q + r * a.dk + x * 8 : q, in ? 16 : 0);
     }
 #pragma unroll
     for (int x = part; x < DV / 8; x += TPR) {
         const bool in = t >= 0 && x * 8 < a.dv;
-        bf16 *dst = SW ? (bf16 *)((char *)Os + s16_sw_off(NR, rr, x)) : Os + rr * OE + x * 8;
+        bf16 *dst = SW ? (bf16 *)((char *)Os + sw128_off(NR, rr, x)) : Os + rr * OE + x * 8;
         cp16_b16(dst, in ? dout + r * a.dv + x * 8 : dout, in ? 16 : 0);
     }
     if (part == 0) {
@@ -714,46 +710,15 @@ slc16_dkdv_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *
 // dk / dv on Hopper by warpgroup MMA: the same work and order as slc16_dkdv_kernel, whose warps each read
 // every staged row from shared memory for their 16 keys (about 2.4x the shared-memory bytes the tensor cores
 // can take per product). Here the block's 4 warps are one warpgroup that holds the 64 keys as the M side of
-// wgmma: S^T = K·q^T and dP^T = V·dout^T (m64nNRk16 over a chunk of NR staged rows, both operands K-major
-// tiles in shared memory), then dv += P^T·dout and dk += dS^T·q (m64nDk16, P^T and dS^T from registers, dout
-// and q as N-major tiles), so each staged tile is read once for all 64 keys. K, V and the rows are swizzled
-// tiles of whole 64-column boxes (s16_sw_off; ASA's G layers' dk 160 takes three, the last half read), the
-// rows staged STAGES - 1 chunks ahead. Head dims 64 or 128 (dk = dv), or dk 160 with dv 128.
-// Head dims 64 and 128: chunks of 64 rows in 2 stages (2 blocks per multiprocessor); at T 16384 on an H100
-// the pass took 4.23 ms, against 4.77 with 32 rows in 4 stages (at T 65536, attn_slc_bwd 42.6 against
-// 44.4 ms). dk 160: 32 rows in 3 stages, which keep 2 blocks per multiprocessor (registers and shared memory).
-#define S16_WG_DIMS(DK, DV) (((DK) == (DV) && ((DK) == 64 || (DK) == 128)) || ((DK) == 160 && (DV) == 128))
-#define S16_WG_NR(DK) ((DK) == 160 ? 32 : 64)
-#define S16_WG_STAGES(DK) ((DK) == 160 ? 3 : 2)
-
-template <int DK, int DV, int NR, int STAGES>
-struct s16_wg_smem {
-    static constexpr int KP = (DK + 63) / 64 * 64, VP = (DV + 63) / 64 * 64;  // whole boxes
-    static constexpr int KV = SLC_KEYS * (KP + VP) * 2;                          // K then V
-    static constexpr int QB = NR * KP * 2, OB = NR * VP * 2;
-    static constexpr int STAGE = (QB + OB + 3 * NR * 4 + 1023) / 1024 * 1024;  // q, dout, lse, D, t
-    static constexpr size_t BYTES = KV + STAGES * STAGE + 1024;                 // + the alignment slack
-};
-
-// Rows [0, cn) of a [*, D] operand (row r at src + r*srs) into a swizzled tile of `rows` rows; zeros past cn.
-template <int D>
-static __device__ __forceinline__ void s16_stage_sw(char *dst, const bf16 *src, long srs, int cn, int rows) {
-    for (int e = threadIdx.x; e < rows * (D / 8); e += SLC_WARPS * 32) {
-        const int r = e / (D / 8), u = e % (D / 8);
-        const bool in = r < cn;
-        cp16_b16((bf16 *)(dst + s16_sw_off(rows, r, u)), in ? src + r * srs + u * 8 : src, in ? 16 : 0);
-    }
-}
-
+// wgmma (wg_dkdv_scores, wg_dkdv_accumulate), so each staged tile is read once for all 64 keys; the rows are
+// staged STAGES - 1 chunks ahead. Head dims 64 or 128 (dk = dv), or dk 160 with dv 128.
 template <int DK, int DV, int NR, int STAGES>
 __global__ void __launch_bounds__(SLC_WARPS * 32, 2)
 slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
                      const float *D, const bf16 *dout, const int *start, const int *seg, const int *anchors, bf16 *dk,
                      bf16 *dv, float *part) {
 #if ASA_WGMMA
-    static_assert(S16_WG_DIMS(DK, DV), "the warpgroup dk/dv pass holds head dims 64 or 128, or dk 160 with dv 128");
-    static_assert(NR == 32 || NR == 64, "S^T and dP^T are m64n32 or m64n64 products");
-    using SM = s16_wg_smem<DK, DV, NR, STAGES>;
+    using SM = wg_dkdv_smem<DK, DV, NR, STAGES>;
     constexpr int NT = NR / 8, TPR = SLC_WARPS * 32 / NR;
     extern __shared__ float4 smem4[];
     char *Ks = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Vs = Ks + SLC_KEYS * SM::KP * 2;
@@ -764,8 +729,8 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
     const int j = p.j, b = p.b, e0 = p.e0;
     const long kr0 = ((long)b * a.T + p.pfirst) * a.g + j;  // key row pfirst of head j, in units of heads
     const int kn = min(SLC_KEYS, p.pend - p.pfirst);
-    s16_stage_sw<DK>(Ks, k + kr0 * a.dk, (long)a.g * a.dk, kn, SLC_KEYS);
-    s16_stage_sw<DV>(Vs, v + kr0 * a.dv, (long)a.g * a.dv, kn, SLC_KEYS);
+    stage_sw<DK, SLC_WARPS * 32>(Ks, k + kr0 * a.dk, (long)a.g * a.dk, kn, SLC_KEYS);
+    stage_sw<DV, SLC_WARPS * 32>(Vs, v + kr0 * a.dv, (long)a.g * a.dv, kn, SLC_KEYS);
     const long nrows = (long)(p.e1 - e0) * a.rows;
     const int p0 = p.pfirst + w * 16 + g, p1 = p0 + 8;  // this thread's keys (accumulator rows g, g+8)
     const int rr = threadIdx.x / TPR;
@@ -799,34 +764,10 @@ slc16_dkdv_wg_kernel(slc_mma_args a, int nkt, int sega, const bf16 *q, const bf1
         const float *Lb = (const float *)(O + SM::OB), *Db = Lb + NR;
         const int *Tb = (const int *)(Db + NR);
         float st[NT][4], dpt[NT][4];
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) {
-            if constexpr (NR == 64) wg_m64n64_ss(st, wg_desc_k(Ks, SLC_KEYS, kk), wg_desc_k(Q, NR, kk), kk > 0);
-            else wg_m64n32_ss(st, wg_desc_k(Ks, SLC_KEYS, kk), wg_desc_k(Q, NR, kk), kk > 0);
-        }
-#pragma unroll
-        for (int kk = 0; kk < DV / 16; kk++) {
-            if constexpr (NR == 64) wg_m64n64_ss(dpt, wg_desc_k(Vs, SLC_KEYS, kk), wg_desc_k(O, NR, kk), kk > 0);
-            else wg_m64n32_ss(dpt, wg_desc_k(Vs, SLC_KEYS, kk), wg_desc_k(O, NR, kk), kk > 0);
-        }
-        wg_commit();
-        wg_wait();
-        wg_hold<NT>(st), wg_hold<NT>(dpt);
+        wg_dkdv_scores<DK, DV, NR>(st, dpt, Ks, Vs, Q, O);
         uint32_t pf[NT / 2][4], sf[NT / 2][4];
         s16_dkdv_probs<NT>(st, dpt, Lb, Db, Tb, p0, p1, a.sl2, c, pf, sf);
-        wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < NT / 2; ks++) {
-            if constexpr (DV == 128) wg_m64n128_rs(av, pf[ks], wg_desc_n(O, NR, ks));
-            else wg_m64n64_rs(av, pf[ks], wg_desc_n(O, NR, ks));
-            if constexpr (DK == 160) wg_m64n160_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
-            else if constexpr (DK == 128) wg_m64n128_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
-            else wg_m64n64_rs(ak, sf[ks], wg_desc_n(Q, NR, ks));
-        }
-        wg_commit();
-        wg_wait();
-        wg_hold<DK / 8>(ak), wg_hold<DV / 8>(av);
+        wg_dkdv_accumulate<DK, DV, NR>(ak, av, pf, sf, Q, O);
         __syncthreads();  // the stage is refilled next iteration
     }
     cp_wait<0>();
@@ -958,12 +899,12 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     slc_lists_build(a, idx, L);
 
     const unsigned grid = (unsigned)((L.nlists + L.xmax) * L.nkt);
-    const bool wg = cuda_ctx_of(be)->use_tma && S16_WG_DIMS(a.dk, a.dv);
+    const bool wg = cuda_ctx_of(be)->use_tma && WG_DKDV_DIMS(a.dk, a.dv);
     S16_WITH_DIMS(a.dk, a.dv, {
-        constexpr bool WG = S16_WG_DIMS(DK, DV);
+        constexpr bool WG = WG_DKDV_DIMS(DK, DV);
         if (WG && wg) {  // Hopper
-            constexpr int WK = WG ? DK : 64, WV = WG ? DV : 64, NR = S16_WG_NR(WK), ST = S16_WG_STAGES(WK);
-            const size_t smem = s16_wg_smem<WK, WV, NR, ST>::BYTES;
+            constexpr int WK = WG ? DK : 64, WV = WG ? DV : 64, NR = WG_DKDV_NR(WK), ST = WG_DKDV_STAGES(WK);
+            const size_t smem = wg_dkdv_smem<WK, WV, NR, ST>::BYTES;
             attn_allow_smem((const void *)slc16_dkdv_wg_kernel<WK, WV, NR, ST>, smem);
             slc16_dkdv_wg_kernel<WK, WV, NR, ST><<<grid, SLC_WARPS * 32, smem>>>(
                 a, L.nkt, L.sega, qb, kb, vb, lse, D, ob, L.start, L.seg, L.anchors, (bf16 *)dk, (bf16 *)dv, L.part);

@@ -143,8 +143,10 @@ extern "C" asa_backend *asa_backend_cuda_new(int device, int precision) {
     const char *use_cudnn = getenv("ASA_CUDNN");
     cx->use_cudnn = cuda_cudnn_version() > 0 && !(use_cudnn && strcmp(use_cudnn, "0") == 0);
     // H100, Setting A's N layer: with 128 pooled keys cuDNN's compressed backward took 1.13 ms against asa's
-    // 0.93 (asa-340M's G layer: both directions slower), with 256 2.24 against 2.38, with 1024 11.2 against 26
-    cx->cudnn_cmp_min_keys = 256;
+    // 0.93 (asa-340M's G layer: both directions slower); forward with 256 0.33 against 0.64 ms. Backward on
+    // asa's warpgroup kernels: 256 keys 1.59 against 2.25 ms, 512 4.43 against 4.76, 1024 11.2 against 18.3 (an earlier
+    // version of them).
+    cx->cudnn_cmp_min_keys[0] = 256, cx->cudnn_cmp_min_keys[1] = 1024;
 
     asa_backend *be = (asa_backend *)asa_calloc(1, sizeof *be);
     be->name = "cuda";
@@ -210,9 +212,9 @@ extern "C" int asa_backend_cuda_tma(asa_backend *be, int on) {
 
 extern "C" long asa_backend_cuda_cudnn_calls(const asa_backend *be) { return ((const cuda_ctx *)be->ctx)->cudnn_calls; }
 
-extern "C" int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys) {
+extern "C" int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int bwd, int min_keys) {
     cuda_ctx *cx = cuda_ctx_of(be);
-    const int before = cx->cudnn_cmp_min_keys;
-    if (min_keys > 0) cx->cudnn_cmp_min_keys = min_keys;
+    const int before = cx->cudnn_cmp_min_keys[bwd != 0];
+    if (min_keys > 0) cx->cudnn_cmp_min_keys[bwd != 0] = min_keys;
     return before;
 }

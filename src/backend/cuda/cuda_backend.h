@@ -32,15 +32,19 @@ asa_backend *asa_backend_cuda_new(int device, int precision);
 int asa_backend_cuda_cudnn(asa_backend *be, int on);
 // Attention calls cuDNN has served so far.
 long asa_backend_cuda_cudnn_calls(const asa_backend *be);
-// The fewest pooled keys per sequence (T / block_size) for which the compression branch runs on cuDNN
-// (default 256: below it asa's kernels measured faster on an H100, cuDNN's tiles being mostly padding).
-// Sets it when min_keys > 0; returns the value before the call.
-int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int min_keys);
+// The fewest pooled keys per sequence (T / block_size) for which the compression branch's forward (bwd = 0)
+// or backward (bwd = 1) runs on cuDNN. Defaults, from an H100: forward 256 (below it cuDNN's tiles are mostly
+// padding and asa's kernels are faster), backward 1024 (asa's warpgroup kernels are faster below, and
+// need no dQ conversion or head reduction passes). Sets it when min_keys > 0; returns the value before the call.
+int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int bwd, int min_keys);
 
 // Hopper paths of the bf16 selected branch on an sm_90 GPU: for key and value head dims both 64 or both 128
 // the forward and dq kernels take their KV chunks through the tensor memory accelerator (one request per
 // 64 x 64 box, 128-byte swizzle) instead of cp.async; for those and for dk 160 with dv 128 (ASA's G layers)
-// the dk/dv pass runs on warpgroup MMA (wgmma) instead of mma.sync. On by default where the GPU has them, unless ASA_TMA=0 is set. on = 0 / 1 sets it
+// the dk/dv pass runs on warpgroup MMA (wgmma) instead of mma.sync; so do the backward passes of attention
+// over pooled keys (attn_dense16.cu: the compression branch, and full and window attention where cuDNN does not
+// serve them): dq for head dims 64 and 128, dk/dv for those and 160 / 128. On by default where the GPU has
+// them, unless ASA_TMA=0 is set. on = 0 / 1 sets it
 // (1 only takes on sm_90), on < 0 leaves it; returns whether it is on after the call.
 int asa_backend_cuda_tma(asa_backend *be, int on);
 

@@ -48,7 +48,7 @@ typedef struct {
     size_t scratch_bytes; // scratch is free again when the next op starts
     int use_cudnn;        // attn_fwd / attn_bwd try cuDNN's fused attention first (attn_cudnn.cu)
     long cudnn_calls;     // attention calls cuDNN served
-    int cudnn_cmp_min_keys;  // the compression branch tries cuDNN from this many pooled keys per sequence
+    int cudnn_cmp_min_keys[2];  // the compression branch's forward / backward try cuDNN from this many pooled keys
     struct cuda_cudnn *cudnn;  // its handle and plans, made on first use
 } cuda_ctx;
 typedef struct cuda_cudnn cuda_cudnn;
