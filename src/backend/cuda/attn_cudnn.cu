@@ -11,6 +11,7 @@
 // not take is remembered and served by asa's own kernels (attn_dense16.cu). cuDNN writes
 // its gradients where asa's ops accumulate, so the backward adds them in. Its dQ sums with atomics: the
 // backward is not bit-reproducible run to run (ASA_CUDNN=0 gives asa's deterministic kernels).
+#include "backend/cuda/attn_dense16.cuh"
 #include "backend/cuda/cuda_common.cuh"
 
 #include <stdio.h>
@@ -558,8 +559,10 @@ static int calls_make(const asa_attn_shape *s, int bwd, int cmp, call *c) {
 static int calls_plan(asa_backend *be, const asa_attn_shape *s, const void *const *ptr, int nptr, int bwd, int cmp,
                       call *c, cudnn_plan **pl, size_t *ws) {
     if (!cudnn_takes(be, s, ptr, nptr)) return 0;
+    // the backward's own threshold where asa's warpgroup kernels would serve it, the forward's elsewhere
+    const int min_keys = cuda_ctx_of(be)->cudnn_cmp_min_keys[bwd && cuda_dense16_bwd_wg(be, s)];
     if (cmp && (s->block_size < 2 || s->T % s->block_size != 0 || s->T / s->block_size < 2 ||
-                s->T / s->block_size < cuda_ctx_of(be)->cudnn_cmp_min_keys[bwd] || 2 * s->B > CUDNN_MAX_CALLS))
+                s->T / s->block_size < min_keys || 2 * s->B > CUDNN_MAX_CALLS))
         return 0;
     const int n = calls_make(s, bwd, cmp, c);
     *ws = 0;

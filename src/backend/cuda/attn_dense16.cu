@@ -885,6 +885,10 @@ void cuda_dense16_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
     CUDA_LAUNCH_CHECK();
 }
 
+bool cuda_dense16_bwd_wg(asa_backend *be, const asa_attn_shape *s) {
+    return cuda_ctx_of(be)->use_tma && D16_WG_DQ_DIMS(s->dk, s->dv);
+}
+
 void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                       const void *k, const void *v, const void *o, const float *lse, const void *dout,
                       const float *drow, void *dq, void *dk, void *dv) {
@@ -900,7 +904,7 @@ void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
     // Hopper: the warpgroup kernels for the head dims they hold (exactly: padded columns would cost products)
     const bool hopper = cuda_ctx_of(be)->use_tma;
     D16_WITH_DIMS(a.dk, a.dv, {
-        if (hopper && D16_WG_DQ_DIMS(a.dk, a.dv)) {
+        if (cuda_dense16_bwd_wg(be, s)) {
             constexpr int WK = D16_WG_DQ_DIMS(DK, DV) ? DK : 64, WV = D16_WG_DQ_DIMS(DK, DV) ? DV : 64;
             const size_t smem = d16_dqw_smem<WK, WV>::BYTES;
             attn_allow_smem((const void *)d16_dq_wg_kernel<WK, WV>, smem);

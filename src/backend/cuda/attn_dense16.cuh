@@ -14,6 +14,8 @@ bool cuda_dense16_ok(const asa_backend *be, const asa_attn_shape *s, const void 
 
 void cuda_dense16_fwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                       const void *k, const void *v, void *o, float *lse);
+// Whether the backward runs both passes on warpgroup MMA (Hopper, head dims 64 or 128: dk = dv).
+bool cuda_dense16_bwd_wg(asa_backend *be, const asa_attn_shape *s);
 void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int span, int window, const void *q,
                       const void *k, const void *v, const void *o, const float *lse, const void *dout,
                       const float *drow, void *dq, void *dk, void *dv);

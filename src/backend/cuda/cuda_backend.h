@@ -34,8 +34,9 @@ int asa_backend_cuda_cudnn(asa_backend *be, int on);
 long asa_backend_cuda_cudnn_calls(const asa_backend *be);
 // The fewest pooled keys per sequence (T / block_size) for which the compression branch's forward (bwd = 0)
 // or backward (bwd = 1) runs on cuDNN. Defaults, from an H100: forward 256 (below it cuDNN's tiles are mostly
-// padding and asa's kernels are faster), backward 1024 (asa's warpgroup kernels are faster below, and
-// need no dQ conversion or head reduction passes). Sets it when min_keys > 0; returns the value before the call.
+// padding and asa's kernels are faster), backward 1024 where asa's warpgroup kernels serve it (Hopper, head
+// dims 64 or 128: faster below, with no dQ conversion or head reduction passes), the forward's elsewhere.
+// Sets it when min_keys > 0; returns the value before the call.
 int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int bwd, int min_keys);
 
 // Hopper paths of the bf16 selected branch on an sm_90 GPU: for key and value head dims both 64 or both 128
