@@ -1022,7 +1022,8 @@ static void test_slc16_many_rows(void) {
 
 // bf16 selected attention at head dims 64 and 128, and 160 / 128, on both paths (asa_backend_cuda_tma):
 // Hopper's (the default there, so the main cases ran it), where the forward and dq take their KV chunks as
-// TMA tiles (64 and 128) and the dk/dv pass runs on wgmma, and every other GPU's (cp.async and mma.sync).
+// TMA tiles (64 and 128), dq and the dk/dv pass run on wgmma (dq with 16, 32 and 64 rows a tile), and every
+// other GPU's (cp.async and mma.sync).
 // Chunks past a sequence's end read the next sequence's rows (B 2) or past the tensor (the map's zero fill),
 // blocks of 16 or 32 keys leave most of a 64-row box or a 64-key dk/dv tile to the masks, lists of 16 or 8
 // rows put several anchors in one staged chunk, and block 0's list of 1100 anchors is split.
@@ -1031,6 +1032,7 @@ static void test_slc16_tma(void) {
         make_case("R=1 G=16 d128 B=2 b_s=64", 2, 200, 16, 1, 128, 128, 0, 16, 64, 4, 1),
         make_case("R=1 G=16 d128", 1, 300, 16, 1, 128, 128, 0, 16, 32, 5, 1),
         make_case("R=4 G=16 d128", 1, 150, 32, 2, 128, 128, 0, 16, 16, 6, 4),
+        make_case("R=2 G=16 d64: 32 rows", 1, 150, 32, 2, 64, 64, 0, 16, 32, 4, 2),
         make_case("R=1 G=16 d64 B=2 (nsa-340M's heads)", 2, 300, 32, 2, 64, 64, 0, 16, 64, 5, 1),
         make_case("R=4 G=4 d64", 2, 77, 8, 2, 64, 64, 0, 8, 16, 5, 4),
         make_case("R=4 G=8 d160/128 B=2 (asa-340M's G layers)", 2, 300, 16, 2, 160, 128, 0, 16, 64, 5, 4),

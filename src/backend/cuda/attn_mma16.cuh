@@ -173,13 +173,16 @@ static __device__ __forceinline__ void wg_hold(float (&d)[N][4]) {
     for (int i = 0; i < N; i++)
         asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])::"memory");
 }
-// d = A·B (accumulate 0) or d += A·B over 16 k, 64 rows by 64 columns: A and B K-major tiles in shared memory.
+// d = A·B (accumulate 0) or d += A·B over 16 k, 64 rows by 64, 32 or 16 columns, A and B in shared memory:
+// B a K-major tile; A K-major (TA 0) or M-major (TA 1: its rows are k and its columns the 64 rows of the
+// product, one box, as an N-major B's).
+template <int TA = 0>
 static __device__ __forceinline__ void wg_m64n64_ss(float (&d)[8][4], uint64_t da, uint64_t db, int accumulate) {
     asm volatile(
         "{ .reg .pred p; setp.ne.b32 p, %34, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
         "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0; }"
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, 0; }"
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
           "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
@@ -188,19 +191,37 @@ static __device__ __forceinline__ void wg_m64n64_ss(float (&d)[8][4], uint64_t d
           "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
           "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
           "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-        : "l"(da), "l"(db), "r"(accumulate));
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA));
 }
-// The same, 64 rows by 32 columns.
+template <int TA = 0>
 static __device__ __forceinline__ void wg_m64n32_ss(float (&d)[4][4], uint64_t da, uint64_t db, int accumulate) {
     asm volatile(
         "{ .reg .pred p; setp.ne.b32 p, %18, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
-        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0; }"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, 0; }"
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
           "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
           "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-        : "l"(da), "l"(db), "r"(accumulate));
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA));
+}
+template <int TA = 0>
+static __device__ __forceinline__ void wg_m64n16_ss(float (&d)[2][4], uint64_t da, uint64_t db, int accumulate) {
+    asm volatile(
+        "{ .reg .pred p; setp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, %11, 0; }"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+        : "l"(da), "l"(db), "r"(accumulate), "n"(TA));
+}
+// The same for N = 16, 32 or 64 columns.
+template <int N, int TA>
+static __device__ __forceinline__ void wg_m64_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db, int accumulate) {
+    static_assert(N == 16 || N == 32 || N == 64, "m64n16, m64n32 or m64n64");
+    if constexpr (N == 64) wg_m64n64_ss<TA>(d, da, db, accumulate);
+    else if constexpr (N == 32) wg_m64n32_ss<TA>(d, da, db, accumulate);
+    else wg_m64n16_ss<TA>(d, da, db, accumulate);
 }
 // d += A·B over 16 k, 64 rows by 64 columns: A in registers (per warp, the m16n8k16 A fragment of its 16
 // rows), B an N-major tile in shared memory.
@@ -292,13 +313,11 @@ static __device__ __forceinline__ void wg_dkdv_scores(float (&st)[NR / 8][4], fl
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; kk++) {
-        if constexpr (NR == 64) wg_m64n64_ss(st, wg_desc_k(Ks, 64, kk), wg_desc_k(Q, NR, kk), kk > 0);
-        else wg_m64n32_ss(st, wg_desc_k(Ks, 64, kk), wg_desc_k(Q, NR, kk), kk > 0);
+        wg_m64_ss<NR, 0>(st, wg_desc_k(Ks, 64, kk), wg_desc_k(Q, NR, kk), kk > 0);
     }
 #pragma unroll
     for (int kk = 0; kk < DV / 16; kk++) {
-        if constexpr (NR == 64) wg_m64n64_ss(dpt, wg_desc_k(Vs, 64, kk), wg_desc_k(O, NR, kk), kk > 0);
-        else wg_m64n32_ss(dpt, wg_desc_k(Vs, 64, kk), wg_desc_k(O, NR, kk), kk > 0);
+        wg_m64_ss<NR, 0>(dpt, wg_desc_k(Vs, 64, kk), wg_desc_k(O, NR, kk), kk > 0);
     }
     wg_commit();
     wg_wait();

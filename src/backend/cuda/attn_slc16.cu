@@ -377,8 +377,8 @@ static constexpr __host__ __device__ int s16_ds_bytes() {
 }
 
 // acc (16 rows x GPW 16-column groups of Y, from group g0; groups past d are skipped) += A·Y over the 64 rows
-// of a chunk buffer Y (either layout); A (16 x 64) in the A fragments af of its four 16-column steps.
-template <int D, int GPW, bool TMA>
+// of a chunk buffer Y; A (16 x 64) in the A fragments af of its four 16-column steps.
+template <int D, int GPW>
 static __device__ __forceinline__ void s16_acc_cols(float (&acc)[2 * GPW][4], const uint32_t (&af)[S16_KT / 16][4],
                                                     const bf16 *Y, int g0, int d, int lane) {
     const int rl = (lane / 8 % 2) * 8 + lane % 8, cb = (lane / 16) * 8;
@@ -389,7 +389,7 @@ static __device__ __forceinline__ void s16_acc_cols(float (&acc)[2 * GPW][4], co
             const int col = (g0 + gi) * 16;
             if (col >= d) break;
             uint32_t y[4];
-            ldsm16_x4_t(y, TMA ? s16_sw(Y, s * 16 + rl, col + cb) : Y + (s * 16 + rl) * (D + 8) + col + cb);
+            ldsm16_x4_t(y, Y + (s * 16 + rl) * (D + 8) + col + cb);
             mma16(acc[2 * gi], af[s], y[0], y[1]);
             mma16(acc[2 * gi + 1], af[s], y[2], y[3]);
         }
@@ -401,19 +401,17 @@ static __device__ __forceinline__ void s16_acc_cols(float (&acc)[2 * GPW][4], co
 // keys for S and dP as in the forward and put dS = P (dP - D) in shared memory; then each warp adds dS·K into
 // its own 16-column groups of its m-tile's dq (the DK / 16 groups dealt out over the KS warps of an m-tile).
 // A warp so holds DK / KS columns of dq rather than all DK, which fits 3 blocks a multiprocessor without
-// spills (before: a full dq per warp, summed over the warps at the end, spilling).
-template <int DK, int DV, int MT, bool TMA>
+// spills (before: a full dq per warp, summed over the warps at the end, spilling). Hopper runs
+// slc16_dq_wg_kernel instead for head dims 64 and 128.
+template <int DK, int DV, int MT>
 __global__ void __launch_bounds__(SLC_WARPS * 32, S16_BWD_BLOCKS(DK, MT))
 slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx,
-                const float *lse, const float *D, const bf16 *dout, bf16 *dq, const __grid_constant__ CUtensorMap tk,
-                const __grid_constant__ CUtensorMap tv) {
+                const float *lse, const float *D, const bf16 *dout, bf16 *dq) {
     constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
     constexpr int GPW = (DK / 16 + KS - 1) / KS;  // dq's 16-column groups per warp
-    static_assert(!TMA || S16_TMA_DIMS(DK, DV), "TMA tiles hold head dims of 64 or 128");
-    constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
+    constexpr int KBUF = s16_buf_elems<DK, false>(), VBUF = s16_buf_elems<DV, false>();
     extern __shared__ float4 smem4[];
-    bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF, *Ds = Vs + 2 * VBUF;
-    __shared__ uint64_t bars[2];
+    bf16 *Ks = (bf16 *)smem4, *Vs = Ks + 2 * KBUF, *Ds = Vs + 2 * VBUF;
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int mt = w % MT, ks = w / MT;
     int chunk, an, j, b;
@@ -436,7 +434,6 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
 
     const long krs = (long)a.g * a.dk, vrs = (long)a.g * a.dv;
     const bf16 *kg = k + (long)b * a.T * krs + (long)j * a.dk, *vg = v + (long)b * a.T * vrs + (long)j * a.dv;
-    if (TMA) s16_tma_bars_init(bars);
     const int32_t *row = s16_load_list((int32_t *)((char *)Ds + s16_ds_bytes<MT>()), idx, a, b, an, j);
     float acc[2 * GPW][4];
 #pragma unroll
@@ -444,28 +441,26 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
     bf16 *dsw = Ds + (mt * 16 + g) * S16_DS_STRIDE + ks * NK + 2 * c;  // this thread's dS entries (row g)
     const bf16 *dsr = Ds + (mt * 16 + lane % 16) * S16_DS_STRIDE + (lane / 16) * 8;  // A fragments of the m-tile
 
-    const int trow = b * a.T;  // chunk ci in buffer ci % 2 (as in the forward)
-    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0, ci = 0;
+    // chunk ci in buffer ci % 2 (as in the forward)
+    int e = 0, off = 0, c0 = 0, cn = 0, buf = 0;
     bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
-    if (have) s16_stage_chunk<DK, DV, TMA>(Ks, Vs, kg, vg, krs, vrs, c0, cn, a, &tk, &tv, j * DK, trow, &bars[0]);
+    if (have) s16_stage_chunk<DK, DV, false>(Ks, Vs, kg, vg, krs, vrs, c0, cn, a, NULL, NULL, 0, 0, NULL);
     cp_commit();
     while (have) {
         const int cc0 = c0, ccn = cn;
         off += S16_KT;
         have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
         if (have)
-            s16_stage_chunk<DK, DV, TMA>(Ks + (buf ^ 1) * KBUF, Vs + (buf ^ 1) * VBUF, kg, vg, krs, vrs, c0, cn, a, &tk,
-                                         &tv, j * DK, trow, &bars[buf ^ 1]);
+            s16_stage_chunk<DK, DV, false>(Ks + (buf ^ 1) * KBUF, Vs + (buf ^ 1) * VBUF, kg, vg, krs, vrs, c0, cn, a,
+                                           NULL, NULL, 0, 0, NULL);
         cp_commit();
         cp_wait<1>();
-        if (TMA) s16_tma_wait(&bars[buf], (uint32_t)(ci / 2 % 2));
-        ci++;
         __syncthreads();
         const bf16 *K = Ks + buf * KBUF, *V = Vs + buf * VBUF;
         if (ks * NK < ccn) {
             float sc[NT][4], dp[NT][4];
-            s16_rowprod_of<DK, NT, TMA>(sc, qf, K, ks * NK, a.dk, lane);
-            s16_rowprod_of<DV, NT, TMA>(dp, of, V, ks * NK, a.dv, lane);
+            s16_rowprod<DK, NT>(sc, qf, K + ks * NK * (DK + 8), a.dk, lane);
+            s16_rowprod<DV, NT>(dp, of, V + ks * NK * (DV + 8), a.dv, lane);
             const bool full = ccn == S16_KT && cc0 + S16_KT - 1 <= tmin;
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
@@ -489,7 +484,7 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
         uint32_t df[S16_KT / 16][4];
 #pragma unroll
         for (int s = 0; s < S16_KT / 16; s++) ldsm16_x4(df[s], dsr + s * 16);
-        s16_acc_cols<DK, GPW, TMA>(acc, df, K, ks * GPW, a.dk, lane);
+        s16_acc_cols<DK, GPW>(acc, df, K, ks * GPW, a.dk, lane);
         __syncthreads();  // the next iteration stages into this buffer and rewrites dS
         buf ^= 1;
     }
@@ -501,6 +496,134 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
         if (t0 >= 0) mma_acc2(dq + r0 * a.dk + col, a.scale * acc[nd][0], a.scale * acc[nd][1]);
         if (t1 >= 0) mma_acc2(dq + r1 * a.dk + col, a.scale * acc[nd][2], a.scale * acc[nd][3]);
     }
+}
+
+// dq on Hopper by warpgroup MMA, transposed: the tile's NQ = 16·MT rows are the N side, so that a 64-key
+// chunk is the M side of S^T = K·q^T and dP^T = V·dout^T (m64nNQk16, the chunk's TMA tiles as A, q and dout
+// staged once as K-major tiles), and dq^T += K^T·dS^T takes K's tile as an M-major A, one product per 64
+// columns of dq, with dS^T written to shared memory as a K-major [NQ][64] tile. A warp holds 16 keys (then 16
+// columns of dq) for all NQ rows: no ldmatrix, no per-warp key slices to merge, and 24 products a chunk at
+// NQ 16 (d128) where slc16_dq_kernel issued 192 mma.sync. The chunks come by TMA into one buffer: at NQ 16
+// (60 registers, 44 KB of shared memory) 5 blocks share a multiprocessor and cover each other's loads. At T
+// 16384 on an H100 (Setting A): 5.56 ms (slc16_dq_kernel) -> 4.62; with two buffers (2 blocks) slower.
+template <int DK, int NQ>
+struct s16_dqw_smem {
+    static constexpr int KB = S16_KT * DK * 2;  // bytes of the K (or V) tile
+    static constexpr int QT = NQ * DK * 2, ST = NQ * S16_KT * 2;
+    static constexpr int ROWS = NQ * (4 + 4 + 4 + 8);  // lse, D, t and the row of q per tile row
+    static constexpr size_t BYTES = 2 * KB + 2 * QT + ST + ROWS + 1024;  // + the list (added at launch), the slack
+};
+#define S16_DQW_BLOCKS(NQ) ((NQ) == 64 ? 2 : (NQ) == 32 ? 4 : 5)
+
+template <int DK, int NQ>
+__global__ void __launch_bounds__(SLC_WARPS * 32, S16_DQW_BLOCKS(NQ))
+slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, const int32_t *idx, const float *lse,
+                   const float *D, bf16 *dq, const __grid_constant__ CUtensorMap tk,
+                   const __grid_constant__ CUtensorMap tv) {
+#if ASA_WGMMA
+    using SM = s16_dqw_smem<DK, NQ>;
+    constexpr int NT = NQ / 8;
+    extern __shared__ float4 smem4[];
+    char *K = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *V = K + SM::KB;
+    char *Qs = V + SM::KB, *Os = Qs + SM::QT, *Ss = Os + SM::QT;
+    float *Lr = (float *)(Ss + SM::ST), *Dr = Lr + NQ;
+    int *Tr = (int *)(Dr + NQ);
+    long *Rr = (long *)(Tr + NQ);
+    int32_t *Lst = (int32_t *)(Rr + NQ);
+    __shared__ uint64_t bar;
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+    int chunk, an, j, b;
+    slc_tile_of(a, chunks, chunk, an, j, b);
+    const int tmax = min(an * a.R + a.R, a.T) - 1;
+    if (threadIdx.x < NQ) {  // rows with lse = -inf saw no key: no gradient (t = -1, q and dout zeros)
+        int t;
+        long r;
+        slc_tile_row(a, b, an, j, chunk * NQ + threadIdx.x, t, r);
+        const float L = t >= 0 ? lse[r] : -INFINITY;
+        if (L == -INFINITY) t = -1;
+        Tr[threadIdx.x] = t, Rr[threadIdx.x] = r;
+        Lr[threadIdx.x] = t >= 0 ? L * LOG2E : 0.0f, Dr[threadIdx.x] = t >= 0 ? D[r] : 0.0f;
+    }
+    if (threadIdx.x == 0) mbar_init(&bar);
+    const int32_t *row = s16_load_list(Lst, idx, a, b, an, j);  // (its __syncthreads publishes Tr, Rr too)
+    for (int e = threadIdx.x; e < NQ * DK / 8; e += SLC_WARPS * 32) {
+        const int i = e / (DK / 8), u = e % (DK / 8), t = Tr[i];
+        const long r = Rr[i];
+        cp16_b16((bf16 *)(Qs + sw128_off(NQ, i, u)), t >= 0 ? q + r * a.dk + u * 8 : q, t >= 0 ? 16 : 0);
+        cp16_b16((bf16 *)(Os + sw128_off(NQ, i, u)), t >= 0 ? dout + r * a.dv + u * 8 : dout, t >= 0 ? 16 : 0);
+    }
+    cp_commit();
+
+    float acc[DK / 64][NT][4];  // dq^T: column 64h + 16w + g (+8) of rows 8nt + 2c (+1)
+#pragma unroll
+    for (int h = 0; h < DK / 64; h++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) acc[h][nt][0] = acc[h][nt][1] = acc[h][nt][2] = acc[h][nt][3] = 0.0f;
+    const int col0 = j * DK, trow = b * a.T;
+    int e = 0, off = 0, c0 = 0, cn = 0;
+    bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
+    cp_wait<0>();
+    fence_proxy_async();  // cp.async wrote q and dout; wgmma reads them through the async proxy
+    __syncthreads();
+    for (uint32_t phase = 0; have; phase ^= 1) {  // chunk by chunk, the barrier's phases alternating
+        const int cc0 = c0, ccn = cn;
+        s16_stage_chunk<DK, DK, true>((bf16 *)K, (bf16 *)V, NULL, NULL, 0, 0, c0, cn, a, &tk, &tv, col0, trow, &bar);
+        off += S16_KT;
+        have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
+        s16_tma_wait(&bar, phase);
+        float sc[NT][4], dp[NT][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) wg_m64_ss<NQ, 0>(sc, wg_desc_k(K, S16_KT, kk), wg_desc_k(Qs, NQ, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) wg_m64_ss<NQ, 0>(dp, wg_desc_k(V, S16_KT, kk), wg_desc_k(Os, NQ, kk), kk > 0);
+        wg_commit();
+        wg_wait();
+        wg_hold<NT>(sc), wg_hold<NT>(dp);
+        // dS^T of keys k0 (accumulator rows g) and k0 + 8 against rows ra, ra + 1 of each n-tile
+        const int k0 = 16 * w + g, lim = ccn;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                const int ra = 8 * nt + 2 * c + (x & 1), kl = k0 + 8 * (x >> 1), t = Tr[ra];
+                const bool vis = kl < lim && cc0 + kl <= t;
+                const float p = vis ? exp2f(sc[nt][x] * a.sl2 - Lr[ra]) : 0.0f;
+                *(bf16 *)(Ss + sw128_off(NQ, ra, kl / 8) + (kl % 8) * 2) = __float2bfloat16_rn(p * (dp[nt][x] - Dr[ra]));
+            }
+        }
+        fence_proxy_async();  // dS^T, written by ordinary stores, is read by wgmma
+        __syncthreads();
+        wg_fence();
+#pragma unroll
+        for (int h = 0; h < DK / 64; h++)
+#pragma unroll
+            for (int kk = 0; kk < S16_KT / 16; kk++)
+                wg_m64_ss<NQ, 1>(acc[h], wg_desc_n(K + h * S16_BOX_BYTES, S16_KT, kk), wg_desc_k(Ss, NQ, kk), 1);
+        wg_commit();
+        wg_wait();
+#pragma unroll
+        for (int h = 0; h < DK / 64; h++) wg_hold<NT>(acc[h]);
+        __syncthreads();  // the chunk buffer and dS^T are free again
+    }
+    // dq += scale * dq^T^T, through shared memory (fp32 [NQ][DK] over the K tiles) for whole-row updates
+    float *F = (float *)K;
+#pragma unroll
+    for (int h = 0; h < DK / 64; h++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+                F[(8 * nt + 2 * c + (x & 1)) * DK + 64 * h + 16 * w + g + 8 * (x >> 1)] = acc[h][nt][x];
+    __syncthreads();
+    for (int x = threadIdx.x; x < NQ * DK / 2; x += SLC_WARPS * 32) {
+        const int i = x / (DK / 2), col = (x % (DK / 2)) * 2;
+        if (Tr[i] < 0 || col >= a.dk) continue;
+        mma_acc2(dq + Rr[i] * a.dk + col, a.scale * F[i * DK + col], a.scale * F[i * DK + col + 1]);
+    }
+#else
+    __trap();  // launched only on Hopper
+#endif
 }
 
 // One staged chunk of the dk/dv pass: S16_NR rows of q and dout, then lse (base 2), D and t per row.
@@ -848,14 +971,25 @@ static void s16_fwd_launch(const slc_mma_args &a, int chunks, long blocks, const
         a, chunks, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, idx, (bf16 *)o, lse, tk, tv);
 }
 
-template <int DK, int DV, int MT, bool TMA>
+template <int DK, int DV, int MT>
 static void s16_dq_launch(const slc_mma_args &a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v,
-                          const int32_t *idx, const float *lse, const float *D, const bf16 *dout, void *dq,
-                          const CUtensorMap &tk, const CUtensorMap &tv) {
-    const size_t smem = s16_block_bytes<DK, DV, TMA>(a.n) + s16_ds_bytes<MT>();
-    attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT, TMA>, smem);
-    slc16_dq_kernel<DK, DV, MT, TMA><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
-        a, chunks, q, k, v, idx, lse, D, dout, (bf16 *)dq, tk, tv);
+                          const int32_t *idx, const float *lse, const float *D, const bf16 *dout, void *dq) {
+    const size_t smem = s16_block_bytes<DK, DV, false>(a.n) + s16_ds_bytes<MT>();
+    attn_allow_smem((const void *)slc16_dq_kernel<DK, DV, MT>, smem);
+    slc16_dq_kernel<DK, DV, MT><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+        a, chunks, q, k, v, idx, lse, D, dout, (bf16 *)dq);
+}
+
+// dq on warpgroup MMA (Hopper: TMA maps, head dims 64 or 128, at most 64 rows a list).
+template <int DK, int MT>
+static void s16_dq_wg_launch(const slc_mma_args &a, int chunks, const bf16 *q, const bf16 *dout, const int32_t *idx,
+                             const float *lse, const float *D, void *dq, const CUtensorMap &tk,
+                             const CUtensorMap &tv) {
+    constexpr int NQ = 16 * MT;
+    const size_t smem = s16_dqw_smem<DK, NQ>::BYTES + (size_t)a.n * sizeof(int32_t);
+    attn_allow_smem((const void *)slc16_dq_wg_kernel<DK, NQ>, smem);
+    slc16_dq_wg_kernel<DK, NQ><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+        a, chunks, q, dout, idx, lse, D, (bf16 *)dq, tk, tv);
 }
 
 void cuda_slc16_fwd(asa_backend *be, const asa_attn_shape *s, const void *q, const void *k, const void *v,
@@ -890,9 +1024,12 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     CUtensorMap tk, tv;
     const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        constexpr bool CAN = S16_TMA_DIMS(DK, DV);
-        if (CAN && tma) s16_dq_launch<DK, DV, MT, CAN>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq, tk, tv);
-        else s16_dq_launch<DK, DV, MT, false>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq, tk, tv);
+        if constexpr (S16_TMA_DIMS(DK, DV)) {
+            if (tma) s16_dq_wg_launch<DK, MT>(a, chunks, qb, ob, idx, lse, D, dq, tk, tv);
+            else s16_dq_launch<DK, DV, MT>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq);
+        } else {
+            s16_dq_launch<DK, DV, MT>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq);
+        }
     }));
     CUDA_LAUNCH_CHECK();
 
