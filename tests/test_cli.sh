@@ -150,6 +150,14 @@ else
         fail "asa bench attn --decode: no decode step line: $out"
     grep -Eq '^    attn_slc_decode +[0-9.]+ ms' <<<"$out" || fail "asa bench attn --decode: no breakdown: $out"
 fi
+run bench attn "${attn_small[@]}" --no-ceilings --kind W
+if ((rc != 0)); then
+    fail "asa bench attn --no-ceilings: exit code $rc: $out"
+else
+    grep -q '^  ceilings: not measured (--no-ceilings)$' <<<"$out" || fail "asa bench attn --no-ceilings measured: $out"
+    grep -Eq '^  backward: +[0-9.]+ ms +[0-9.]+ GFLOP/s +[0-9.]+ GB/s$' <<<"$out" ||
+        fail "asa bench attn --no-ceilings: no backward line without shares: $out"
+fi
 expect_error 'kv-heads' bench attn --device cpu --heads 6 --kv-heads 4
 expect_error 'needs [0-9.]+ GiB on the cpu backend' bench attn --device cpu --seq 16000000
 

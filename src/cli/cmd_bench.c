@@ -81,7 +81,7 @@ typedef struct {
     char kind;                      // N, G, F or W
     int B, T, h, g, d, rope;        // G: d is the latent dim (values), keys are [latent ; rope]
     int b, bs, n, w, R;
-    int repeats, decode, breakdown;
+    int repeats, decode, breakdown, ceilings;
 } attn_opts;
 
 // Timestamps between the ops of one pass: CUDA events on the default stream (every op of the CUDA
@@ -530,12 +530,22 @@ static void decode_step(asa_backend *be, const attn_opts *o, const asa_attn_shap
     marks_op(m, "gate_fwd");
 }
 
+// "  forward:  ms  rate = share of gemm  GB/s = share of copy", without the shares when gbs is 0 (no ceilings).
+static void attn_rate_print(const char *what, double ms, double rate, const char *uname, double of_gemm, double gb_s,
+                            double gbs) {
+    if (gbs > 0)
+        printf("  %s %10.3f ms %9.3f %s = %5.1f%% of gemm %9.2f GB/s = %5.2f%% of copy\n", what, ms, rate, uname,
+               100.0 * of_gemm, gb_s, 100.0 * gb_s / gbs);
+    else
+        printf("  %s %10.3f ms %9.3f %s %9.2f GB/s\n", what, ms, rate, uname, gb_s);
+}
+
 static void attn_usage(FILE *f) {
     fprintf(f,
             "usage: asa bench attn [--kind K] [--seq T] [--batch B] [--heads H] [--kv-heads G] [--head-dim D]\n"
             "                      [--rope-dim R] [--block-size b] [--selection-block-size bs] [--block-counts n]\n"
             "                      [--window w] [--selection-share R] [--repeats N] [--decode] [--breakdown]\n"
-            "                      [--device D] [--precision P]\n"
+            "                      [--no-ceilings] [--device D] [--precision P]\n"
             "  The attention of one layer on random inputs, as src/model/model.c runs it, from q/k/v and the gate\n"
             "  logits to the gated output (forward) and back to their gradients (backward), without projections.\n"
             "  Defaults: the NSA paper's kernel setting (issue 6, Setting A): kind N, T 8192, B 1, 64 heads, 4 KV\n"
@@ -549,6 +559,8 @@ static void attn_usage(FILE *f) {
             "  --decode           one new token at position T-1 against caches of T tokens, through the decode\n"
             "                     ops (compressed, selection, selected, window), instead of training passes\n"
             "  --breakdown        each op's median time and share (the profile)\n"
+            "  --no-ceilings      skip the gemm, copy and L2 measurements and the shares of them (for runs under\n"
+            "                     compute-sanitizer, whose racecheck cannot run cuBLASLt's Hopper gemm)\n"
             "  Printed: ms (median over the passes, CUDA events on a GPU), TFLOP/s and GB/s against a matrix\n"
             "  product through the backend's gemm (8192^3 on a GPU, 1024^3 on the CPU, in the backend's precision)\n"
             "  and a device-to-device copy (bytes read + written). FLOPs: those the layer needs, by the keys each\n"
@@ -561,7 +573,7 @@ static void attn_usage(FILE *f) {
 }
 
 static int bench_attn(int argc, char **argv) {
-    attn_opts o = {'N', 1, 8192, 64, 4, 128, 0, 64, 0, 16, 512, 1, 0, 0, 0};
+    attn_opts o = {'N', 1, 8192, 64, 4, 128, 0, 64, 0, 16, 512, 1, 0, 0, 0, 1};
     const char *device = NULL, *precision = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -575,6 +587,10 @@ static int bench_attn(int argc, char **argv) {
         }
         if (!strcmp(a, "--breakdown")) {
             o.breakdown = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-ceilings")) {
+            o.ceilings = 0;
             continue;
         }
         const char *v = cli_value("bench attn", argc, argv, &i);
@@ -659,13 +675,18 @@ static int bench_attn(int argc, char **argv) {
     if (o.kind == 'N' || o.kind == 'W') printf(", window %d", o.w);
     printf(", device %s, %s, %d repeats\n", be->name, prec, o.repeats);
     // Ceilings: a matrix product through the backend's own gemm (its precision), and a plain copy.
-    const double peak = gemm_gflops(be, gpu ? 8192 : 1024);
-    const double gbs = copy_gbs(be, gpu ? (free_b > (8ull << 30) ? (1ull << 30) : (64ull << 20)) : (64ull << 20));
-    double l2 = 0;  // GB/s reading L2-resident data: what bounds the selected branch's gathers
+    // With --no-ceilings all three stay 0 and the lines below leave out the shares.
+    double peak = 0, gbs = 0, l2 = 0;  // l2: GB/s reading L2-resident data, which bounds the selected gathers
+    if (o.ceilings) {
+        peak = gemm_gflops(be, gpu ? 8192 : 1024);
+        gbs = copy_gbs(be, gpu ? (free_b > (8ull << 30) ? (1ull << 30) : (64ull << 20)) : (64ull << 20));
 #ifdef ASA_HAVE_CUDA
-    if (gpu) l2 = asa_backend_cuda_l2_read_gbs(be, 16u << 20);
+        if (gpu) l2 = asa_backend_cuda_l2_read_gbs(be, 16u << 20);
 #endif
-    if (gpu)
+    }
+    if (!o.ceilings)
+        printf("  ceilings: not measured (--no-ceilings)\n");
+    else if (gpu)
         printf("  ceilings: gemm 8192^3 %.1f TFLOP/s (%s mode), device copy %.0f GB/s (read + write), L2 read %.0f GB/s "
                "(16 MiB)\n", peak / 1e3, prec, gbs, l2);
     else
@@ -707,9 +728,10 @@ static int bench_attn(int argc, char **argv) {
         be->sync(be);
         const double ms = times_total(&tf);
         char b0[32];
-        printf("  decode step: %9.4f ms   cache bytes read %s   %.1f GB/s = %.1f%% of the copy\n", ms,
-               cli_bytes(dx.bytes_read, b0, sizeof b0), dx.bytes_read / (ms * 1e-3) / 1e9,
-               100.0 * dx.bytes_read / (ms * 1e-3) / 1e9 / gbs);
+        printf("  decode step: %9.4f ms   cache bytes read %s   %.1f GB/s", ms, cli_bytes(dx.bytes_read, b0, sizeof b0),
+               dx.bytes_read / (ms * 1e-3) / 1e9);
+        if (gbs > 0) printf(" = %.1f%% of the copy", 100.0 * dx.bytes_read / (ms * 1e-3) / 1e9 / gbs);
+        printf("\n");
         if (o.breakdown) times_print(&tf, "decode step");
         rms = sqrt(be->sum_squares(be, dx.o, be->act, B * o.h * s.dv) / ((double)B * o.h * s.dv));
     } else {
@@ -736,10 +758,8 @@ static int bench_attn(int argc, char **argv) {
         printf("  FLOPs: forward %.4g G, backward %.4g G (keys each query reads; see --help)\n", w.fwd_flops / 1e9,
                w.bwd_flops / 1e9);
         const double fr = w.fwd_flops / (fms * 1e-3), br = w.bwd_flops / (bms * 1e-3);
-        printf("  forward:  %10.3f ms %9.3f %s = %5.1f%% of gemm %9.2f GB/s = %5.2f%% of copy\n", fms, fr / unit, uname,
-               100.0 * fr / (peak * 1e9), w.fwd_bytes / (fms * 1e-3) / 1e9, 100.0 * w.fwd_bytes / (fms * 1e-3) / 1e9 / gbs);
-        printf("  backward: %10.3f ms %9.3f %s = %5.1f%% of gemm %9.2f GB/s = %5.2f%% of copy\n", bms, br / unit, uname,
-               100.0 * br / (peak * 1e9), w.bwd_bytes / (bms * 1e-3) / 1e9, 100.0 * w.bwd_bytes / (bms * 1e-3) / 1e9 / gbs);
+        attn_rate_print("forward: ", fms, fr / unit, uname, fr / (peak * 1e9), w.fwd_bytes / (fms * 1e-3) / 1e9, gbs);
+        attn_rate_print("backward:", bms, br / unit, uname, br / (peak * 1e9), w.bwd_bytes / (bms * 1e-3) / 1e9, gbs);
         if (o.breakdown) {
             times_print(&tf, "forward");
             times_print(&tb, "backward");
