@@ -160,22 +160,24 @@ static __device__ __forceinline__ bf16 *s16_chunk_base(float4 *smem) {
 }
 
 // Keys and values [c0, c0 + cn) of the sequence's head column (kg, vg: key c0 = 0 of the head; trow the
-// sequence's first row and col0 the head's first column in the maps) into buffers Kd, Vd. TMA: thread 0
-// asks for 64 rows in boxes counted on bar (rows past cn are loaded too and masked like padding);
+// sequence's first row and j the head, whose columns in the maps start at j * DK and j * DV) into buffers
+// Kd, Vd. TMA: thread 0 asks for 64 rows in boxes of 64 columns counted on bar (rows past cn are loaded too
+// and masked like padding; a last box past the head's columns reads the next head's or the map's zero fill);
 // otherwise cp.async, rows past cn as zeros.
 template <int DK, int DV, bool TMA>
 static __device__ __forceinline__ void s16_stage_chunk(bf16 *Kd, bf16 *Vd, const bf16 *kg, const bf16 *vg, long krs,
                                                        long vrs, int c0, int cn, const slc_mma_args &a,
-                                                       const CUtensorMap *tk, const CUtensorMap *tv, int col0,
+                                                       const CUtensorMap *tk, const CUtensorMap *tv, int j,
                                                        int trow, uint64_t *bar) {
     if constexpr (TMA) {
 #if ASA_TMA
         if (threadIdx.x != 0) return;
-        mbar_arrive_bytes(bar, (DK + DV) / 64 * S16_BOX_BYTES);
+        constexpr int KX = (DK + 63) / 64, VX = (DV + 63) / 64;
+        mbar_arrive_bytes(bar, (KX + VX) * S16_BOX_BYTES);
 #pragma unroll
-        for (int x = 0; x < DK / 64; x++) tma_load_2d((char *)Kd + x * S16_BOX_BYTES, tk, col0 + 64 * x, trow + c0, bar);
+        for (int x = 0; x < KX; x++) tma_load_2d((char *)Kd + x * S16_BOX_BYTES, tk, j * DK + 64 * x, trow + c0, bar);
 #pragma unroll
-        for (int x = 0; x < DV / 64; x++) tma_load_2d((char *)Vd + x * S16_BOX_BYTES, tv, col0 + 64 * x, trow + c0, bar);
+        for (int x = 0; x < VX; x++) tma_load_2d((char *)Vd + x * S16_BOX_BYTES, tv, j * DV + 64 * x, trow + c0, bar);
 #else
         __trap();  // launched only on Hopper
 #endif
@@ -270,7 +272,7 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
     const int trow = b * a.T;
     int e = 0, off = 0, c0 = 0, cn = 0, buf = 0, ci = 0;
     bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
-    if (have) s16_stage_chunk<DK, DV, TMA>(Ks, Vs, kg, vg, krs, vrs, c0, cn, a, &tk, &tv, j * DK, trow, &bars[0]);
+    if (have) s16_stage_chunk<DK, DV, TMA>(Ks, Vs, kg, vg, krs, vrs, c0, cn, a, &tk, &tv, j, trow, &bars[0]);
     cp_commit();
     while (have) {
         const int cc0 = c0, ccn = cn;
@@ -278,7 +280,7 @@ slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const
         have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
         if (have)
             s16_stage_chunk<DK, DV, TMA>(Ks + (buf ^ 1) * KBUF, Vs + (buf ^ 1) * VBUF, kg, vg, krs, vrs, c0, cn, a, &tk,
-                                         &tv, j * DK, trow, &bars[buf ^ 1]);
+                                         &tv, j, trow, &bars[buf ^ 1]);
         cp_commit();
         cp_wait<1>();
         if (TMA) s16_tma_wait(&bars[buf], (uint32_t)(ci / 2 % 2));
@@ -505,27 +507,32 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
 // columns of dq) for all NQ rows: no ldmatrix, no per-warp key slices to merge, and 24 products a chunk at
 // NQ 16 (d128) where slc16_dq_kernel issued 192 mma.sync. The chunks come by TMA into one buffer: at NQ 16
 // (60 registers, 44 KB of shared memory) 5 blocks share a multiprocessor and cover each other's loads. At T
-// 16384 on an H100 (Setting A): 5.56 ms (slc16_dq_kernel) -> 4.62; with two buffers (2 blocks) slower.
-template <int DK, int NQ>
+// 16384 on an H100 (Setting A): 5.56 ms (slc16_dq_kernel) -> 4.62; with two buffers (2 blocks) slower. Key
+// head dims in whole 64-column boxes (dk 160, ASA's G layers: three, the last half read; the products over
+// dk stop at its last 16 columns and dq^T's third 64-row block keeps its first 32 rows).
+#define S16_DQW_DIMS(DK, DV) (S16_TMA_DIMS(DK, DV) || ((DK) == 160 && (DV) == 128))
+template <int DK, int DV, int NQ>
 struct s16_dqw_smem {
-    static constexpr int KB = S16_KT * DK * 2;  // bytes of the K (or V) tile
-    static constexpr int QT = NQ * DK * 2, ST = NQ * S16_KT * 2;
+    static constexpr int KP = (DK + 63) / 64 * 64;            // whole boxes
+    static constexpr int KB = S16_KT * KP * 2, VB = S16_KT * DV * 2;  // bytes of the K and V tiles
+    static constexpr int QT = NQ * KP * 2, OT = NQ * DV * 2, ST = NQ * S16_KT * 2;
     static constexpr int ROWS = NQ * (4 + 4 + 4 + 8);  // lse, D, t and the row of q per tile row
-    static constexpr size_t BYTES = 2 * KB + 2 * QT + ST + ROWS + 1024;  // + the list (added at launch), the slack
+    static constexpr size_t BYTES = KB + VB + QT + OT + ST + ROWS + 1024;  // + the list (added at launch), the slack
 };
 #define S16_DQW_BLOCKS(NQ) ((NQ) == 64 ? 2 : (NQ) == 32 ? 4 : 5)
 
-template <int DK, int NQ>
+template <int DK, int DV, int NQ>
 __global__ void __launch_bounds__(SLC_WARPS * 32, S16_DQW_BLOCKS(NQ))
 slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, const int32_t *idx, const float *lse,
                    const float *D, bf16 *dq, const __grid_constant__ CUtensorMap tk,
                    const __grid_constant__ CUtensorMap tv) {
 #if ASA_WGMMA
-    using SM = s16_dqw_smem<DK, NQ>;
-    constexpr int NT = NQ / 8;
+    static_assert(S16_DQW_DIMS(DK, DV), "the warpgroup dq holds head dims 64 or 128, or dk 160 with dv 128");
+    using SM = s16_dqw_smem<DK, DV, NQ>;
+    constexpr int NT = NQ / 8, KP = SM::KP;
     extern __shared__ float4 smem4[];
     char *K = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *V = K + SM::KB;
-    char *Qs = V + SM::KB, *Os = Qs + SM::QT, *Ss = Os + SM::QT;
+    char *Qs = V + SM::VB, *Os = Qs + SM::QT, *Ss = Os + SM::OT;
     float *Lr = (float *)(Ss + SM::ST), *Dr = Lr + NQ;
     int *Tr = (int *)(Dr + NQ);
     long *Rr = (long *)(Tr + NQ);
@@ -546,20 +553,23 @@ slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, 
     }
     if (threadIdx.x == 0) mbar_init(&bar);
     const int32_t *row = s16_load_list(Lst, idx, a, b, an, j);  // (its __syncthreads publishes Tr, Rr too)
+    // (dk 160: units past the 20th of the last box are never read)
     for (int e = threadIdx.x; e < NQ * DK / 8; e += SLC_WARPS * 32) {
         const int i = e / (DK / 8), u = e % (DK / 8), t = Tr[i];
-        const long r = Rr[i];
-        cp16_b16((bf16 *)(Qs + sw128_off(NQ, i, u)), t >= 0 ? q + r * a.dk + u * 8 : q, t >= 0 ? 16 : 0);
-        cp16_b16((bf16 *)(Os + sw128_off(NQ, i, u)), t >= 0 ? dout + r * a.dv + u * 8 : dout, t >= 0 ? 16 : 0);
+        cp16_b16((bf16 *)(Qs + sw128_off(NQ, i, u)), t >= 0 ? q + Rr[i] * a.dk + u * 8 : q, t >= 0 ? 16 : 0);
+    }
+    for (int e = threadIdx.x; e < NQ * DV / 8; e += SLC_WARPS * 32) {
+        const int i = e / (DV / 8), u = e % (DV / 8), t = Tr[i];
+        cp16_b16((bf16 *)(Os + sw128_off(NQ, i, u)), t >= 0 ? dout + Rr[i] * a.dv + u * 8 : dout, t >= 0 ? 16 : 0);
     }
     cp_commit();
 
-    float acc[DK / 64][NT][4];  // dq^T: column 64h + 16w + g (+8) of rows 8nt + 2c (+1)
+    float acc[KP / 64][NT][4];  // dq^T: column 64h + 16w + g (+8) of rows 8nt + 2c (+1)
 #pragma unroll
-    for (int h = 0; h < DK / 64; h++)
+    for (int h = 0; h < KP / 64; h++)
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) acc[h][nt][0] = acc[h][nt][1] = acc[h][nt][2] = acc[h][nt][3] = 0.0f;
-    const int col0 = j * DK, trow = b * a.T;
+    const int trow = b * a.T;
     int e = 0, off = 0, c0 = 0, cn = 0;
     bool have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
     cp_wait<0>();
@@ -567,7 +577,7 @@ slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, 
     __syncthreads();
     for (uint32_t phase = 0; have; phase ^= 1) {  // chunk by chunk, the barrier's phases alternating
         const int cc0 = c0, ccn = cn;
-        s16_stage_chunk<DK, DK, true>((bf16 *)K, (bf16 *)V, NULL, NULL, 0, 0, c0, cn, a, &tk, &tv, col0, trow, &bar);
+        s16_stage_chunk<DK, DV, true>((bf16 *)K, (bf16 *)V, NULL, NULL, 0, 0, c0, cn, a, &tk, &tv, j, trow, &bar);
         off += S16_KT;
         have = slc_chunk(row, a, S16_KT, tmax, e, off, c0, cn);
         s16_tma_wait(&bar, phase);
@@ -576,7 +586,7 @@ slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, 
 #pragma unroll
         for (int kk = 0; kk < DK / 16; kk++) wg_m64_ss<NQ, 0>(sc, wg_desc_k(K, S16_KT, kk), wg_desc_k(Qs, NQ, kk), kk > 0);
 #pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) wg_m64_ss<NQ, 0>(dp, wg_desc_k(V, S16_KT, kk), wg_desc_k(Os, NQ, kk), kk > 0);
+        for (int kk = 0; kk < DV / 16; kk++) wg_m64_ss<NQ, 0>(dp, wg_desc_k(V, S16_KT, kk), wg_desc_k(Os, NQ, kk), kk > 0);
         wg_commit();
         wg_wait();
         wg_hold<NT>(sc), wg_hold<NT>(dp);
@@ -596,30 +606,31 @@ slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, 
         __syncthreads();
         wg_fence();
 #pragma unroll
-        for (int h = 0; h < DK / 64; h++)
+        for (int h = 0; h < KP / 64; h++)
 #pragma unroll
             for (int kk = 0; kk < S16_KT / 16; kk++)
                 wg_m64_ss<NQ, 1>(acc[h], wg_desc_n(K + h * S16_BOX_BYTES, S16_KT, kk), wg_desc_k(Ss, NQ, kk), 1);
         wg_commit();
         wg_wait();
 #pragma unroll
-        for (int h = 0; h < DK / 64; h++) wg_hold<NT>(acc[h]);
+        for (int h = 0; h < KP / 64; h++) wg_hold<NT>(acc[h]);
         __syncthreads();  // the chunk buffer and dS^T are free again
     }
-    // dq += scale * dq^T^T, through shared memory (fp32 [NQ][DK] over the K tiles) for whole-row updates
+    // dq += scale * dq^T^T, through shared memory (fp32 [NQ][KP] over the tiles) for whole-row updates
+    static_assert(NQ * KP * 4 <= SM::KB + SM::VB + SM::QT + SM::OT + SM::ST, "dq^T fits over the tiles");
     float *F = (float *)K;
 #pragma unroll
-    for (int h = 0; h < DK / 64; h++)
+    for (int h = 0; h < KP / 64; h++)
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int x = 0; x < 4; x++)
-                F[(8 * nt + 2 * c + (x & 1)) * DK + 64 * h + 16 * w + g + 8 * (x >> 1)] = acc[h][nt][x];
+                F[(8 * nt + 2 * c + (x & 1)) * KP + 64 * h + 16 * w + g + 8 * (x >> 1)] = acc[h][nt][x];
     __syncthreads();
     for (int x = threadIdx.x; x < NQ * DK / 2; x += SLC_WARPS * 32) {
         const int i = x / (DK / 2), col = (x % (DK / 2)) * 2;
         if (Tr[i] < 0 || col >= a.dk) continue;
-        mma_acc2(dq + Rr[i] * a.dk + col, a.scale * F[i * DK + col], a.scale * F[i * DK + col + 1]);
+        mma_acc2(dq + Rr[i] * a.dk + col, a.scale * F[i * KP + col], a.scale * F[i * KP + col + 1]);
     }
 #else
     __trap();  // launched only on Hopper
@@ -944,12 +955,12 @@ static bool s16_tensor_map(CUtensorMap *m, const void *base, long rows, long col
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Whether the forward and dq kernels take their chunks as TMA tiles (Hopper, head dims 64 or 128), with the maps
-// of k and v [B*T, g*d] when they do.
+// Whether the chunks come as TMA tiles (Hopper: the forward at head dims 64 or 128, the warpgroup dq at those
+// and dk 160 with dv 128), with the maps of k and v [B*T, g*d] when they do.
 static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, const void *v, CUtensorMap *tk,
                          CUtensorMap *tv) {
     memset(tk, 0, sizeof *tk), memset(tv, 0, sizeof *tv);
-    return cuda_ctx_of(be)->use_tma && S16_TMA_DIMS(a.dk, a.dv) &&
+    return cuda_ctx_of(be)->use_tma && S16_DQW_DIMS(a.dk, a.dv) &&
            s16_tensor_map(tk, k, (long)a.B * a.T, (long)a.g * a.dk) &&
            s16_tensor_map(tv, v, (long)a.B * a.T, (long)a.g * a.dv);
 }
@@ -981,14 +992,14 @@ static void s16_dq_launch(const slc_mma_args &a, int chunks, const bf16 *q, cons
 }
 
 // dq on warpgroup MMA (Hopper: TMA maps, head dims 64 or 128, at most 64 rows a list).
-template <int DK, int MT>
+template <int DK, int DV, int MT>
 static void s16_dq_wg_launch(const slc_mma_args &a, int chunks, const bf16 *q, const bf16 *dout, const int32_t *idx,
                              const float *lse, const float *D, void *dq, const CUtensorMap &tk,
                              const CUtensorMap &tv) {
     constexpr int NQ = 16 * MT;
-    const size_t smem = s16_dqw_smem<DK, NQ>::BYTES + (size_t)a.n * sizeof(int32_t);
-    attn_allow_smem((const void *)slc16_dq_wg_kernel<DK, NQ>, smem);
-    slc16_dq_wg_kernel<DK, NQ><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
+    const size_t smem = s16_dqw_smem<DK, DV, NQ>::BYTES + (size_t)a.n * sizeof(int32_t);
+    attn_allow_smem((const void *)slc16_dq_wg_kernel<DK, DV, NQ>, smem);
+    slc16_dq_wg_kernel<DK, DV, NQ><<<(unsigned)((long)a.B * a.na * a.g * chunks), SLC_WARPS * 32, smem>>>(
         a, chunks, q, dout, idx, lse, D, (bf16 *)dq, tk, tv);
 }
 
@@ -1024,8 +1035,8 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     CUtensorMap tk, tv;
     const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        if constexpr (S16_TMA_DIMS(DK, DV)) {
-            if (tma) s16_dq_wg_launch<DK, MT>(a, chunks, qb, ob, idx, lse, D, dq, tk, tv);
+        if constexpr (S16_DQW_DIMS(DK, DV)) {
+            if (tma) s16_dq_wg_launch<DK, DV, MT>(a, chunks, qb, ob, idx, lse, D, dq, tk, tv);
             else s16_dq_launch<DK, DV, MT>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq);
         } else {
             s16_dq_launch<DK, DV, MT>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq);
