@@ -302,25 +302,25 @@ static inline slc_lists slc_lists_alloc(asa_backend *be, const slc_mma_args &a) 
 
 // Fills L's count, start, seg and anchors from the block lists idx: the entries sorted by list with a
 // stable radix sort keep their anchor order (deterministic lists, whatever the schedule).
-static void slc_lists_build(const slc_mma_args &a, const int32_t *idx, const slc_lists &L) {
-    CUDA_CHECK(cudaMemsetAsync(L.count, 0, L.nlists * sizeof(int), 0));
+static void slc_lists_build(const slc_mma_args &a, const int32_t *idx, const slc_lists &L, cudaStream_t st = 0) {
+    CUDA_CHECK(cudaMemsetAsync(L.count, 0, L.nlists * sizeof(int), st));
     if (L.nentries > 0) {
-        slc_mma_entries_kernel<<<cuda_blocks(L.nentries, CUDA_THREADS), CUDA_THREADS>>>(
+        slc_mma_entries_kernel<<<cuda_blocks(L.nentries, CUDA_THREADS), CUDA_THREADS, 0, st>>>(
             a, idx, L.nentries, (int)L.nlists, L.keys, L.vals, L.count);
         CUDA_LAUNCH_CHECK();
         size_t ws = L.sort_ws_bytes;
         CUDA_CHECK(cub::DeviceRadixSort::SortPairs(L.sort_ws, ws, L.keys, L.keys_sorted, L.vals, L.anchors,
-                                                   L.nentries, 0, L.key_bits));
+                                                   L.nentries, 0, L.key_bits, st));
     }
-    slc_mma_scan_kernel<<<1, SLC_SCAN_THREADS>>>(L.count, L.nlists, L.sega, L.start, L.seg);
+    slc_mma_scan_kernel<<<1, SLC_SCAN_THREADS, 0, st>>>(L.count, L.nlists, L.sega, L.start, L.seg);
     CUDA_LAUNCH_CHECK();
 }
 
 // After the dk/dv pass: adds the segments' partial sums (a grid of PARTS slices per key tile).
 template <int PARTS, typename T>
-static void slc_lists_reduce(const slc_mma_args &a, const slc_lists &L, T *dk, T *dv) {
+static void slc_lists_reduce(const slc_mma_args &a, const slc_lists &L, T *dk, T *dv, cudaStream_t st = 0) {
     if (L.xmax == 0) return;
-    slc_mma_reduce_kernel<T, PARTS><<<dim3((unsigned)(L.nlists * L.nkt), PARTS), 128>>>(a, L.nkt, L.seg, L.part, dk,
+    slc_mma_reduce_kernel<T, PARTS><<<dim3((unsigned)(L.nlists * L.nkt), PARTS), 128, 0, st>>>(a, L.nkt, L.seg, L.part, dk,
                                                                                          dv);
     CUDA_LAUNCH_CHECK();
 }

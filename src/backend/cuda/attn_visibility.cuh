@@ -98,10 +98,10 @@ static inline dense_bwd_plan dense_bwd_plan_make(asa_backend *be, const asa_attn
 }
 
 template <typename T>
-static void dense_split_sum(const dense_args &a, const dense_bwd_plan &p, T *dk, T *dv) {
+static void dense_split_sum(const dense_args &a, const dense_bwd_plan &p, T *dk, T *dv, cudaStream_t st = 0) {
     if (p.nsplit <= 1) return;
-    dense_split_sum_kernel<T><<<cuda_blocks(p.krows * (a.dk + a.dv), CUDA_THREADS), CUDA_THREADS>>>(a, p.nsplit,
-                                                                                                   p.part, dk, dv);
+    dense_split_sum_kernel<T><<<cuda_blocks(p.krows * (a.dk + a.dv), CUDA_THREADS), CUDA_THREADS, 0, st>>>(
+        a, p.nsplit, p.part, dk, dv);
     CUDA_LAUNCH_CHECK();
 }
 

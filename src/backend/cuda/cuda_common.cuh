@@ -50,10 +50,18 @@ typedef struct {
     long cudnn_calls;     // attention calls cuDNN served
     int cudnn_cmp_min_keys[2];  // the compression branch's forward / backward try cuDNN from this many pooled keys
     struct cuda_cudnn *cudnn;  // its handle and plans, made on first use
+    // Two non-blocking streams, [0] of the device's highest priority and [1] of its lowest, for an op whose
+    // passes run side by side (cuda_fork, cuda_join); fork and join events.
+    cudaStream_t side[2];
+    cudaEvent_t fork_ev, join_ev[2];
 } cuda_ctx;
 typedef struct cuda_cudnn cuda_cudnn;
 
 static inline cuda_ctx *cuda_ctx_of(asa_backend *be) { return (cuda_ctx *)be->ctx; }
+// An op's work from here on may go to the side streams, after everything the default stream holds so far.
+void cuda_fork(asa_backend *be);
+// The default stream waits for everything given to the side streams so far.
+void cuda_join(asa_backend *be);
 // At least `bytes` of device scratch, valid until the next call (by any op) of cuda_scratch.
 void *cuda_scratch(asa_backend *be, size_t bytes);
 
