@@ -912,13 +912,13 @@ void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
             constexpr int WK = D16_WG_DQ_DIMS(DK, DV) ? DK : 64, WV = D16_WG_DQ_DIMS(DK, DV) ? DV : 64;
             const size_t smem = d16_dqw_smem<WK, WV>::BYTES;
             attn_allow_smem((const void *)d16_dq_wg_kernel<WK, WV>, smem);
-            d16_dq_wg_kernel<WK, WV><<<(unsigned)qblocks, D16_THREADS, smem, sq>>>(a, (int)ntiles, q16, k16, v16, lse, D,
-                                                                               do16, (bf16 *)dq);
+            d16_dq_wg_kernel<WK, WV><<<(unsigned)qblocks, D16_THREADS, smem, sq>>>(a, (int)ntiles, q16, k16, v16,
+                                                                                   lse, D, do16, (bf16 *)dq);
         } else {
             const size_t smem = d16_dq_bytes<DK, DV>();
             attn_allow_smem((const void *)d16_dq_kernel<DK, DV>, smem);
-            d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem, sq>>>(a, (int)ntiles, q16, k16, v16, lse, D,
-                                                                            do16, (bf16 *)dq);
+            d16_dq_kernel<DK, DV><<<(unsigned)qblocks, D16_THREADS, smem, sq>>>(a, (int)ntiles, q16, k16, v16, lse,
+                                                                                D, do16, (bf16 *)dq);
         }
     });
     CUDA_LAUNCH_CHECK();
@@ -930,13 +930,13 @@ void cuda_dense16_bwd(asa_backend *be, const asa_attn_shape *s, int nkeys, int s
             constexpr int WK = WG ? DK : 64, WV = WG ? DV : 64, NR = WG_DKDV_NR(WK), ST = WG_DKDV_STAGES(WK);
             const size_t smem = wg_dkdv_smem<WK, WV, NR, ST>::BYTES;
             attn_allow_smem((const void *)d16_dkdv_wg_kernel<WK, WV, NR, ST>, smem);
-            d16_dkdv_wg_kernel<WK, WV, NR, ST><<<kgrid, D16_THREADS, smem, sk>>>(a, pl.nsplit, q16, k16, v16, lse, D, do16,
-                                                                            (bf16 *)dk, (bf16 *)dv, pl.part);
+            d16_dkdv_wg_kernel<WK, WV, NR, ST><<<kgrid, D16_THREADS, smem, sk>>>(
+                a, pl.nsplit, q16, k16, v16, lse, D, do16, (bf16 *)dk, (bf16 *)dv, pl.part);
         } else {
             const size_t smem = d16_kv_bytes<DK, DV>();
             attn_allow_smem((const void *)d16_dkdv_kernel<DK, DV>, smem);
             d16_dkdv_kernel<DK, DV><<<kgrid, D16_THREADS, smem, sk>>>(a, pl.nsplit, q16, k16, v16, lse, D, do16,
-                                                                  (bf16 *)dk, (bf16 *)dv, pl.part);
+                                                                      (bf16 *)dk, (bf16 *)dv, pl.part);
         }
     });
     CUDA_LAUNCH_CHECK();

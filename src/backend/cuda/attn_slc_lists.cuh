@@ -320,8 +320,8 @@ static void slc_lists_build(const slc_mma_args &a, const int32_t *idx, const slc
 template <int PARTS, typename T>
 static void slc_lists_reduce(const slc_mma_args &a, const slc_lists &L, T *dk, T *dv, cudaStream_t st = 0) {
     if (L.xmax == 0) return;
-    slc_mma_reduce_kernel<T, PARTS><<<dim3((unsigned)(L.nlists * L.nkt), PARTS), 128, 0, st>>>(a, L.nkt, L.seg, L.part, dk,
-                                                                                         dv);
+    slc_mma_reduce_kernel<T, PARTS><<<dim3((unsigned)(L.nlists * L.nkt), PARTS), 128, 0, st>>>(a, L.nkt, L.seg,
+                                                                                                L.part, dk, dv);
     CUDA_LAUNCH_CHECK();
 }
 
