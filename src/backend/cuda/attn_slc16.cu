@@ -101,12 +101,14 @@ static __device__ __forceinline__ void s16_pack(uint32_t (&pf)[NT / 2][4], int n
     pf[nt / 2][(nt % 2) * 2 + 1] = pack_bf16(x2, x3);
 }
 
-// TMA tiles (the forward and dq on Hopper, head dims 64 or 128): a chunk's 64 key (or value) rows as D / 64
-// boxes of 64 columns, each box row 128 bytes whose 16-byte units the 128-byte swizzle permutes: unit u of
+// TMA tiles (the forward and dq on Hopper, head dims 64 or 128, or dk 160 with dv 128: three key boxes, the
+// last half read): a chunk's 64 key (or value) rows as whole boxes of 64 columns (the last box of a head
+// reaches into the next head's columns or the map's zero fill, never multiplied), each box row 128 bytes
+// whose 16-byte units the 128-byte swizzle permutes: unit u of
 // row r sits at u ^ (r % 8). As with the padded rows of the cp.async tiles, the 8 rows an ldmatrix phase
 // reads then fall in 8 distinct bank groups. One request per box, counted on the buffer's mbarrier.
 #define S16_BOX_BYTES (S16_KT * 128)
-#define S16_TMA_DIMS(DK, DV) ((DK) == (DV) && ((DK) == 64 || (DK) == 128))
+#define S16_TMA_DIMS(DK, DV) (((DK) == (DV) && ((DK) == 64 || (DK) == 128)) || ((DK) == 160 && (DV) == 128))
 
 static __device__ __forceinline__ const bf16 *s16_sw(const bf16 *tile, int r, int col) {
     return (const bf16 *)((const char *)tile + sw128_off(S16_KT, r, col / 8));
@@ -152,7 +154,7 @@ static __device__ __forceinline__ void s16_pv_sw(float (&acc)[D / 8][4], const u
 // at a 1024-byte boundary (the swizzle's period; the launch adds the slack).
 template <int D, bool TMA>
 static constexpr __host__ __device__ int s16_buf_elems() {
-    return TMA ? S16_KT * D : S16_KT * (D + 8);
+    return TMA ? S16_KT * ((D + 63) / 64 * 64) : S16_KT * (D + 8);
 }
 template <bool TMA>
 static __device__ __forceinline__ bf16 *s16_chunk_base(float4 *smem) {
@@ -240,7 +242,7 @@ __global__ void __launch_bounds__(SLC_WARPS * 32)
 slc16_fwd_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const bf16 *v, const int32_t *idx, bf16 *o,
                  float *lse, const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
     constexpr int KS = SLC_WARPS / MT, NK = S16_KT / KS, NT = NK / 8;
-    static_assert(!TMA || S16_TMA_DIMS(DK, DV), "TMA tiles hold head dims of 64 or 128");
+    static_assert(!TMA || S16_TMA_DIMS(DK, DV), "TMA tiles hold head dims of 64 or 128, or dk 160 with dv 128");
     constexpr int KBUF = s16_buf_elems<DK, TMA>(), VBUF = s16_buf_elems<DV, TMA>();
     extern __shared__ float4 smem4[];
     bf16 *Ks = s16_chunk_base<TMA>(smem4), *Vs = Ks + 2 * KBUF;
@@ -510,7 +512,6 @@ slc16_dq_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *k, const 
 // 16384 on an H100 (Setting A): 5.56 ms (slc16_dq_kernel) -> 4.62; with two buffers (2 blocks) slower. Key
 // head dims in whole 64-column boxes (dk 160, ASA's G layers: three, the last half read; the products over
 // dk stop at its last 16 columns and dq^T's third 64-row block keeps its first 32 rows).
-#define S16_DQW_DIMS(DK, DV) (S16_TMA_DIMS(DK, DV) || ((DK) == 160 && (DV) == 128))
 template <int DK, int DV, int NQ>
 struct s16_dqw_smem {
     static constexpr int KP = (DK + 63) / 64 * 64;            // whole boxes
@@ -527,7 +528,7 @@ slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, 
                    const float *D, bf16 *dq, const __grid_constant__ CUtensorMap tk,
                    const __grid_constant__ CUtensorMap tv) {
 #if ASA_WGMMA
-    static_assert(S16_DQW_DIMS(DK, DV), "the warpgroup dq holds head dims 64 or 128, or dk 160 with dv 128");
+    static_assert(S16_TMA_DIMS(DK, DV), "the warpgroup dq holds head dims 64 or 128, or dk 160 with dv 128");
     using SM = s16_dqw_smem<DK, DV, NQ>;
     constexpr int NT = NQ / 8, KP = SM::KP;
     extern __shared__ float4 smem4[];
@@ -960,7 +961,7 @@ static bool s16_tensor_map(CUtensorMap *m, const void *base, long rows, long col
 static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, const void *v, CUtensorMap *tk,
                          CUtensorMap *tv) {
     memset(tk, 0, sizeof *tk), memset(tv, 0, sizeof *tv);
-    return cuda_ctx_of(be)->use_tma && S16_DQW_DIMS(a.dk, a.dv) &&
+    return cuda_ctx_of(be)->use_tma && S16_TMA_DIMS(a.dk, a.dv) &&
            s16_tensor_map(tk, k, (long)a.B * a.T, (long)a.g * a.dk) &&
            s16_tensor_map(tv, v, (long)a.B * a.T, (long)a.g * a.dv);
 }
@@ -969,7 +970,8 @@ static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, 
 // alignment slack.
 template <int DK, int DV, bool TMA>
 static size_t s16_block_bytes(int n) {
-    return TMA ? 2 * (size_t)S16_KT * (DK + DV) * sizeof(bf16) + (size_t)n * sizeof(int) + 1024
+    return TMA ? 2 * (size_t)(s16_buf_elems<DK, true>() + s16_buf_elems<DV, true>()) * sizeof(bf16) +
+                     (size_t)n * sizeof(int) + 1024
                : s16_chunk_bytes<DK, DV>(n);
 }
 
@@ -1043,7 +1045,7 @@ void cuda_slc16_bwd(asa_backend *be, const asa_attn_shape *s, const void *q, con
     CUtensorMap tk, tv;
     const bool tma = s16_tma_maps(be, a, k, v, &tk, &tv);
     S16_WITH_DIMS(a.dk, a.dv, SLC_WITH_MT(mt, {
-        if constexpr (S16_DQW_DIMS(DK, DV)) {
+        if constexpr (S16_TMA_DIMS(DK, DV)) {
             if (tma) s16_dq_wg_launch<DK, DV, MT>(a, chunks, qb, ob, idx, lse, D, dq, tk, tv, sq);
             else s16_dq_launch<DK, DV, MT>(a, chunks, qb, kb, vb, idx, lse, D, ob, dq, sq);
         } else {
