@@ -1022,8 +1022,8 @@ static void test_slc16_many_rows(void) {
 
 // bf16 selected attention at head dims 64 and 128, and 160 / 128, on both paths (asa_backend_cuda_tma):
 // Hopper's (the default there, so the main cases ran it), where the forward and dq take their KV chunks as
-// TMA tiles (64 and 128), dq and the dk/dv pass run on wgmma (dq with 16, 32 and 64 rows a tile), and every
-// other GPU's (cp.async and mma.sync).
+// TMA tiles (64, 128 and 160 / 128), dq and the dk/dv pass run on wgmma (dq with 16, 32 and 64 rows a tile),
+// and every other GPU's (cp.async and mma.sync).
 // Chunks past a sequence's end read the next sequence's rows (B 2) or past the tensor (the map's zero fill),
 // blocks of 16 or 32 keys leave most of a 64-row box or a 64-key dk/dv tile to the masks, lists of 16 or 8
 // rows put several anchors in one staged chunk, and block 0's list of 1100 anchors is split.
