@@ -39,10 +39,10 @@ long asa_backend_cuda_cudnn_calls(const asa_backend *be);
 // Sets it when min_keys > 0; returns the value before the call.
 int asa_backend_cuda_cudnn_cmp_min_keys(asa_backend *be, int bwd, int min_keys);
 
-// Hopper paths of the bf16 selected branch on an sm_90 GPU: for key and value head dims both 64 or both 128
-// the forward and dq kernels take their KV chunks through the tensor memory accelerator (one request per
-// 64 x 64 box, 128-byte swizzle) instead of cp.async; for those and for dk 160 with dv 128 (ASA's G layers)
-// dq (its chunks by TMA too) and the dk/dv pass run on warpgroup MMA (wgmma) instead of mma.sync; so do the backward passes of attention
+// Hopper paths of the bf16 selected branch on an sm_90 GPU: for key and value head dims both 64 or both 128,
+// and dk 160 with dv 128 (ASA's G layers), the forward and dq kernels take their KV chunks through the tensor
+// memory accelerator (one request per 64 x 64 box, 128-byte swizzle) instead of cp.async, and dq and the
+// dk/dv pass run on warpgroup MMA (wgmma) instead of mma.sync; so do the backward passes of attention
 // over pooled keys (attn_dense16.cu: the compression branch, and full and window attention where cuDNN does not
 // serve them): dq for head dims 64 and 128, dk/dv for those and 160 / 128. On by default where the GPU has
 // them, unless ASA_TMA=0 is set. on = 0 / 1 sets it
