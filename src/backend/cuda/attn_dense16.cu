@@ -47,12 +47,6 @@
 #define KV_TARGET_BLOCKS 2112  // dk/dv splits its rows when key blocks are fewer than this (16 per SM on an H100) ...
 #define KV_MIN_ROWS 512       // ... keeping at least this many rows per split
 
-static __device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
 // Rows [0, n) of a [*, d] operand (row r at src + r*rs) into `rows` shared rows of stride D + 8; columns >= d
 // and rows >= n are zero-filled.
 template <int D>
@@ -354,20 +348,28 @@ static __device__ __forceinline__ void d16_dq_ds(float (&dp)[NT][4], const float
         }
 }
 
+// dq += scale * acc for the thread's two rows. Every load is issued before the first store: one add at a time
+// (load, add, store, as the compiler must order them when the rows may alias) left the block waiting on each
+// load in turn, a quarter of the pooled-key dq pass's stalls.
 template <int DK>
 static __device__ __forceinline__ void d16_dq_store(const dense_args &a, const d16_dq_rows &rw,
                                                     const float (&acc)[DK / 8][4], int c, bf16 *dq) {
+    __nv_bfloat162 cur[2][DK / 8];
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        if (rw.tr[hf] < 0) continue;
-        bf16 *row = dq + rw.rr[hf] * a.dk;
+    for (int hf = 0; hf < 2; hf++)
 #pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++) {
-            const int col = nd * 8 + 2 * c;
-            if (col >= a.dk) break;
-            d16_acc2(row + col, a.scale * acc[nd][2 * hf], a.scale * acc[nd][2 * hf + 1]);
-        }
-    }
+        for (int nd = 0; nd < DK / 8; nd++)
+            if (rw.tr[hf] >= 0 && nd * 8 + 2 * c < a.dk)
+                cur[hf][nd] = *(const __nv_bfloat162 *)(dq + rw.rr[hf] * a.dk + nd * 8 + 2 * c);
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+        for (int nd = 0; nd < DK / 8; nd++)
+            if (rw.tr[hf] >= 0 && nd * 8 + 2 * c < a.dk) {
+                const float2 v = __bfloat1622float2(cur[hf][nd]);
+                *(__nv_bfloat162 *)(dq + rw.rr[hf] * a.dk + nd * 8 + 2 * c) = __floats2bfloat162_rn(
+                    v.x + a.scale * acc[nd][2 * hf], v.y + a.scale * acc[nd][2 * hf + 1]);
+            }
 }
 
 template <int DK, int DV>

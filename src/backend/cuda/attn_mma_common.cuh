@@ -12,6 +12,14 @@
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
+// 2^x by the MUFU alone: exp2f adds a range test and two multiplies to keep results below 2^-126, which
+// a probability that small does not need.
+static __device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Rows are staged 4 elements at a time (16 bytes of fp32, 8 of bf16): operands must be aligned to that.
 static inline bool mma_aligned4(const asa_backend *be, const void *p) {
     return ((uintptr_t)p & (4 * asa_dtype_size(be->act) - 1)) == 0;

@@ -628,10 +628,26 @@ slc16_dq_wg_kernel(slc_mma_args a, int chunks, const bf16 *q, const bf16 *dout, 
             for (int x = 0; x < 4; x++)
                 F[(8 * nt + 2 * c + (x & 1)) * KP + 64 * h + 16 * w + g + 8 * (x >> 1)] = acc[h][nt][x];
     __syncthreads();
-    for (int x = threadIdx.x; x < NQ * DK / 2; x += SLC_WARPS * 32) {
-        const int i = x / (DK / 2), col = (x % (DK / 2)) * 2;
-        if (Tr[i] < 0 || col >= a.dk) continue;
-        mma_acc2(dq + Rr[i] * a.dk + col, a.scale * F[i * KP + col], a.scale * F[i * KP + col + 1]);
+    // 8 column pairs a thread at a time, their loads issued before their stores (one add at a time waited on
+    // each load in turn)
+    constexpr int PAIRS = NQ * DK / 2, STEP = SLC_WARPS * 32;
+#pragma unroll
+    for (int x0 = 0; x0 < PAIRS; x0 += 8 * STEP) {
+        __nv_bfloat162 cur[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int x = x0 + u * STEP + threadIdx.x, i = x / (DK / 2), col = (x % (DK / 2)) * 2;
+            if (x < PAIRS && Tr[i] >= 0 && col < a.dk) cur[u] = *(const __nv_bfloat162 *)(dq + Rr[i] * a.dk + col);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int x = x0 + u * STEP + threadIdx.x, i = x / (DK / 2), col = (x % (DK / 2)) * 2;
+            if (x < PAIRS && Tr[i] >= 0 && col < a.dk) {
+                const float2 v = __bfloat1622float2(cur[u]);
+                *(__nv_bfloat162 *)(dq + Rr[i] * a.dk + col) =
+                    __floats2bfloat162_rn(v.x + a.scale * F[i * KP + col], v.y + a.scale * F[i * KP + col + 1]);
+            }
+        }
     }
 #else
     __trap();  // launched only on Hopper

@@ -241,9 +241,20 @@ static size_t topk16_smem(const topk16_args &a) {
 }
 
 // Rows [0, n) of a [*, dk] bf16 operand (row r at src + r*srs) into nrows shared rows by cp.async in
-// 16-byte segments; rows >= n and columns in [dk, dk16) become zeros.
+// 16-byte segments; rows >= n and columns in [dk, dk16) become zeros. DK16 > 0: dk16 known at compile time
+// (the key tiles' copies were an eighth of the kernel's instructions with the divisions below).
+template <int DK16>
 static __device__ __forceinline__ void topk16_stage(bf16 *dst, const bf16 *src, long srs, int n, int nrows,
                                                     const topk16_args &a) {
+    if constexpr (DK16 > 0) {
+        constexpr int SEGS = DK16 / 8;
+        for (int e = threadIdx.x; e < nrows * SEGS; e += TOPK16_THREADS) {
+            const int r = e / SEGS, c = e % SEGS * 8;
+            const bool in = r < n && c < a.dk;
+            cp16_b16(dst + r * (DK16 + 8) + c, in ? src + r * srs + c : src, in ? 16 : 0);
+        }
+        return;
+    }
     // Thread tid takes segments tid, tid + TOPK16_THREADS, ...: (row, segment) advance by fixed steps, so
     // that the loop divides once (a division by a variable costs as much as the copy).
     const int segs = a.dk16 / 8, dr = TOPK16_THREADS / segs, ds = TOPK16_THREADS % segs;
@@ -322,8 +333,9 @@ static __device__ void topk16_select_row(const float *sc, unsigned char *chosen,
 // halves first), so a reduce-scatter over those lane bits sums them: round b gives the lane across gr bit b
 // the keys whose bit b differs from that lane's and adds the ones it gets back. After it a lane holds the
 // keys whose low LG bits are its gr's, in the slots whose low LG bits are 0. Every key gets the same tree of additions, so
-// blocks with equal probabilities get bitwise equal scores and exact ties stay ties.
-template <int LG>
+// blocks with equal probabilities get bitwise equal scores and exact ties stay ties. NHF: the halves hf < NHF
+// hold scores (1 when G = 16, whose halves were added first).
+template <int LG, int NHF>
 static __device__ __forceinline__ void topk16_unit_scores(float (&v)[2][8], int lane, int lgG, int r0, int c0, int m0,
                                                           int nA, int nm_max, int nsb, float *S) {
     const int gr = lane / 4, cc = lane % 4;
@@ -331,7 +343,7 @@ static __device__ __forceinline__ void topk16_unit_scores(float (&v)[2][8], int 
     for (int b = 0; b < LG; b++) {
         const bool up = lane & (4 << b);
 #pragma unroll
-        for (int hf = 0; hf < 2; hf++)
+        for (int hf = 0; hf < NHF; hf++)
 #pragma unroll
             for (int k = 0; k < 8; k++)
                 if ((k & ((2 << b) - 1)) == 0) {  // live slots: low b+1 bits 0; partner slot k + 2^b
@@ -341,8 +353,7 @@ static __device__ __forceinline__ void topk16_unit_scores(float (&v)[2][8], int 
                 }
     }
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        if (lgG == 4 && hf == 1) break;  // G = 16: one anchor, both halves summed before
+    for (int hf = 0; hf < NHF; hf++) {
         const int ai = (r0 + 8 * hf + gr) >> lgG;
         if (ai >= nA) continue;
 #pragma unroll
@@ -355,16 +366,20 @@ static __device__ __forceinline__ void topk16_unit_scores(float (&v)[2][8], int 
 
 // Three blocks per multiprocessor (80 registers, a few bytes spilled): the kernel waits on latency (shared
 // memory, shuffles, the selection's reductions), and 24 warps hide more of it than 16 (65536: 7.15 -> 5.68 ms).
+// DK16 > 0: a.dk16 at compile time (the products' k loop unrolled), 0: any.
+template <int DK16>
 __global__ void __launch_bounds__(TOPK16_THREADS, 3)
 topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, const float *lse_cmp, int32_t *idx) {
     extern __shared__ __align__(16) unsigned char smem16[];
-    bf16 *Qs = (bf16 *)smem16, *Ks = Qs + (size_t)a.rows_p * a.kst;  // Ks: two key tiles
-    float *P = (float *)(Ks + (size_t)2 * TOPK16_COLS * a.kst);
+    const int dk16 = DK16 > 0 ? DK16 : a.dk16, kst = DK16 > 0 ? DK16 + 8 : a.kst;
+    bf16 *Qs = (bf16 *)smem16, *Ks = Qs + (size_t)a.rows_p * kst;  // Ks: two key tiles
+    float *P = (float *)(Ks + (size_t)2 * TOPK16_COLS * kst);
     float *Ls = P + (size_t)(a.fused ? 0 : a.rows_p * a.pst);
     int *Nm = (int *)(Ls + a.rows_p);
     float *S = (float *)(Nm + a.rows_p);
     unsigned char *F = (unsigned char *)(S + (size_t)a.A * a.nsb);
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const float sl2 = a.scale * LOG2E;
     const int at = anchor_tiles - 1 - (int)(blockIdx.x / (a.B * a.g));  // heaviest tiles first
     const int b = blockIdx.x % (a.B * a.g) / a.g, j = blockIdx.x % a.g;
     const int a0 = at * a.A, nA = min(a.A, a.na - a0);
@@ -380,7 +395,7 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
             const int ai = r / a.G;
             const bool in = r < a.rows && ai < nA && c < a.dk;
             const long row = ((long)b * a.T + (long)(a0 + ai) * a.R) * a.h + j * a.G + r - ai * a.G;
-            cp16_b16(Qs + (size_t)r * a.kst + c, in ? q + row * a.dk + c : q, in ? 16 : 0);
+            cp16_b16(Qs + (size_t)r * kst + c, in ? q + row * a.dk + c : q, in ? 16 : 0);
             r += dr, c += 8 * ds;
             if (c >= 8 * segs) c -= 8 * segs, r++;
         }
@@ -389,10 +404,10 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
         const int ai = r / a.G, t = (a0 + ai) * a.R;
         const bool in = r < a.rows && ai < nA;
         const long row = ((long)b * a.T + t) * a.h + j * a.G + r % a.G;
-        Ls[r] = in ? lse_cmp[row] : -INFINITY;
+        Ls[r] = in ? lse_cmp[row] * LOG2E : -INFINITY;
         Nm[r] = in ? min((t + 1) / a.bsz, a.nb) : 0;
     }
-    topk16_stage(Ks, kg, krs, min(a.mt, nm_max), TOPK16_COLS, a);
+    topk16_stage<DK16>(Ks, kg, krs, min(a.mt, nm_max), TOPK16_COLS, a);
     cp_commit();
 
     const int nunits = a.rows_p / 16 * 2;  // (m-tile, key half) pairs
@@ -400,11 +415,11 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
         cp_wait<0>();
         __syncthreads();  // this tile (and q) staged; the last tile's scores are done with P
         if (m0 + a.mt < nm_max) {
-            topk16_stage(Ks + (size_t)(buf ^ 1) * TOPK16_COLS * a.kst, kg + (m0 + a.mt) * krs, krs,
+            topk16_stage<DK16>(Ks + (size_t)(buf ^ 1) * TOPK16_COLS * kst, kg + (m0 + a.mt) * krs, krs,
                          min(a.mt, nm_max - m0 - a.mt), TOPK16_COLS, a);
             cp_commit();
         }
-        const bf16 *Kt = Ks + (size_t)buf * TOPK16_COLS * a.kst;
+        const bf16 *Kt = Ks + (size_t)buf * TOPK16_COLS * kst;
         for (int u = warp; u < nunits; u += TOPK16_WARPS) {
             const int r0 = u / 2 * 16, c0 = u % 2 * 32;
             float acc[4][4];
@@ -412,13 +427,14 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
             for (int nt = 0; nt < 4; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
             // ldmatrix row addresses: A tiles (rows 0-7 | 8-15) x (k 0-7 | 8-15), B tiles (keys 0-7, k lo |
             // k hi), then keys 8-15
-            const bf16 *qa = Qs + (size_t)(r0 + (lane & 15)) * a.kst + (lane >> 4) * 8;
-            const bf16 *kb = Kt + (size_t)(c0 + (lane >> 4) * 8 + (lane & 7)) * a.kst + ((lane >> 3) & 1) * 8;
-            for (int k0 = 0; k0 < a.dk16; k0 += 16) {
+            const bf16 *qa = Qs + (size_t)(r0 + (lane & 15)) * kst + (lane >> 4) * 8;
+            const bf16 *kb = Kt + (size_t)(c0 + (lane >> 4) * 8 + (lane & 7)) * kst + ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int k0 = 0; k0 < dk16; k0 += 16) {
                 uint32_t af[4], b0[4], b1[4];
                 ldsm16_x4(af, qa + k0);
                 ldsm16_x4(b0, kb + k0);
-                ldsm16_x4(b1, kb + (size_t)16 * a.kst + k0);
+                ldsm16_x4(b1, kb + (size_t)16 * kst + k0);
                 mma16(acc[0], af, b0[0], b0[1]);
                 mma16(acc[1], af, b0[2], b0[3]);
                 mma16(acc[2], af, b1[0], b1[1]);
@@ -426,17 +442,23 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
             }
             // v[hf][nt*2 + x]: row r0 + gr + 8*hf, pooled key c0 + nt*8 + 2*cc + x. As the fp32 path: an invisible
             // key, or a row with no visible key (padding rows too: L = -inf), adds +0 (the exp is taken
-            // regardless and discarded: cheaper than a branch per element).
+            // regardless and discarded: cheaper than a branch per element). Rows that see the whole tile, all
+            // but the last tile of a block, skip the test.
             const int gr = lane / 4, cc = lane % 4;
             float v[2][8];  // [hf][nt * 2 + x]
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const float L = Ls[r0 + gr + 8 * hf];
-                const int vis = L != -INFINITY ? Nm[r0 + gr + 8 * hf] - m0 : 0;
+                const float Lb = Ls[r0 + gr + 8 * hf];  // lse * log2(e)
+                const int vis = Lb != -INFINITY ? Nm[r0 + gr + 8 * hf] - m0 : 0;
+                if (vis >= TOPK16_COLS) {
 #pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const float e = exp2f(fmaf(acc[k / 2][2 * hf + k % 2], a.scale, -L) * LOG2E);
-                    v[hf][k] = c0 + k / 2 * 8 + 2 * cc + k % 2 < vis ? e : 0.0f;
+                    for (int k = 0; k < 8; k++) v[hf][k] = ex2(fmaf(acc[k / 2][2 * hf + k % 2], sl2, -Lb));
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        const float e = ex2(fmaf(acc[k / 2][2 * hf + k % 2], sl2, -Lb));
+                        v[hf][k] = c0 + k / 2 * 8 + 2 * cc + k % 2 < vis ? e : 0.0f;
+                    }
                 }
             }
             if (!a.fused) {
@@ -448,14 +470,16 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
                             make_float2(v[hf][2 * nt], v[hf][2 * nt + 1]);
                 continue;
             }
-            if (a.lgG == 4)
+            switch (a.lgG) {
+            case 0: topk16_unit_scores<0, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 1: topk16_unit_scores<1, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 2: topk16_unit_scores<2, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 3: topk16_unit_scores<3, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            default:  // G = 16: the two halves are one anchor's rows; add them, then reduce the first alone
 #pragma unroll
                 for (int k = 0; k < 8; k++) v[0][k] += v[1][k];
-            switch (a.lgG) {
-            case 0: topk16_unit_scores<0>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
-            case 1: topk16_unit_scores<1>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
-            case 2: topk16_unit_scores<2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
-            default: topk16_unit_scores<3>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+                topk16_unit_scores<3, 1>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S);
+                break;
             }
         }
         if (a.fused) continue;
@@ -503,6 +527,138 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
     }
 }
 
+// Hopper (asa_backend_cuda_tma), scores summed in registers (a.fused), head dims 64, 128 or 160: the work of
+// topk16_kernel with the dots on warpgroup MMA. One warpgroup holds 64 query rows as the M side (warp w the
+// rows of m-tile w, in the accumulator layout of mma.sync, so the exponentials and the sums over each
+// anchor's rows are topk16_kernel's), against tiles of 64 pooled keys: 8 (dk 64: 4, dk 160: 10) products
+// where the warps issued 32 ldmatrix and 64 mma.sync each, from swizzled tiles with no A fragments in
+// registers. dk 160: three boxes of 64 columns, the last half read and never multiplied.
+#define TOPK_WG_THREADS 128
+#define TOPK_WG_DIMS(DK16) ((DK16) == 64 || (DK16) == 128 || (DK16) == 160)
+template <int DK>
+struct topk_wg_smem {
+    static constexpr int KP = (DK + 63) / 64 * 64, TILE = TOPK16_COLS * KP * 2;  // 64 rows of whole boxes
+    static size_t bytes(const topk16_args &a) {  // q, two key tiles, lse and visible keys per row, scores, chosen
+        return 3 * (size_t)TILE + 64 * 2 * sizeof(float) + (size_t)a.A * a.nsb * (sizeof(float) + 1) + 1024;
+    }
+};
+
+// Rows [0, n) of a [*, dk] operand (row r at src + r*srs) into a swizzled tile of 64 rows, zeros past n and dk.
+template <int DK>
+static __device__ __forceinline__ void topk_wg_stage(char *dst, const bf16 *src, long srs, int n, int dk) {
+    constexpr unsigned U = DK / 8;
+    for (unsigned e = threadIdx.x; e < TOPK16_COLS * U; e += TOPK_WG_THREADS) {
+        const int r = (int)(e / U), u = (int)(e % U);
+        const bool in = r < n && u * 8 < dk;
+        cp16_b16((bf16 *)(dst + sw128_off(TOPK16_COLS, r, u)), in ? src + r * srs + u * 8 : src, in ? 16 : 0);
+    }
+}
+
+template <int DK>
+__global__ void __launch_bounds__(TOPK_WG_THREADS, 3)
+topk16_wg_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, const float *lse_cmp,
+                 int32_t *idx) {
+#if ASA_WGMMA
+    using SM = topk_wg_smem<DK>;
+    extern __shared__ float4 smem4[];
+    char *Qs = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Ks = Qs + SM::TILE;  // Ks: two tiles
+    float *Ls = (float *)(Ks + 2 * SM::TILE);
+    int *Nm = (int *)(Ls + 64);
+    float *S = (float *)(Nm + 64);
+    unsigned char *F = (unsigned char *)(S + (size_t)a.A * a.nsb);
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, gr = lane / 4, cc = lane % 4;
+    const float sl2 = a.scale * LOG2E;
+    const int at = anchor_tiles - 1 - (int)(blockIdx.x / (a.B * a.g));  // heaviest tiles first
+    const int b = blockIdx.x % (a.B * a.g) / a.g, j = blockIdx.x % a.g;
+    const int a0 = at * a.A, nA = min(a.A, a.na - a0);
+    const long krs = (long)a.g * a.dk;
+    const bf16 *kg = kc + (long)b * a.nb * krs + (long)j * a.dk;
+    const int nm_max = min(((a0 + nA - 1) * a.R + 1) / a.bsz, a.nb);  // the last anchor sees the most
+
+    // query rows r = ai*G + hi (anchor a0+ai, head j*G+hi), as topk16_kernel's
+    for (unsigned e = tid; e < 64 * (DK / 8); e += TOPK_WG_THREADS) {
+        const int r = (int)(e / (DK / 8)), u = (int)(e % (DK / 8)), ai = r / a.G;
+        const bool in = r < a.rows && ai < nA && u * 8 < a.dk;
+        const long row = ((long)b * a.T + (long)(a0 + ai) * a.R) * a.h + j * a.G + r - ai * a.G;
+        cp16_b16((bf16 *)(Qs + sw128_off(64, r, u)), in ? q + row * a.dk + u * 8 : q, in ? 16 : 0);
+    }
+    for (int r = tid; r < 64; r += TOPK_WG_THREADS) {
+        const int ai = r / a.G, t = (a0 + ai) * a.R;
+        const bool in = r < a.rows && ai < nA;
+        const long row = ((long)b * a.T + t) * a.h + j * a.G + r % a.G;
+        Ls[r] = in ? lse_cmp[row] * LOG2E : -INFINITY;
+        Nm[r] = in ? min((t + 1) / a.bsz, a.nb) : 0;
+    }
+    topk_wg_stage<DK>(Ks, kg, krs, min(TOPK16_COLS, nm_max), a.dk);
+    cp_commit();
+
+    for (int m0 = 0, buf = 0; m0 < nm_max; m0 += TOPK16_COLS, buf ^= 1) {
+        cp_wait<0>();
+        fence_proxy_async();  // cp.async wrote the tiles; wgmma reads them through the async proxy
+        __syncthreads();      // this tile (and q) staged; the other tile's products are done
+        if (m0 + TOPK16_COLS < nm_max) {
+            topk_wg_stage<DK>(Ks + (buf ^ 1) * SM::TILE, kg + (m0 + TOPK16_COLS) * krs, krs,
+                              min(TOPK16_COLS, nm_max - m0 - TOPK16_COLS), a.dk);
+            cp_commit();
+        }
+        const char *Kt = Ks + buf * SM::TILE;
+        float acc[8][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) wg_m64n64_ss(acc, wg_desc_k(Qs, 64, kk), wg_desc_k(Kt, 64, kk), kk > 0);
+        wg_commit();
+        wg_wait();
+        wg_hold<8>(acc);
+        float Lb[2];
+        int vis[2];
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            Lb[hf] = Ls[warp * 16 + gr + 8 * hf];
+            vis[hf] = Lb[hf] != -INFINITY ? Nm[warp * 16 + gr + 8 * hf] - m0 : 0;
+        }
+        // the two halves of 32 keys as topk16_kernel's units (m-tile warp, key half kh)
+#pragma unroll
+        for (int kh = 0; kh < 2; kh++) {
+            float v[2][8];
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                if (vis[hf] >= TOPK16_COLS) {
+#pragma unroll
+                    for (int k = 0; k < 8; k++) v[hf][k] = ex2(fmaf(acc[4 * kh + k / 2][2 * hf + k % 2], sl2, -Lb[hf]));
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        const float e = ex2(fmaf(acc[4 * kh + k / 2][2 * hf + k % 2], sl2, -Lb[hf]));
+                        v[hf][k] = 32 * kh + k / 2 * 8 + 2 * cc + k % 2 < vis[hf] ? e : 0.0f;
+                    }
+                }
+            }
+            const int r0 = warp * 16, c0 = 32 * kh;
+            switch (a.lgG) {
+            case 0: topk16_unit_scores<0, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 1: topk16_unit_scores<1, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 2: topk16_unit_scores<2, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            case 3: topk16_unit_scores<3, 2>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S); break;
+            default:
+#pragma unroll
+                for (int k = 0; k < 8; k++) v[0][k] += v[1][k];
+                topk16_unit_scores<3, 1>(v, lane, a.lgG, r0, c0, m0, nA, nm_max, a.nsb, S);
+                break;
+            }
+        }
+    }
+    cp_wait<0>();  // an anchor tile that sees no pooled key never waited for its staging
+    __syncthreads();
+    for (int ai = warp; ai < nA; ai += TOPK_WG_THREADS / 32) {
+        const int c = (a0 + ai) * a.R / a.bsel;
+        topk16_select_row(S + (size_t)ai * a.nsb, F + (size_t)ai * a.nsb, c, a.n,
+                          idx + (((long)b * a.na + a0 + ai) * a.g + j) * a.n, lane);
+    }
+#else
+    __trap();  // launched only on Hopper
+#endif
+}
+
 // The bf16 tensor-core path, when the shape allows it: rows 16-byte aligned (dk a multiple of 8), selection
 // blocks of at most one key tile, and the shared memory. Returns false to leave the call to topk_kernel.
 static bool topk16_launch(asa_backend *be, const asa_attn_shape *s, const void *q, const void *kc,
@@ -534,10 +690,27 @@ static bool topk16_launch(asa_backend *be, const asa_attn_shape *s, const void *
     const int tiles = (a.na + a.A - 1) / a.A;
     const long blocks = (long)tiles * a.B * a.g;
     ASA_CHECK(blocks <= 0x7fffffffL);
+    if (cuda_ctx_of(be)->use_tma && a.fused && TOPK_WG_DIMS(a.dk16) && a.A * a.G <= 64) {
+        size_t smem = 0;
+        void (*kernel)(topk16_args, int, const bf16 *, const bf16 *, const float *, int32_t *) = NULL;
+        if (a.dk16 == 64) kernel = topk16_wg_kernel<64>, smem = topk_wg_smem<64>::bytes(a);
+        if (a.dk16 == 128) kernel = topk16_wg_kernel<128>, smem = topk_wg_smem<128>::bytes(a);
+        if (a.dk16 == 160) kernel = topk16_wg_kernel<160>, smem = topk_wg_smem<160>::bytes(a);
+        if (smem <= max_smem) {
+            attn_allow_smem((const void *)kernel, smem);
+            kernel<<<(unsigned)blocks, TOPK_WG_THREADS, smem>>>(a, tiles, (const bf16 *)q, (const bf16 *)kc, lse_cmp,
+                                                                idx);
+            CUDA_LAUNCH_CHECK();
+            return true;
+        }
+    }
     const size_t smem = topk16_smem(a);
-    attn_allow_smem((const void *)topk16_kernel, smem);
-    topk16_kernel<<<(unsigned)blocks, TOPK16_THREADS, smem>>>(a, tiles, (const bf16 *)q, (const bf16 *)kc, lse_cmp,
-                                                              idx);
+    // the head dims of the shipped configs (64, 128; 160 = latent 128 + RoPE 32) unrolled, others at run time
+    void (*kernel)(topk16_args, int, const bf16 *, const bf16 *, const float *, int32_t *) =
+        a.dk16 == 64 ? topk16_kernel<64> : a.dk16 == 128 ? topk16_kernel<128> : a.dk16 == 160 ? topk16_kernel<160>
+                                                                                             : topk16_kernel<0>;
+    attn_allow_smem((const void *)kernel, smem);
+    kernel<<<(unsigned)blocks, TOPK16_THREADS, smem>>>(a, tiles, (const bf16 *)q, (const bf16 *)kc, lse_cmp, idx);
     CUDA_LAUNCH_CHECK();
     return true;
 }
