@@ -1362,8 +1362,8 @@ static void test_attention(asa_backend *tc) {
     test_select_topk("pairs tied, d64, G=8", 1, 2500, 16, 2, 64, 16, 16, 12, 1, 1);
     test_select_topk("all tied, d32, G=4, R=2", 1, 2100, 8, 2, 32, 16, 16, 8, 2, 2);
     test_select_topk("G=1, d128", 2, 3000, 4, 4, 128, 32, 32, 16, 1, 0);
-    // Hopper's warpgroup kernel at its other head dims: 160 (asa-340M's latent keys, three boxes, the last
-    // half read), and 120 in tiles of 128 (columns past dk zero), G = 4 tied
+    // Hopper's warpgroup kernel at dk 160 (asa-340M's latent keys: three boxes, the last half read), and dk 120,
+    // no whole box, on the mma.sync kernel in tiles of 128 (columns past dk zero), G = 4 tied
     test_select_topk("G=8, d160, R=4", 1, 6000, 16, 2, 160, 64, 64, 16, 4, 0);
     test_select_topk("pairs tied, d120, G=4", 1, 3000, 8, 2, 120, 16, 16, 16, 1, 1);
 

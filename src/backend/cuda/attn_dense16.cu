@@ -348,28 +348,45 @@ static __device__ __forceinline__ void d16_dq_ds(float (&dp)[NT][4], const float
         }
 }
 
-// dq += scale * acc for the thread's two rows. Every load is issued before the first store: one add at a time
-// (load, add, store, as the compiler must order them when the rows may alias) left the block waiting on each
-// load in turn, a quarter of the pooled-key dq pass's stalls.
+// The block's rows' dq as it stands into shared memory (rows of stride DK + 8: the 8 rows a store step reads
+// fall in distinct banks), by cp.async once every product is done. d16_dq_store then adds from there: read
+// from global memory, one load per column pair, the loads were waited for in turn (the compiler sinks them
+// next to their stores), a quarter of the pooled-key dq pass's stall samples.
+template <int DK>
+static __device__ __forceinline__ void d16_dq_fetch(const dense_args &a, int b, int j, long rho0, bf16 *dst,
+                                                    const bf16 *dq) {
+    for (int e = threadIdx.x; e < DQ_ROWS * (DK / 8); e += D16_THREADS) {
+        const int rr = e / (DK / 8), u = e % (DK / 8);
+        int t;
+        long r;
+        dense_row(a, b, j, rho0 + rr, t, r);
+        const bool in = t >= 0 && u * 8 < a.dk;
+        cp16_b16(dst + rr * (DK + 8) + u * 8, in ? dq + r * a.dk + u * 8 : dq, in ? 16 : 0);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+}
+
+// dq += scale * acc for the thread's two rows (warp w, lane group g), the current values from d16_dq_fetch.
 template <int DK>
 static __device__ __forceinline__ void d16_dq_store(const dense_args &a, const d16_dq_rows &rw,
-                                                    const float (&acc)[DK / 8][4], int c, bf16 *dq) {
-    __nv_bfloat162 cur[2][DK / 8];
+                                                    const float (&acc)[DK / 8][4], int w, int g, int c,
+                                                    const bf16 *cur, bf16 *dq) {
 #pragma unroll
-    for (int hf = 0; hf < 2; hf++)
+    for (int hf = 0; hf < 2; hf++) {
+        if (rw.tr[hf] < 0) continue;
+        const bf16 *src = cur + (w * 16 + g + 8 * hf) * (DK + 8);
+        bf16 *row = dq + rw.rr[hf] * a.dk;
 #pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++)
-            if (rw.tr[hf] >= 0 && nd * 8 + 2 * c < a.dk)
-                cur[hf][nd] = *(const __nv_bfloat162 *)(dq + rw.rr[hf] * a.dk + nd * 8 + 2 * c);
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-        for (int nd = 0; nd < DK / 8; nd++)
-            if (rw.tr[hf] >= 0 && nd * 8 + 2 * c < a.dk) {
-                const float2 v = __bfloat1622float2(cur[hf][nd]);
-                *(__nv_bfloat162 *)(dq + rw.rr[hf] * a.dk + nd * 8 + 2 * c) = __floats2bfloat162_rn(
-                    v.x + a.scale * acc[nd][2 * hf], v.y + a.scale * acc[nd][2 * hf + 1]);
-            }
+        for (int nd = 0; nd < DK / 8; nd++) {
+            const int col = nd * 8 + 2 * c;
+            if (col >= a.dk) break;
+            const float2 v = __bfloat1622float2(*(const __nv_bfloat162 *)(src + col));
+            *(__nv_bfloat162 *)(row + col) =
+                __floats2bfloat162_rn(v.x + a.scale * acc[nd][2 * hf], v.y + a.scale * acc[nd][2 * hf + 1]);
+        }
+    }
 }
 
 template <int DK, int DV>
@@ -463,7 +480,9 @@ d16_dq_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const bf16
         }
     }
     cp_wait<0>();
-    d16_dq_store<DK>(a, rw, acc, c, dq);
+    __syncthreads();  // every warp is done with the tiles
+    d16_dq_fetch<DK>(a, b, j, rbase, Qs, dq);
+    d16_dq_store<DK>(a, rw, acc, w, g, c, Qs, dq);
 }
 
 // dq on Hopper by warpgroup MMA: the work of d16_dq_kernel, whose warps each read every K and V chunk from
@@ -549,7 +568,9 @@ d16_dq_wg_kernel(dense_args a, int ntiles, const bf16 *q, const bf16 *k, const b
         wg_hold<DK / 8>(acc);
     }
     cp_wait<0>();
-    d16_dq_store<DK>(a, rw, acc, c, dq);
+    __syncthreads();  // every warp is done with the tiles
+    d16_dq_fetch<DK>(a, b, j, rbase, (bf16 *)Qs, dq);
+    d16_dq_store<DK>(a, rw, acc, w, lane / 4, c, (const bf16 *)Qs, dq);
 #else
     __trap();  // launched only on Hopper
 #endif

@@ -18,6 +18,8 @@
 #ifndef ASA_BACKEND_CUDA_ATTN_MMA16_CUH
 #define ASA_BACKEND_CUDA_ATTN_MMA16_CUH
 
+#include <cuda.h>
+
 #include "backend/cuda/cuda_common.cuh"
 
 // c += A·B on one m16n8k16 tile (bf16 inputs, fp32 accumulation).
@@ -83,6 +85,10 @@ static __device__ __forceinline__ void stage_sw(char *dst, const bf16 *src, long
 // CUtensorMap into shared memory as one request, counting its bytes on an mbarrier in shared memory. A
 // phase of such a barrier (initialized with one arrival) completes when the thread that announced the
 // bytes has arrived and they have all landed.
+// The map of a [rows, cols] bf16 tensor (rows contiguous) read in boxes of 64 rows by 64 columns under the
+// 128-byte swizzle (rows past the end read as zeros); false when the driver offers no encoder.
+bool cuda_tma_map(CUtensorMap *m, const void *base, long rows, long cols);
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define ASA_TMA 1
 static __device__ __forceinline__ void mbar_init(uint64_t *bar) {

@@ -19,8 +19,6 @@
 #include "backend/cuda/attn_slc16.cuh"
 #include "backend/cuda/attn_slc_lists.cuh"
 
-#include <cudaTypedefs.h>
-
 #define S16_KT 64  // keys per staged chunk (forward, dq)
 #define S16_NR 32  // query rows per staged chunk of the dk/dv pass
 // Blocks per multiprocessor the dq and dk/dv kernels' registers are fitted to: 3 where that spills only a
@@ -952,34 +950,14 @@ bool cuda_slc16_ok(const asa_backend *be, const asa_attn_shape *s, const void *q
         }                                                            \
     } while (0)
 
-// The map of a [rows, cols] bf16 tensor (rows contiguous) read in 64 x 64 boxes under the 128-byte swizzle,
-// through the driver's encoder (reached via the runtime: no link to libcuda). False when unavailable.
-static bool s16_tensor_map(CUtensorMap *m, const void *base, long rows, long cols) {
-    static PFN_cuTensorMapEncodeTiled_v12000 encode = NULL;
-    if (!encode) {
-        void *fn = NULL;
-        cudaDriverEntryPointQueryResult found;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
-                cudaSuccess ||
-            found != cudaDriverEntryPointSuccess)
-            return false;
-        encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
-    }
-    const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, stride[1] = {(cuuint64_t)cols * sizeof(bf16)};
-    const cuuint32_t box[2] = {64, S16_KT}, unit[2] = {1, 1};
-    return encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dim, stride, box, unit,
-                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 // Whether the chunks come as TMA tiles (Hopper: the forward at head dims 64 or 128, the warpgroup dq at those
 // and dk 160 with dv 128), with the maps of k and v [B*T, g*d] when they do.
 static bool s16_tma_maps(asa_backend *be, const slc_mma_args &a, const void *k, const void *v, CUtensorMap *tk,
                          CUtensorMap *tv) {
     memset(tk, 0, sizeof *tk), memset(tv, 0, sizeof *tv);
     return cuda_ctx_of(be)->use_tma && S16_TMA_DIMS(a.dk, a.dv) &&
-           s16_tensor_map(tk, k, (long)a.B * a.T, (long)a.g * a.dk) &&
-           s16_tensor_map(tv, v, (long)a.B * a.T, (long)a.g * a.dv);
+           cuda_tma_map(tk, k, (long)a.B * a.T, (long)a.g * a.dk) &&
+           cuda_tma_map(tv, v, (long)a.B * a.T, (long)a.g * a.dv);
 }
 
 // Shared memory of a forward or dq block: s16_chunk_bytes, or with TMA the four tiles, the list and the

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cudaTypedefs.h>
+
+#include "backend/cuda/attn_mma16.cuh"
 #include "backend/cuda/cuda_common.cuh"
 
 #define LT_WORKSPACE_BYTES (32u << 20)
@@ -22,6 +25,25 @@ void cuda_join(asa_backend *be) {
         CUDA_CHECK(cudaEventRecord(cx->join_ev[i], cx->side[i]));
         CUDA_CHECK(cudaStreamWaitEvent(0, cx->join_ev[i], 0));
     }
+}
+
+// Through the driver's encoder, reached via the runtime: no link to libcuda.
+bool cuda_tma_map(CUtensorMap *m, const void *base, long rows, long cols) {
+    static PFN_cuTensorMapEncodeTiled_v12000 encode = NULL;
+    if (!encode) {
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult found;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+                cudaSuccess ||
+            found != cudaDriverEntryPointSuccess)
+            return false;
+        encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    }
+    const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows}, stride[1] = {(cuuint64_t)cols * sizeof(bf16)};
+    const cuuint32_t box[2] = {64, 64}, unit[2] = {1, 1};
+    return encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dim, stride, box, unit,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 void *cuda_scratch(asa_backend *be, size_t bytes) {

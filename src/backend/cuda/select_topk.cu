@@ -527,12 +527,14 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
     }
 }
 
-// Hopper (asa_backend_cuda_tma), scores summed in registers (a.fused), head dims 64, 128 or 160: the work of
+// Hopper (asa_backend_cuda_tma), scores summed in registers (a.fused), dk 64, 128 or 160: the work of
 // topk16_kernel with the dots on warpgroup MMA. One warpgroup holds 64 query rows as the M side (warp w the
 // rows of m-tile w, in the accumulator layout of mma.sync, so the exponentials and the sums over each
 // anchor's rows are topk16_kernel's), against tiles of 64 pooled keys: 8 (dk 64: 4, dk 160: 10) products
 // where the warps issued 32 ldmatrix and 64 mma.sync each, from swizzled tiles with no A fragments in
-// registers. dk 160: three boxes of 64 columns, the last half read and never multiplied.
+// registers. The key tiles come by TMA (thread 0 asks for 64 rows in boxes of 64 columns of kc [B*nb, g*dk];
+// rows past the anchors' last visible key are loaded and masked; at dk 160 the third box, half read and never
+// multiplied, runs into the next group's columns or the map's zero fill), so the warps issue no copies.
 #define TOPK_WG_THREADS 128
 #define TOPK_WG_DIMS(DK16) ((DK16) == 64 || (DK16) == 128 || (DK16) == 160)
 template <int DK>
@@ -543,23 +545,14 @@ struct topk_wg_smem {
     }
 };
 
-// Rows [0, n) of a [*, dk] operand (row r at src + r*srs) into a swizzled tile of 64 rows, zeros past n and dk.
-template <int DK>
-static __device__ __forceinline__ void topk_wg_stage(char *dst, const bf16 *src, long srs, int n, int dk) {
-    constexpr unsigned U = DK / 8;
-    for (unsigned e = threadIdx.x; e < TOPK16_COLS * U; e += TOPK_WG_THREADS) {
-        const int r = (int)(e / U), u = (int)(e % U);
-        const bool in = r < n && u * 8 < dk;
-        cp16_b16((bf16 *)(dst + sw128_off(TOPK16_COLS, r, u)), in ? src + r * srs + u * 8 : src, in ? 16 : 0);
-    }
-}
-
 template <int DK>
 __global__ void __launch_bounds__(TOPK_WG_THREADS, 3)
-topk16_wg_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, const float *lse_cmp,
-                 int32_t *idx) {
+topk16_wg_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const float *lse_cmp, int32_t *idx,
+                 const __grid_constant__ CUtensorMap tk) {
 #if ASA_WGMMA
     using SM = topk_wg_smem<DK>;
+    constexpr int BOXES = SM::KP / 64;
+    __shared__ uint64_t bar[2];  // one per key tile buffer
     extern __shared__ float4 smem4[];
     char *Qs = (char *)(((uintptr_t)smem4 + 1023) & ~(uintptr_t)1023), *Ks = Qs + SM::TILE;  // Ks: two tiles
     float *Ls = (float *)(Ks + 2 * SM::TILE);
@@ -571,9 +564,18 @@ topk16_wg_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc,
     const int at = anchor_tiles - 1 - (int)(blockIdx.x / (a.B * a.g));  // heaviest tiles first
     const int b = blockIdx.x % (a.B * a.g) / a.g, j = blockIdx.x % a.g;
     const int a0 = at * a.A, nA = min(a.A, a.na - a0);
-    const long krs = (long)a.g * a.dk;
-    const bf16 *kg = kc + (long)b * a.nb * krs + (long)j * a.dk;
     const int nm_max = min(((a0 + nA - 1) * a.R + 1) / a.bsz, a.nb);  // the last anchor sees the most
+    // key tile x (pooled keys 64x ..) into buffer x % 2, counted on bar[x % 2]
+    auto fetch = [&](int x) {
+        mbar_arrive_bytes(&bar[x % 2], BOXES * 64 * 128);
+#pragma unroll
+        for (int bx = 0; bx < BOXES; bx++)
+            tma_load_2d(Ks + (x % 2) * SM::TILE + bx * 64 * 128, &tk, j * DK + 64 * bx, b * a.nb + 64 * x, &bar[x % 2]);
+    };
+    if (tid == 0) {
+        mbar_init(&bar[0]), mbar_init(&bar[1]);
+        if (nm_max > 0) fetch(0);
+    }
 
     // query rows r = ai*G + hi (anchor a0+ai, head j*G+hi), as topk16_kernel's
     for (unsigned e = tid; e < 64 * (DK / 8); e += TOPK_WG_THREADS) {
@@ -589,19 +591,15 @@ topk16_wg_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc,
         Ls[r] = in ? lse_cmp[row] * LOG2E : -INFINITY;
         Nm[r] = in ? min((t + 1) / a.bsz, a.nb) : 0;
     }
-    topk_wg_stage<DK>(Ks, kg, krs, min(TOPK16_COLS, nm_max), a.dk);
     cp_commit();
+    cp_wait<0>();
+    fence_proxy_async();  // cp.async wrote q; wgmma reads it through the async proxy
 
-    for (int m0 = 0, buf = 0; m0 < nm_max; m0 += TOPK16_COLS, buf ^= 1) {
-        cp_wait<0>();
-        fence_proxy_async();  // cp.async wrote the tiles; wgmma reads them through the async proxy
-        __syncthreads();      // this tile (and q) staged; the other tile's products are done
-        if (m0 + TOPK16_COLS < nm_max) {
-            topk_wg_stage<DK>(Ks + (buf ^ 1) * SM::TILE, kg + (m0 + TOPK16_COLS) * krs, krs,
-                              min(TOPK16_COLS, nm_max - m0 - TOPK16_COLS), a.dk);
-            cp_commit();
-        }
-        const char *Kt = Ks + buf * SM::TILE;
+    for (int m0 = 0, x = 0; m0 < nm_max; m0 += TOPK16_COLS, x++) {
+        __syncthreads();  // q, lse and the visible keys staged (x = 0); the other buffer's products are done
+        if (tid == 0 && m0 + TOPK16_COLS < nm_max) fetch(x + 1);
+        mbar_wait(&bar[x % 2], (x / 2) & 1);
+        const char *Kt = Ks + (x % 2) * SM::TILE;
         float acc[8][4];
         wg_fence();
 #pragma unroll
@@ -647,7 +645,6 @@ topk16_wg_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc,
             }
         }
     }
-    cp_wait<0>();  // an anchor tile that sees no pooled key never waited for its staging
     __syncthreads();
     for (int ai = warp; ai < nA; ai += TOPK_WG_THREADS / 32) {
         const int c = (a0 + ai) * a.R / a.bsel;
@@ -690,16 +687,17 @@ static bool topk16_launch(asa_backend *be, const asa_attn_shape *s, const void *
     const int tiles = (a.na + a.A - 1) / a.A;
     const long blocks = (long)tiles * a.B * a.g;
     ASA_CHECK(blocks <= 0x7fffffffL);
-    if (cuda_ctx_of(be)->use_tma && a.fused && TOPK_WG_DIMS(a.dk16) && a.A * a.G <= 64) {
+    CUtensorMap tk;
+    if (cuda_ctx_of(be)->use_tma && a.fused && TOPK_WG_DIMS(a.dk) && a.A * a.G <= 64 &&
+        cuda_tma_map(&tk, kc, (long)a.B * a.nb, (long)a.g * a.dk)) {
         size_t smem = 0;
-        void (*kernel)(topk16_args, int, const bf16 *, const bf16 *, const float *, int32_t *) = NULL;
-        if (a.dk16 == 64) kernel = topk16_wg_kernel<64>, smem = topk_wg_smem<64>::bytes(a);
-        if (a.dk16 == 128) kernel = topk16_wg_kernel<128>, smem = topk_wg_smem<128>::bytes(a);
-        if (a.dk16 == 160) kernel = topk16_wg_kernel<160>, smem = topk_wg_smem<160>::bytes(a);
+        void (*kernel)(topk16_args, int, const bf16 *, const float *, int32_t *, const CUtensorMap) = NULL;
+        if (a.dk == 64) kernel = topk16_wg_kernel<64>, smem = topk_wg_smem<64>::bytes(a);
+        if (a.dk == 128) kernel = topk16_wg_kernel<128>, smem = topk_wg_smem<128>::bytes(a);
+        if (a.dk == 160) kernel = topk16_wg_kernel<160>, smem = topk_wg_smem<160>::bytes(a);
         if (smem <= max_smem) {
             attn_allow_smem((const void *)kernel, smem);
-            kernel<<<(unsigned)blocks, TOPK_WG_THREADS, smem>>>(a, tiles, (const bf16 *)q, (const bf16 *)kc, lse_cmp,
-                                                                idx);
+            kernel<<<(unsigned)blocks, TOPK_WG_THREADS, smem>>>(a, tiles, (const bf16 *)q, lse_cmp, idx, tk);
             CUDA_LAUNCH_CHECK();
             return true;
         }
