@@ -394,11 +394,11 @@ static void test_swiglu(void) {
 }
 
 // Assemble per-head keys [kn_i ; kr] (kr broadcast: src head stride 0) and split the gradient back
-// (sum over heads: dst head stride 0, accumulate).
-static void test_copy_heads(void) {
-    const int rows = 41, h = 5, dn = 12, dr = 6, rs = h * (dn + dr);
+// (sum over heads: dst head stride 0, accumulate). Column counts that are multiples of 8 take the vector kernel.
+static void test_copy_heads(int rows, int h, int dn, int dr) {
+    const int rs = h * (dn + dr);
     const size_t nk = (size_t)rows * rs, nkn = (size_t)rows * h * dn, nkr = (size_t)rows * dr;
-    snprintf(where, sizeof where, "%s copy_heads", mode);
+    snprintf(where, sizeof where, "%s copy_heads %d x %d x (%d + %d)", mode, rows, h, dn, dr);
     float *k = h_rand(nk, 1), *kn = h_rand(nkn, 1), *kr = h_rand(nkr, 1);
     float *kn0 = h_dup(kn, nkn), *kr0 = h_dup(kr, nkr);
     void *gk = d_act(k, nk), *gkn = d_act(kn, nkn), *gkr = d_act(kr, nkr);
@@ -577,10 +577,13 @@ static void test_dense_ops(void) {
     test_embedding();
     test_rmsnorm(77, 1, 300);
     test_rmsnorm(50, 3, 40);
+    test_rmsnorm(2000, 1, 1024);  // vector dx kernel, the weight gradient over 32 row ranges
+    test_rmsnorm(130, 2, 64);
     test_rope(0);
     test_rope(65000);
     test_swiglu();
-    test_copy_heads();
+    test_copy_heads(41, 5, 12, 6);
+    test_copy_heads(50, 4, 64, 32);
     test_xent();
     test_gate(3, 40);
     test_gate(2, 40);

@@ -95,6 +95,40 @@ static __device__ __forceinline__ float ld_f(const float *p) { return *p; }
 static __device__ __forceinline__ float ld_f(const bf16 *p) { return __bfloat162float(*p); }
 static __device__ __forceinline__ void st_f(float *p, float x) { *p = x; }
 static __device__ __forceinline__ void st_f(bf16 *p, float x) { *p = __float2bfloat16_rn(x); }
+// Eight consecutive elements as floats: one 16-byte access for bf16, two for fp32.
+static __device__ __forceinline__ void ld8(const bf16 *p, float (&f)[8]) {
+    const uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    for (int j = 0; j < 4; j++) {
+        const float2 x = __bfloat1622float2(h[j]);
+        f[2 * j] = x.x, f[2 * j + 1] = x.y;
+    }
+}
+static __device__ __forceinline__ void st8(bf16 *p, const float (&f)[8]) {
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
+    *(uint4 *)p = u;
+}
+static __device__ __forceinline__ void ld8(const float *p, float (&f)[8]) {
+    const float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+static __device__ __forceinline__ void st8(float *p, const float (&f)[8]) {
+    ((float4 *)p)[0] = make_float4(f[0], f[1], f[2], f[3]);
+    ((float4 *)p)[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+// x as the storage type of *p would hold it (bf16: rounded to nearest even).
+static __device__ __forceinline__ float round_to(const float *, float x) { return x; }
+static __device__ __forceinline__ float round_to(const bf16 *, float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+// Whether rows of n elements at these pointers are whole 16-byte vectors (the ld8 / st8 kernels).
+static inline bool cuda_vec8_ok(const void *const *p, int np, long n) {
+    if (n % 8 != 0) return false;
+    for (int i = 0; i < np; i++)
+        if (((uintptr_t)p[i] & 15) != 0) return false;
+    return true;
+}
 // Runs a statement with `act_t` naming the backend's storage type, e.g.
 //   DISPATCH_ACT(be, rope_kernel<act_t><<<grid, threads>>>((act_t *)x, ...)).
 #define DISPATCH_ACT(be, ...)                  \

@@ -44,30 +44,6 @@ __global__ void gate_bwd_kernel(E *dglog, gate_dbranches<E> dbr, gate_rows drow,
     }
 }
 
-// Eight consecutive elements as floats: one 16-byte access for bf16, two for fp32.
-static __device__ __forceinline__ void ld8(const bf16 *p, float (&f)[8]) {
-    const uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-    for (int j = 0; j < 4; j++) {
-        const float2 x = __bfloat1622float2(h[j]);
-        f[2 * j] = x.x, f[2 * j + 1] = x.y;
-    }
-}
-static __device__ __forceinline__ void st8(bf16 *p, const float (&f)[8]) {
-    uint4 u;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-    for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-    *(uint4 *)p = u;
-}
-static __device__ __forceinline__ void ld8(const float *p, float (&f)[8]) {
-    const float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
-    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-}
-static __device__ __forceinline__ void st8(float *p, const float (&f)[8]) {
-    ((float4 *)p)[0] = make_float4(f[0], f[1], f[2], f[3]);
-    ((float4 *)p)[1] = make_float4(f[4], f[5], f[6], f[7]);
-}
-
 // The same two kernels on rows of dv % 8 == 0 aligned to 16 bytes: one thread per 8 outputs in the
 // forward; in the backward 16 lanes per (token, head) row, 8 elements each per step, and the dot products
 // of a row summed over its 16 lanes (in a fixed order, as before).
@@ -125,13 +101,6 @@ __global__ void gate_bwd8_kernel(E *dglog, gate_dbranches<E> dbr, gate_rows drow
     }
 }
 
-// Rows that are whole 16-byte vectors take the vector kernels.
-static bool gate_vec8(const void *const *p, int n, int dv) {
-    if (dv % 8 != 0) return false;
-    for (int i = 0; i < n; i++)
-        if (((uintptr_t)p[i] & 15) != 0) return false;
-    return true;
-}
 
 template <typename E>
 static void gate_fwd_launch(void *out, const void *glog, const void *const *br, int nbr, long rows, int dv) {
@@ -139,7 +108,7 @@ static void gate_fwd_launch(void *out, const void *glog, const void *const *br, 
     for (int c = 0; c < nbr; c++) b.p[c] = (const E *)br[c];
     const void *ptr[GATE_MAX_BRANCHES + 1] = {out};
     for (int c = 0; c < nbr; c++) ptr[c + 1] = br[c];
-    if (gate_vec8(ptr, nbr + 1, dv))
+    if (cuda_vec8_ok(ptr, nbr + 1, dv))
         gate_fwd8_kernel<<<cuda_blocks(rows * dv / 8, CUDA_THREADS), CUDA_THREADS>>>((E *)out, (const E *)glog, b, nbr,
                                                                                     rows, dv);
     else
@@ -157,7 +126,7 @@ static void gate_bwd_launch(void *dglog, void *const *dbr, float *const *drow, c
     const void *ptr[2 * GATE_MAX_BRANCHES + 1] = {dout};
     for (int c = 0; c < nbr; c++) ptr[1 + 2 * c] = br[c], ptr[2 + 2 * c] = dbr[c];
     const unsigned blocks = (unsigned)((rows * 16 + CUDA_THREADS - 1) / CUDA_THREADS);
-    if (gate_vec8(ptr, 2 * nbr + 1, dv)) {
+    if (cuda_vec8_ok(ptr, 2 * nbr + 1, dv)) {
         void (*kernel)(E *, gate_dbranches<E>, gate_rows, const E *, const E *, gate_branches<E>, long, int) =
             nbr == 1   ? gate_bwd8_kernel<E, 1>
             : nbr == 2 ? gate_bwd8_kernel<E, 2>
