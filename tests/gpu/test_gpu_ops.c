@@ -306,14 +306,14 @@ static double test_gemm(asa_backend *g, double tol, asa_dtype ct, int ta, int tb
     return err;
 }
 
-static void test_embedding(void) {
-    const int V = 50, D = 70, N = 300;
-    snprintf(where, sizeof where, "%s embedding", mode);
-    int32_t tok[N];
+// V = 3 makes runs of equal tokens longer than the backward's 128-entry steps; D 1100 spans five 256-column slices.
+static void test_embedding(int V, int D, int N) {
+    snprintf(where, sizeof where, "%s embedding %d x %d, %d tokens", mode, V, D, N);
+    int32_t *tok = malloc((size_t)N * sizeof *tok);
     for (int i = 0; i < N; i++) tok[i] = (int32_t)asa_rng_below(&rng, V);
     float *E = h_rand32((size_t)V * D, 1), *out = h_rand((size_t)N * D, 1), *dE = h_rand32((size_t)V * D, 1);
     float *dout = h_rand((size_t)N * D, 1);
-    int32_t *dtok = d_raw(tok, sizeof tok);
+    int32_t *dtok = d_raw(tok, (size_t)N * sizeof *tok);
     float *dEm = d_raw(E, V * D * 4), *ddE = d_raw(dE, V * D * 4);
     void *dout_ = d_act_nan((size_t)N * D), *ddout = d_act(dout, (size_t)N * D);
     cpu->embedding_fwd(cpu, out, tok, E, N, D);
@@ -329,7 +329,7 @@ static void test_embedding(void) {
     cpu->embedding_bwd(cpu, dE, dout, tok, N, D);
     gpu->embedding_bwd(gpu, ddE, ddout, dtok, N, D);
     expect_f32("embedding_bwd", ddE, dE, (size_t)V * D, TOL_ELEM);  // same additions, same order
-    free(E), free(out), free(dE), free(dout);
+    free(E), free(out), free(dE), free(dout), free(tok);
     d_free(dtok), d_free(dEm), d_free(dout_), d_free(ddE), d_free(ddout);
 }
 
@@ -574,7 +574,8 @@ static void test_convert(void) {
 }
 
 static void test_dense_ops(void) {
-    test_embedding();
+    test_embedding(50, 70, 300);
+    test_embedding(3, 1100, 1000);
     test_rmsnorm(77, 1, 300);
     test_rmsnorm(50, 3, 40);
     test_rmsnorm(2000, 1, 1024);  // vector dx kernel, the weight gradient over 32 row ranges

@@ -121,7 +121,9 @@ static __device__ __forceinline__ void st8(float *p, const float (&f)[8]) {
 
 // x as the storage type of *p would hold it (bf16: rounded to nearest even).
 static __device__ __forceinline__ float round_to(const float *, float x) { return x; }
-static __device__ __forceinline__ float round_to(const bf16 *, float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+static __device__ __forceinline__ float round_to(const bf16 *, float x) {
+    return __bfloat162float(__float2bfloat16_rn(x));
+}
 // Whether rows of n elements at these pointers are whole 16-byte vectors (the ld8 / st8 kernels).
 static inline bool cuda_vec8_ok(const void *const *p, int np, long n) {
     if (n % 8 != 0) return false;
