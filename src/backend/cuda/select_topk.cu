@@ -416,7 +416,7 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
         __syncthreads();  // this tile (and q) staged; the last tile's scores are done with P
         if (m0 + a.mt < nm_max) {
             topk16_stage<DK16>(Ks + (size_t)(buf ^ 1) * TOPK16_COLS * kst, kg + (m0 + a.mt) * krs, krs,
-                         min(a.mt, nm_max - m0 - a.mt), TOPK16_COLS, a);
+                               min(a.mt, nm_max - m0 - a.mt), TOPK16_COLS, a);
             cp_commit();
         }
         const bf16 *Kt = Ks + (size_t)buf * TOPK16_COLS * kst;
@@ -536,7 +536,7 @@ topk16_kernel(topk16_args a, int anchor_tiles, const bf16 *q, const bf16 *kc, co
 // rows past the anchors' last visible key are loaded and masked; at dk 160 the third box, half read and never
 // multiplied, runs into the next group's columns or the map's zero fill), so the warps issue no copies.
 #define TOPK_WG_THREADS 128
-#define TOPK_WG_DIMS(DK16) ((DK16) == 64 || (DK16) == 128 || (DK16) == 160)
+#define TOPK_WG_DIMS(DK) ((DK) == 64 || (DK) == 128 || (DK) == 160)
 template <int DK>
 struct topk_wg_smem {
     static constexpr int KP = (DK + 63) / 64 * 64, TILE = TOPK16_COLS * KP * 2;  // 64 rows of whole boxes
